@@ -1,0 +1,420 @@
+//! The expansion of `#[plugin(...)]`.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, FnArg, Ident, ImplItem, ImplItemFn, ItemImpl, LitBool, LitStr, Meta, Pat, ReturnType,
+    Token, Type,
+};
+
+use crate::pattern::capture_names;
+
+/// Expands the attribute. Errors are reported as `compile_error!`s next to
+/// the impl block, with its route attributes removed, so that the rest of
+/// the crate still type-checks.
+pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = match parse_args(args) {
+        Ok(args) => Some(args),
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    };
+    let mut block: ItemImpl = match syn::parse2(item.clone()) {
+        Ok(block) => block,
+        Err(_) => {
+            let error = syn::Error::new(
+                Span::call_site(),
+                "#[plugin] goes on the inherent impl block of the plugin type: \
+                 `#[plugin(id = \"...\")] impl MyPlugin { ... }`",
+            )
+            .to_compile_error();
+            return quote!(#error #item);
+        }
+    };
+    if let Some((_, path, _)) = &block.trait_ {
+        errors.push(syn::Error::new_spanned(
+            path,
+            "#[plugin] goes on an inherent impl block (`impl MyPlugin { ... }`), not on a trait impl",
+        ));
+    }
+    if !block.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &block.generics,
+            "a plugin type cannot be generic: the component exports one concrete type",
+        ));
+    }
+
+    let mut routes = Vec::new();
+    for item in &mut block.items {
+        if let ImplItem::Fn(method) = item {
+            let declared = take_route_attrs(&mut method.attrs, &mut errors);
+            if declared.is_empty() {
+                continue;
+            }
+            if let Some(handler) = Handler::parse(method, &mut errors) {
+                for route in declared {
+                    handler.check_params(&route, &mut errors);
+                    routes.push((route, handler.clone()));
+                }
+            }
+        }
+    }
+
+    let (Some(args), true) = (args, errors.is_empty()) else {
+        let errors = errors.into_compile_errors();
+        return quote!(#errors #block);
+    };
+    let self_ty = &block.self_ty;
+    let id = &args.id;
+    let description = match &args.description {
+        Some(description) => description.to_token_stream(),
+        None => quote!(""),
+    };
+    let version = match &args.version {
+        Some(version) => version.to_token_stream(),
+        None => quote!(::core::env!("CARGO_PKG_VERSION")),
+    };
+    let specs = routes.iter().map(|(route, handler)| {
+        let kind = Ident::new(route.kind.variant(), Span::call_site());
+        let pattern = &route.pattern;
+        let ignore_case = route.ignore_case;
+        let name = handler.ident.unraw().to_string();
+        quote! {
+            ::warden_sdk::__private::RouteSpec {
+                kind: ::warden_sdk::__private::RouteKind::#kind,
+                pattern: #pattern,
+                ignore_case: #ignore_case,
+                handler: #name,
+            }
+        }
+    });
+    let arms = routes.iter().enumerate().map(|(index, (_, handler))| {
+        let index = u32::try_from(index).expect("fewer than 2^32 routes");
+        let call = handler.call();
+        quote!(#index => ::core::option::Option::Some(#call),)
+    });
+
+    quote! {
+        #block
+
+        impl ::warden_sdk::Plugin for #self_ty {}
+
+        impl ::warden_sdk::__private::Dispatch for #self_ty {
+            const MANIFEST: ::warden_sdk::__private::ManifestSpec =
+                ::warden_sdk::__private::ManifestSpec {
+                    id: #id,
+                    version: #version,
+                    description: #description,
+                    routes: &[#(#specs),*],
+                };
+
+            fn dispatch(
+                &self,
+                route: u32,
+                msg: &::warden_sdk::Message,
+                captures: &::warden_sdk::__private::Captures,
+            ) -> ::core::option::Option<::core::result::Result<(), ::std::string::String>> {
+                let _ = (msg, captures);
+                match route {
+                    #(#arms)*
+                    _ => ::core::option::Option::None,
+                }
+            }
+        }
+
+        ::warden_sdk::__export_plugin!(#self_ty);
+    }
+}
+
+/// The arguments of `#[plugin(...)]`.
+struct PluginArgs {
+    id: LitStr,
+    description: Option<LitStr>,
+    version: Option<LitStr>,
+}
+
+fn parse_args(args: TokenStream) -> syn::Result<PluginArgs> {
+    let mut id = None;
+    let mut description = None;
+    let mut version = None;
+    let parser = syn::meta::parser(|meta| {
+        let slot = if meta.path.is_ident("id") {
+            &mut id
+        } else if meta.path.is_ident("description") {
+            &mut description
+        } else if meta.path.is_ident("version") {
+            &mut version
+        } else {
+            return Err(meta.error("unknown argument: expected `id`, `description` or `version`"));
+        };
+        if slot.is_some() {
+            return Err(meta.error("this argument is given twice"));
+        }
+        *slot = Some(meta.value()?.parse::<LitStr>()?);
+        Ok(())
+    });
+    parser.parse2(args)?;
+    let id = id.ok_or_else(|| {
+        syn::Error::new(
+            Span::call_site(),
+            "missing the plugin's identity: write `#[warden_sdk::plugin(id = \"example.my.Plugin\")]`",
+        )
+    })?;
+    Ok(PluginArgs { id, description, version })
+}
+
+/// Which attribute declared a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    RespondTo,
+    ListenTo,
+}
+
+impl Kind {
+    fn of(attr: &Attribute) -> Option<Kind> {
+        let path = attr.path();
+        if path.is_ident("respond_to") {
+            Some(Kind::RespondTo)
+        } else if path.is_ident("listen_to") {
+            Some(Kind::ListenTo)
+        } else {
+            None
+        }
+    }
+
+    fn attr_name(self) -> &'static str {
+        match self {
+            Kind::RespondTo => "respond_to",
+            Kind::ListenTo => "listen_to",
+        }
+    }
+
+    fn variant(self) -> &'static str {
+        match self {
+            Kind::RespondTo => "RespondTo",
+            Kind::ListenTo => "ListenTo",
+        }
+    }
+}
+
+/// One `#[respond_to(...)]` or `#[listen_to(...)]`.
+#[derive(Clone)]
+struct Route {
+    kind: Kind,
+    pattern: LitStr,
+    ignore_case: bool,
+    groups: Vec<String>,
+}
+
+/// The arguments inside the parentheses of a route attribute: a pattern,
+/// then optionally `ignore_case = <bool>`.
+struct RouteArgs {
+    pattern: Option<LitStr>,
+    ignore_case: Option<LitBool>,
+}
+
+impl Parse for RouteArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let pattern = if input.peek(LitStr) { Some(input.parse()?) } else { None };
+        let mut ignore_case = None;
+        let mut first = pattern.is_none();
+        while !input.is_empty() {
+            if !first {
+                input.parse::<Token![,]>()?;
+                if input.is_empty() {
+                    break;
+                }
+            }
+            first = false;
+            let name: Ident = input.parse()?;
+            if name != "ignore_case" {
+                return Err(syn::Error::new_spanned(
+                    name,
+                    "unknown argument: a route takes a pattern, then optionally `ignore_case = false`",
+                ));
+            }
+            if ignore_case.is_some() {
+                return Err(syn::Error::new_spanned(name, "`ignore_case` is given twice"));
+            }
+            input.parse::<Token![=]>()?;
+            ignore_case = Some(input.parse()?);
+        }
+        Ok(RouteArgs { pattern, ignore_case })
+    }
+}
+
+/// Removes the route attributes from `attrs` and returns the routes they
+/// declare, in order.
+fn take_route_attrs(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Vec<Route> {
+    let mut routes = Vec::new();
+    attrs.retain(|attr| {
+        let Some(kind) = Kind::of(attr) else {
+            return true;
+        };
+        match parse_route(kind, attr) {
+            Ok(route) => routes.push(route),
+            Err(error) => errors.push(error),
+        }
+        false
+    });
+    routes
+}
+
+fn parse_route(kind: Kind, attr: &Attribute) -> syn::Result<Route> {
+    let name = kind.attr_name();
+    let missing = || {
+        syn::Error::new_spanned(
+            attr,
+            format!("missing pattern: write `#[{name}(r\"regex\")]`, for example `#[{name}(r\"^hello (?P<name>\\w+)\")]`"),
+        )
+    };
+    let Meta::List(list) = &attr.meta else {
+        return Err(missing());
+    };
+    let args: RouteArgs = list.parse_args()?;
+    let pattern = args.pattern.ok_or_else(missing)?;
+    let groups = capture_names(&pattern.value())
+        .map_err(|reason| syn::Error::new_spanned(&pattern, format!("cannot read this pattern: {reason}")))?;
+    Ok(Route {
+        kind,
+        pattern,
+        ignore_case: args.ignore_case.is_none_or(|flag| flag.value),
+        groups,
+    })
+}
+
+/// A handler method: its name and the parameters that receive captures.
+#[derive(Clone)]
+struct Handler {
+    ident: Ident,
+    params: Vec<Param>,
+    output: Span,
+}
+
+#[derive(Clone)]
+struct Param {
+    name: String,
+    pat: Pat,
+    ty: Type,
+}
+
+impl Handler {
+    fn parse(method: &ImplItemFn, errors: &mut Errors) -> Option<Handler> {
+        let sig = &method.sig;
+        let before = errors.len();
+        if let Some(asyncness) = &sig.asyncness {
+            errors.push(syn::Error::new_spanned(asyncness, "a handler cannot be async"));
+        }
+        if !sig.generics.params.is_empty() {
+            errors.push(syn::Error::new_spanned(&sig.generics, "a handler cannot be generic"));
+        }
+        let mut inputs = sig.inputs.iter();
+        match inputs.next() {
+            Some(FnArg::Receiver(receiver))
+                if receiver.reference.is_some() && receiver.mutability.is_none() => {}
+            _ => {
+                errors.push(syn::Error::new_spanned(
+                    &sig.ident,
+                    "a handler takes `&self` first: `fn name(&self, msg: &Message, ...)`",
+                ));
+                return None;
+            }
+        }
+        if inputs.next().is_none() {
+            errors.push(syn::Error::new_spanned(
+                &sig.ident,
+                "a handler takes the message after `&self`: `fn name(&self, msg: &Message, ...)`",
+            ));
+        }
+        let mut params = Vec::new();
+        for input in inputs {
+            let FnArg::Typed(typed) = input else { continue };
+            match &*typed.pat {
+                Pat::Ident(binding) if binding.by_ref.is_none() && binding.subpat.is_none() => {
+                    params.push(Param {
+                        name: binding.ident.unraw().to_string(),
+                        pat: (*typed.pat).clone(),
+                        ty: (*typed.ty).clone(),
+                    });
+                }
+                other => errors.push(syn::Error::new_spanned(
+                    other,
+                    "name this parameter like the named group it receives, e.g. `key: String` for `(?P<key>...)`",
+                )),
+            }
+        }
+        let output = match &sig.output {
+            ReturnType::Default => sig.ident.span(),
+            ReturnType::Type(_, ty) => ty.span(),
+        };
+        (errors.len() == before).then(|| Handler { ident: sig.ident.clone(), params, output })
+    }
+
+    /// Reports each parameter whose name is not a named group of `route`.
+    fn check_params(&self, route: &Route, errors: &mut Errors) {
+        for param in &self.params {
+            if route.groups.contains(&param.name) {
+                continue;
+            }
+            let pattern = route.pattern.value();
+            let groups = if route.groups.is_empty() {
+                "it has no named groups".to_owned()
+            } else {
+                let names: Vec<String> = route.groups.iter().map(|g| format!("`{g}`")).collect();
+                format!("its named groups are {}", names.join(", "))
+            };
+            let name = &param.name;
+            errors.push(syn::Error::new_spanned(
+                &param.pat,
+                format!(
+                    "`{name}` is not a named group of the pattern {pattern:?} ({groups}); \
+                     add `(?P<{name}>...)` to the pattern or rename the parameter"
+                ),
+            ));
+        }
+    }
+
+    /// The expression that calls the handler inside `Dispatch::dispatch`.
+    fn call(&self) -> TokenStream {
+        let method = &self.ident;
+        let args = self.params.iter().map(|param| {
+            let ty = &param.ty;
+            let name = &param.name;
+            quote_spanned! {ty.span()=>
+                <#ty as ::warden_sdk::__private::FromCapture<'_>>::from_capture(captures.get(#name))
+            }
+        });
+        quote_spanned! {self.output=>
+            ::warden_sdk::__private::IntoHandlerResult::into_handler_result(
+                Self::#method(self, msg, #(#args),*)
+            )
+        }
+    }
+}
+
+/// Errors collected while reading the impl block, reported together.
+#[derive(Default)]
+struct Errors(Vec<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        self.0.push(error);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn into_compile_errors(self) -> TokenStream {
+        self.0.into_iter().map(|error| error.to_compile_error()).collect()
+    }
+}

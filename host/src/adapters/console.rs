@@ -1,0 +1,33 @@
+//! The console: one message per input line, every reply on its own output
+//! line. Every line is addressed to the bot.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::{Host, Incoming};
+
+/// Reads messages from `input` until its end, writing every reply to
+/// `output`. Blank lines are skipped. Handler errors go to the log, not to
+/// `output`.
+pub async fn run<R, W>(host: &Host, input: R, mut output: W) -> std::io::Result<()>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut lines = input.lines();
+    while let Some(line) = lines.next_line().await? {
+        let text = line.trim_end_matches('\r');
+        if text.trim().is_empty() {
+            continue;
+        }
+        let outcomes = host.dispatch(&Incoming::addressed(text)).await;
+        if outcomes.is_empty() {
+            tracing::debug!("no route matched {text:?}");
+        }
+        for reply in outcomes.iter().flat_map(|o| &o.replies) {
+            output.write_all(reply.as_bytes()).await?;
+            output.write_all(b"\n").await?;
+        }
+        output.flush().await?;
+    }
+    Ok(())
+}

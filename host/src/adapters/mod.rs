@@ -1,0 +1,3 @@
+//! Ways messages reach the host.
+
+pub mod console;

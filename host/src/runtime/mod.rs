@@ -1,0 +1,152 @@
+//! The WebAssembly side of the host: the engine, the linker with WASI and
+//! Warden's interfaces, and the per-instance state plugins call into.
+
+pub mod bindings;
+mod host;
+mod stdio;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::config::Limits;
+use crate::storage::PluginStorage;
+pub use host::PluginHost;
+
+/// How often the epoch advances; handler timeouts are counted in these.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Store data of one plugin instance.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// Warden's own interfaces.
+    pub host: PluginHost,
+}
+
+impl std::fmt::Debug for PluginState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginState").field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The engine and linker shared by every plugin, and the clock that bounds
+/// handler calls.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<PluginState>>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A new engine and linker. Starts a thread that advances the engine's
+    /// epoch; it ends when the last clone of the engine is dropped.
+    pub fn new(limits: Limits) -> wasmtime::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        // Component-model async is not used by the plugin world, and turning
+        // it off makes every host-to-guest call several times cheaper.
+        config.concurrency_support(false);
+        // Bounds the CPU time of each handler call (see `call_deadline`).
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::<PluginState>::new(&engine);
+        // WASI is linked so that components built for wasm32-wasip2 load,
+        // but each instance's WasiCtx grants nothing (see `new_store`).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<PluginHost>>(&mut linker, |s| &mut s.host)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("warden-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch thread: {e}")))?;
+
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            limits,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker with every interface a plugin may import.
+    pub fn linker(&self) -> &Linker<PluginState> {
+        &self.linker
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles a component.
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        Component::new(&self.engine, bytes)
+    }
+
+    /// A fresh store for plugin `id`: no files, no environment, no network,
+    /// no arguments; stdout and stderr go to the log; memory is bounded.
+    /// `tag` names the plugin in logs: its identity, or its file while the
+    /// manifest is read (when `storage` is `None`).
+    pub fn new_store(&self, tag: &str, storage: Option<PluginStorage>) -> Store<PluginState> {
+        let tag: Arc<str> = Arc::from(tag);
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdio::LogStream::new(tag.clone(), "stdout"));
+        wasi.stderr(stdio::LogStream::new(tag.clone(), "stderr"));
+        wasi.allow_blocking_current_thread(false);
+        let state = PluginState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.max_memory_bytes)
+                .instances(16)
+                .tables(16)
+                .memories(16)
+                .build(),
+            host: PluginHost::new(tag, storage),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.call_deadline());
+        store
+    }
+
+    /// The epoch ticks a handler call may run before it is interrupted.
+    pub fn call_deadline(&self) -> u64 {
+        let ticks = self.limits.handler_timeout().as_millis() / EPOCH_TICK.as_millis();
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+}

@@ -1,0 +1,108 @@
+//! An in-memory backend: fast, and gone when the process exits. Meant for
+//! tests and for throwaway hosts.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Backend, BackendError};
+
+#[derive(Debug)]
+struct Entry {
+    value: Vec<u8>,
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// Keeps everything in a hash map. [`size`](Backend::size) reports the bytes
+/// of all live keys and values.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    map: Mutex<HashMap<Vec<u8>, Entry>>,
+}
+
+impl MemoryBackend {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Entry>> {
+        // A panic while holding the lock cannot leave the map half-updated
+        // (every operation is a single map call), so a poisoned lock is safe
+        // to keep using.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for MemoryBackend {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let now = Instant::now();
+        let mut map = self.map();
+        match map.get(key) {
+            Some(entry) if entry.live(now) => Ok(Some(entry.value.clone())),
+            Some(_) => {
+                map.remove(key);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let now = Instant::now();
+        let expires_at = expires_in.map(|d| now.checked_add(d).unwrap_or(now + Duration::from_secs(u32::MAX.into())));
+        self.map().insert(
+            key.to_vec(),
+            Entry {
+                value: value.to_vec(),
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
+        self.map().remove(key);
+        Ok(())
+    }
+
+    async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        Ok(self.map().get(key).is_some_and(|e| e.live(now)))
+    }
+
+    async fn size(&self) -> Result<u64, BackendError> {
+        let now = Instant::now();
+        let total: usize = self
+            .map()
+            .iter()
+            .filter(|(_, e)| e.live(now))
+            .map(|(k, e)| k.len() + e.value.len())
+            .sum();
+        Ok(total as u64)
+    }
+
+    async fn close(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn purge_expired(&self) -> Result<u64, BackendError> {
+        let now = Instant::now();
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, e| e.live(now));
+        Ok((before - map.len()) as u64)
+    }
+}
