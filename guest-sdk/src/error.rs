@@ -143,10 +143,19 @@ mod tests {
     #[test]
     fn every_wit_error_maps_to_the_variant_of_the_same_name() {
         let cases = [
-            (WitError::AccessDenied("a".into()), Error::AccessDenied("a".into())),
-            (WitError::InvalidKey("b".into()), Error::InvalidKey("b".into())),
+            (
+                WitError::AccessDenied("a".into()),
+                Error::AccessDenied("a".into()),
+            ),
+            (
+                WitError::InvalidKey("b".into()),
+                Error::InvalidKey("b".into()),
+            ),
             (WitError::TooLarge("c".into()), Error::TooLarge("c".into())),
-            (WitError::QuotaExceeded("d".into()), Error::QuotaExceeded("d".into())),
+            (
+                WitError::QuotaExceeded("d".into()),
+                Error::QuotaExceeded("d".into()),
+            ),
             (WitError::Backend("e".into()), Error::Backend("e".into())),
         ];
         for (wit, expected) in cases {
@@ -171,13 +180,31 @@ mod tests {
     #[test]
     fn display_prefixes_the_host_message_with_the_kind() {
         let shown = |error: Error| error.to_string();
-        assert_eq!(shown(Error::AccessDenied("no grant".into())), "access denied: no grant");
-        assert_eq!(shown(Error::InvalidKey("empty".into())), "invalid key: empty");
-        assert_eq!(shown(Error::TooLarge("2 MiB".into())), "value too large: 2 MiB");
-        assert_eq!(shown(Error::QuotaExceeded("1 MiB".into())), "quota exceeded: 1 MiB");
-        assert_eq!(shown(Error::Backend("io".into())), "storage backend error: io");
         assert_eq!(
-            shown(Error::Decode { key: "k".into(), message: "expected a string".into() }),
+            shown(Error::AccessDenied("no grant".into())),
+            "access denied: no grant"
+        );
+        assert_eq!(
+            shown(Error::InvalidKey("empty".into())),
+            "invalid key: empty"
+        );
+        assert_eq!(
+            shown(Error::TooLarge("2 MiB".into())),
+            "value too large: 2 MiB"
+        );
+        assert_eq!(
+            shown(Error::QuotaExceeded("1 MiB".into())),
+            "quota exceeded: 1 MiB"
+        );
+        assert_eq!(
+            shown(Error::Backend("io".into())),
+            "storage backend error: io"
+        );
+        assert_eq!(
+            shown(Error::Decode {
+                key: "k".into(),
+                message: "expected a string".into()
+            }),
             "cannot decode the value of key \"k\": expected a string"
         );
     }
@@ -185,7 +212,10 @@ mod tests {
     #[test]
     fn message_is_the_text_without_the_prefix() {
         assert_eq!(Error::Backend("disk full".into()).message(), "disk full");
-        let error = Error::Encode { key: "k".into(), message: "bad map key".into() };
+        let error = Error::Encode {
+            key: "k".into(),
+            message: "bad map key".into(),
+        };
         assert_eq!(error.message(), "bad map key");
     }
 }

@@ -120,8 +120,9 @@
 //! | `&str` | the same, borrowed |
 //! | `Option<String>` (or `Option<&str>`) | `None` if the group did not take part in the match |
 //!
-//! A parameter that names no group of the pattern is a compile error, and
-//! so is a route attribute without a pattern. A handler returns `()` or
+//! A parameter that names no group of the pattern (of every pattern, when
+//! the method has several routes) is a compile error, and so is a route
+//! attribute without a pattern. A handler returns `()` or
 //! `Result<(), E>` with `E: Display`, such as [`Result<()>`](Result); an
 //! `Err` is sent to the host, which logs it with the plugin's identity. A
 //! panic traps the component, and the call fails.
@@ -167,7 +168,7 @@ pub mod __private;
 /// The bindings generated from `wit/plugin.wit` (world
 /// `warden:plugin/plugin`). Plugins use the types of this crate instead.
 #[doc(hidden)]
-#[allow(missing_docs)]
+#[allow(missing_docs, clippy::too_many_arguments)]
 pub mod __bindings {
     wit_bindgen::generate!({
         world: "warden:plugin/plugin",

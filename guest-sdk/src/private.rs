@@ -52,8 +52,12 @@ pub trait Dispatch: Plugin {
     const MANIFEST: ManifestSpec;
 
     /// Calls the handler of `route`; `None` if there is no such route.
-    fn dispatch(&self, route: u32, msg: &Message, captures: &Captures)
-    -> Option<Result<(), String>>;
+    fn dispatch(
+        &self,
+        route: u32,
+        msg: &Message,
+        captures: &Captures,
+    ) -> Option<Result<(), String>>;
 }
 
 /// The named groups of a match.
@@ -201,11 +205,12 @@ macro_rules! __export_plugin {
                     ::std::thread_local! {
                         static PLUGIN: $plugin = <$plugin as ::std::default::Default>::default();
                     }
-                    PLUGIN.with(|plugin| $crate::__private::handle(plugin, route, message, captures))
+                    PLUGIN
+                        .with(|plugin| $crate::__private::handle(plugin, route, message, captures))
                 }
             }
 
-            $crate::__bindings::export!(__WardenGuest with_types_in $crate::__bindings);
+    $crate::__bindings::export!(__WardenGuest with_types_in $crate::__bindings);
         };
     };
 }
@@ -251,7 +256,10 @@ mod tests {
         assert_eq!(String::from_capture(None), "");
         assert_eq!(<&str>::from_capture(Some("b")), "b");
         assert_eq!(<&str>::from_capture(None), "");
-        assert_eq!(Option::<String>::from_capture(Some("c")), Some("c".to_owned()));
+        assert_eq!(
+            Option::<String>::from_capture(Some("c")),
+            Some("c".to_owned())
+        );
         assert_eq!(Option::<String>::from_capture(None), None);
         assert_eq!(Option::<&str>::from_capture(Some("")), Some(""));
     }
@@ -260,9 +268,15 @@ mod tests {
     fn handler_results_keep_the_error_text() {
         assert_eq!(().into_handler_result(), Ok(()));
         assert_eq!(Ok::<(), &str>(()).into_handler_result(), Ok(()));
-        assert_eq!(Err::<(), _>("probe asked to fail").into_handler_result(), Err("probe asked to fail".to_owned()));
+        assert_eq!(
+            Err::<(), _>("probe asked to fail").into_handler_result(),
+            Err("probe asked to fail".to_owned())
+        );
         let error = crate::Error::AccessDenied("no grant".into());
-        assert_eq!(Err::<(), _>(error).into_handler_result(), Err("access denied: no grant".to_owned()));
+        assert_eq!(
+            Err::<(), _>(error).into_handler_result(),
+            Err("access denied: no grant".to_owned())
+        );
     }
 
     /// A plugin written with the attribute, driven through the same
@@ -272,17 +286,25 @@ mod tests {
         calls: RefCell<Vec<String>>,
     }
 
-    #[crate::plugin(id = "warden.sdk.Recorder", description = "Records its calls", version = "9.9.9")]
+    #[crate::plugin(
+        id = "warden.sdk.Recorder",
+        description = "Records its calls",
+        version = "9.9.9"
+    )]
     impl Recorder {
         #[respond_to(r"set (?P<key>\w+) to (?P<value>.*)")]
         fn set(&self, msg: &Message, key: String, value: &str) {
-            self.calls.borrow_mut().push(format!("set {key}={value} from {}", msg.user()));
+            self.calls
+                .borrow_mut()
+                .push(format!("set {key}={value} from {}", msg.user()));
         }
 
         #[listen_to(r"(?i)maybe (?<word>\w+)?", ignore_case = false)]
         #[respond_to(r"perhaps(?: (?P<word>\w+))?")]
         fn maybe(&self, msg: &Message, word: Option<String>) -> Result<(), String> {
-            self.calls.borrow_mut().push(format!("maybe {word:?} in {}", msg.channel()));
+            self.calls
+                .borrow_mut()
+                .push(format!("maybe {word:?} in {}", msg.channel()));
             match word {
                 Some(_) => Ok(()),
                 None => Err("no word".to_owned()),
@@ -308,14 +330,36 @@ mod tests {
         let routes: Vec<_> = manifest
             .routes
             .iter()
-            .map(|r| (r.kind, r.pattern.as_str(), r.ignore_case, r.handler.as_str()))
+            .map(|r| {
+                (
+                    r.kind,
+                    r.pattern.as_str(),
+                    r.ignore_case,
+                    r.handler.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             routes,
             [
-                (WitRouteKind::RespondTo, r"set (?P<key>\w+) to (?P<value>.*)", true, "set"),
-                (WitRouteKind::ListenTo, r"(?i)maybe (?<word>\w+)?", false, "maybe"),
-                (WitRouteKind::RespondTo, r"perhaps(?: (?P<word>\w+))?", true, "maybe"),
+                (
+                    WitRouteKind::RespondTo,
+                    r"set (?P<key>\w+) to (?P<value>.*)",
+                    true,
+                    "set"
+                ),
+                (
+                    WitRouteKind::ListenTo,
+                    r"(?i)maybe (?<word>\w+)?",
+                    false,
+                    "maybe"
+                ),
+                (
+                    WitRouteKind::RespondTo,
+                    r"perhaps(?: (?P<word>\w+))?",
+                    true,
+                    "maybe"
+                ),
                 (WitRouteKind::RespondTo, "fail", true, "fail"),
             ]
         );
@@ -325,14 +369,24 @@ mod tests {
     fn handle_passes_captures_to_the_parameters_of_the_same_name() {
         let plugin = Recorder::default();
         let set = captures(&[("value", Some("hello world")), ("key", Some("greeting"))]);
-        assert_eq!(handle(&plugin, 0, message("set greeting to hello world"), set.0), Ok(()));
+        assert_eq!(
+            handle(&plugin, 0, message("set greeting to hello world"), set.0),
+            Ok(())
+        );
         let word = captures(&[("word", Some("so"))]);
         assert_eq!(handle(&plugin, 1, message("maybe so"), word.0), Ok(()));
         let no_word = captures(&[("word", None)]);
-        assert_eq!(handle(&plugin, 2, message("perhaps"), no_word.0), Err("no word".to_owned()));
+        assert_eq!(
+            handle(&plugin, 2, message("perhaps"), no_word.0),
+            Err("no word".to_owned())
+        );
         assert_eq!(
             *plugin.calls.borrow(),
-            ["set greeting=hello world from U1", "maybe Some(\"so\") in C1", "maybe None in C1"]
+            [
+                "set greeting=hello world from U1",
+                "maybe Some(\"so\") in C1",
+                "maybe None in C1"
+            ]
         );
         assert_eq!(plugin.not_a_handler(), 3);
     }

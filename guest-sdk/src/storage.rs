@@ -259,7 +259,10 @@ mod tests {
             }
             other => panic!("expected a decode error, got {other:?}"),
         }
-        assert_eq!(decode::<u32>("n", b"\"seven\"").unwrap_err().kind(), "decode");
+        assert_eq!(
+            decode::<u32>("n", b"\"seven\"").unwrap_err().kind(),
+            "decode"
+        );
     }
 
     #[test]

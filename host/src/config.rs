@@ -200,7 +200,10 @@ impl Config {
 
     /// The shared-keyspace grant of plugin `id`.
     pub fn grant(&self, id: &PluginId) -> Grant {
-        self.grants.get(id.as_str()).map(|g| g.shared).unwrap_or_default()
+        self.grants
+            .get(id.as_str())
+            .map(|g| g.shared)
+            .unwrap_or_default()
     }
 }
 
@@ -237,20 +240,31 @@ mod tests {
         .unwrap();
         assert_eq!(c.storage.backend, BackendKind::Memory);
         assert_eq!(c.grant(&PluginId::new("a.Reader").unwrap()), Grant::Read);
-        assert_eq!(c.grant(&PluginId::new("a.Writer").unwrap()), Grant::ReadWrite);
+        assert_eq!(
+            c.grant(&PluginId::new("a.Writer").unwrap()),
+            Grant::ReadWrite
+        );
         assert_eq!(c.limits.max_value_bytes, 10);
         assert_eq!(c.limits.max_key_bytes, 512);
     }
 
     #[test]
     fn errors_name_the_file_and_the_fault() {
-        let e = parse("[grants.\"a.B\"]\nshared = \"write\"").unwrap_err().to_string();
+        let e = parse("[grants.\"a.B\"]\nshared = \"write\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("warden.toml") && e.contains("write"), "{e}");
-        let e = parse("[storage]\nbakend = \"sled\"").unwrap_err().to_string();
+        let e = parse("[storage]\nbakend = \"sled\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bakend"), "{e}");
-        let e = parse("[grants.\"bad id\"]\nshared = \"read\"").unwrap_err().to_string();
+        let e = parse("[grants.\"bad id\"]\nshared = \"read\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad id"), "{e}");
-        let e = parse("[limits]\nmax_key_bytes = 0").unwrap_err().to_string();
+        let e = parse("[limits]\nmax_key_bytes = 0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_key_bytes"), "{e}");
     }
 
@@ -261,7 +275,9 @@ mod tests {
         std::fs::write(&file, "[storage]\npath = \"data\"").unwrap();
         let c = Config::load(&file).unwrap();
         assert_eq!(c.storage.path.unwrap(), dir.path().join("data"));
-        let e = Config::load(&dir.path().join("missing.toml")).unwrap_err().to_string();
+        let e = Config::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing.toml"), "{e}");
     }
 }

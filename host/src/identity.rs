@@ -266,17 +266,30 @@ mod tests {
     #[test]
     fn refuses_bad_names() {
         assert_eq!(PluginId::new(""), Err(IdError::Empty));
-        assert!(matches!(PluginId::new(&"a".repeat(129)), Err(IdError::TooLong { len: 129 })));
+        assert!(matches!(
+            PluginId::new(&"a".repeat(129)),
+            Err(IdError::TooLong { len: 129 })
+        ));
         assert!(PluginId::new(&"a".repeat(128)).is_ok());
         for id in ["a..b", ".a", "a.", "."] {
-            assert!(matches!(PluginId::new(id), Err(IdError::EmptySegment { .. })), "{id}");
+            assert!(
+                matches!(PluginId::new(id), Err(IdError::EmptySegment { .. })),
+                "{id}"
+            );
         }
         assert_eq!(
             PluginId::new("a.b:c"),
-            Err(IdError::BadChar { id: "a.b:c".into(), ch: ':', at: 3 })
+            Err(IdError::BadChar {
+                id: "a.b:c".into(),
+                ch: ':',
+                at: 3
+            })
         );
         for id in ["1abc", "a.9b", "a b", "a/b", "ä", "a.-b", "not a valid id!"] {
-            assert!(matches!(PluginId::new(id), Err(IdError::BadChar { .. })), "{id}");
+            assert!(
+                matches!(PluginId::new(id), Err(IdError::BadChar { .. })),
+                "{id}"
+            );
         }
     }
 
@@ -290,10 +303,27 @@ mod tests {
     #[test]
     fn validates_keys() {
         assert_eq!(validate_key("", 10), Err(KeyError::Empty));
-        assert_eq!(validate_key("abcdef", 5), Err(KeyError::TooLong { len: 6, max: 5 }));
-        assert_eq!(validate_key("a\0b", 10), Err(KeyError::ControlChar { ch: '\0', at: 1 }));
-        assert_eq!(validate_key("a\nb", 10), Err(KeyError::ControlChar { ch: '\n', at: 1 }));
-        for key in ["greeting", "../x", "plugin:other.P:k", "shared:", "ключ ✓", ":", "."] {
+        assert_eq!(
+            validate_key("abcdef", 5),
+            Err(KeyError::TooLong { len: 6, max: 5 })
+        );
+        assert_eq!(
+            validate_key("a\0b", 10),
+            Err(KeyError::ControlChar { ch: '\0', at: 1 })
+        );
+        assert_eq!(
+            validate_key("a\nb", 10),
+            Err(KeyError::ControlChar { ch: '\n', at: 1 })
+        );
+        for key in [
+            "greeting",
+            "../x",
+            "plugin:other.P:k",
+            "shared:",
+            "ключ ✓",
+            ":",
+            ".",
+        ] {
             assert_eq!(validate_key(key, 512), Ok(()), "{key}");
         }
     }
@@ -305,7 +335,10 @@ mod tests {
             encode_key(&Namespace::Plugin(id), "greeting"),
             b"plugin:example.storage.StoragePlugin:greeting"
         );
-        assert_eq!(encode_key(&Namespace::Shared, "greeting"), b"shared:greeting");
+        assert_eq!(
+            encode_key(&Namespace::Shared, "greeting"),
+            b"shared:greeting"
+        );
     }
 
     #[test]
@@ -313,7 +346,11 @@ mod tests {
         // The key a Slack Machine plugin would use to reach another plugin's data.
         let id = PluginId::new("other.Plugin").unwrap();
         let private = encode_key(&Namespace::Plugin(id), "secret");
-        for key in ["other.Plugin:secret", "plugin:other.Plugin:secret", "warden:binding"] {
+        for key in [
+            "other.Plugin:secret",
+            "plugin:other.Plugin:secret",
+            "warden:binding",
+        ] {
             let shared = encode_key(&Namespace::Shared, key);
             assert_ne!(shared, private);
             assert!(!shared.starts_with(RESERVED_PREFIX.as_bytes()));
@@ -335,7 +372,10 @@ mod tests {
     }
 
     fn namespace_strategy() -> impl Strategy<Value = Namespace> {
-        prop_oneof![Just(Namespace::Shared), id_strategy().prop_map(Namespace::Plugin)]
+        prop_oneof![
+            Just(Namespace::Shared),
+            id_strategy().prop_map(Namespace::Plugin)
+        ]
     }
 
     /// Keys full of the characters that could confuse a codec.

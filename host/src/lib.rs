@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod adapters;
+pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod plugins;
@@ -147,7 +148,10 @@ impl HostBuilder {
 }
 
 /// Opens the backend the config names.
-pub fn open_backend(config: &Config, data_dir: Option<&Path>) -> Result<Arc<dyn Backend>, BackendError> {
+pub fn open_backend(
+    config: &Config,
+    data_dir: Option<&Path>,
+) -> Result<Arc<dyn Backend>, BackendError> {
     Ok(match config.storage.backend {
         config::BackendKind::Memory => Arc::new(MemoryBackend::new()),
         config::BackendKind::Sled => {

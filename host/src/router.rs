@@ -183,11 +183,19 @@ mod tests {
 
     #[test]
     fn named_groups_become_arguments() {
-        let r = one(RouteKind::RespondTo, r"store (?P<text>.*) under (?P<key>\w+)");
-        let caps = r.matches(&Incoming::addressed("store hello world under greeting")).unwrap();
+        let r = one(
+            RouteKind::RespondTo,
+            r"store (?P<text>.*) under (?P<key>\w+)",
+        );
+        let caps = r
+            .matches(&Incoming::addressed("store hello world under greeting"))
+            .unwrap();
         assert_eq!(
             args(caps),
-            [("text".into(), Some("hello world".into())), ("key".into(), Some("greeting".into()))]
+            [
+                ("text".into(), Some("hello world".into())),
+                ("key".into(), Some("greeting".into()))
+            ]
         );
     }
 
@@ -195,7 +203,11 @@ mod tests {
     fn search_is_unanchored_and_case_insensitive() {
         let r = one(RouteKind::RespondTo, "size");
         assert!(r.matches(&Incoming::addressed("what SIZE is it")).is_some());
-        let exact = compile(&[Route { ignore_case: false, ..route(RouteKind::RespondTo, "size") }]).unwrap();
+        let exact = compile(&[Route {
+            ignore_case: false,
+            ..route(RouteKind::RespondTo, "size")
+        }])
+        .unwrap();
         assert!(exact[0].matches(&Incoming::addressed("SIZE")).is_none());
     }
 
@@ -210,16 +222,25 @@ mod tests {
 
     #[test]
     fn unmatched_optional_groups_are_none() {
-        let r = one(RouteKind::RespondTo, r"^(?P<shared>shared )?get (?P<key>\S+)$");
+        let r = one(
+            RouteKind::RespondTo,
+            r"^(?P<shared>shared )?get (?P<key>\S+)$",
+        );
         let caps = r.matches(&Incoming::addressed("get k")).unwrap();
-        assert_eq!(args(caps), [("shared".into(), None), ("key".into(), Some("k".into()))]);
+        assert_eq!(
+            args(caps),
+            [("shared".into(), None), ("key".into(), Some("k".into()))]
+        );
     }
 
     #[test]
     fn bad_patterns_name_the_route() {
-        let e = compile(&[route(RouteKind::ListenTo, "ok"), route(RouteKind::ListenTo, "(unclosed")])
-            .unwrap_err()
-            .to_string();
+        let e = compile(&[
+            route(RouteKind::ListenTo, "ok"),
+            route(RouteKind::ListenTo, "(unclosed"),
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("route 1") && e.contains("(unclosed"), "{e}");
         let many = vec![route(RouteKind::ListenTo, "x"); MAX_ROUTES + 1];
         assert!(matches!(compile(&many), Err(RouteError::TooMany(_))));

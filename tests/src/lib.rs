@@ -1,1 +1,102 @@
+//! Helpers for Warden's end-to-end tests: where the built plugin components
+//! are, throwaway plugins directories, and running the real `warden` binary.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+/// The example storage plugin (`example.storage.StoragePlugin`).
+pub const STORAGE: &str = "storage.wasm";
+/// The second example plugin (`example.notes.NotesPlugin`).
+pub const NOTES: &str = "notes.wasm";
+/// A test plugin exposing every storage call (`warden.tests.Probe`).
+pub const PROBE: &str = "probe.wasm";
+/// The same plugin under another identity (`warden.tests.ProbeB`).
+pub const PROBE_B: &str = "probe_b.wasm";
+/// A plugin declaring the invalid identity `not a valid id!`.
+pub const BAD_IDENTITY: &str = "bad_identity.wasm";
+
+/// The seed transcript and the replies Warden must print for it.
+pub const TRANSCRIPT: &str = "store hello world under greeting
+retrieve greeting
+does greeting exist?
+delete greeting
+does greeting exist?
+retrieve greeting
+size
+";
+
+/// The replies to [`TRANSCRIPT`] up to the size line.
+pub const TRANSCRIPT_REPLIES: [&str; 6] = [
+    "'hello world' stored under greeting!",
+    "'hello world' retrieved from <greeting>!",
+    "<greeting> exists.",
+    "data in <greeting> deleted!",
+    "<greeting> does not exist!",
+    "Key not found!",
+];
+
+/// The path of a built component, by file name.
+pub fn wasm(name: &str) -> PathBuf {
+    let path = Path::new(env!("WARDEN_WASM_DIR")).join(name);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// A temporary plugins directory holding copies of the named components,
+/// each under its own name.
+pub fn plugins_dir(names: &[&str]) -> TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for name in names {
+        std::fs::copy(wasm(name), dir.path().join(name)).expect("copy component");
+    }
+    dir
+}
+
+/// The `warden` command line under test. Cargo tells only integration
+/// tests where it is, so this expands in the calling test.
+#[macro_export]
+macro_rules! warden_bin {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_warden-under-test"))
+    };
+}
+
+/// Runs the command line `bin` (see [`warden_bin!`]) with `args` and
+/// `stdin` as its input, to completion.
+pub fn run_warden<I, S>(bin: &Path, args: I, stdin: &str) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("WARDEN_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start warden");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write to warden's stdin");
+    child.wait_with_output().expect("wait for warden")
+}
+
+/// Standard output as lines.
+pub fn stdout_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Standard error as text.
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

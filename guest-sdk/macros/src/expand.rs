@@ -6,8 +6,8 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, Ident, ImplItem, ImplItemFn, ItemImpl, LitBool, LitStr, Meta, Pat, ReturnType,
-    Token, Type,
+    Attribute, FnArg, Ident, ImplItem, ImplItemFn, ItemImpl, LitBool, LitStr, Meta, Pat,
+    ReturnType, Token, Type,
 };
 
 use crate::pattern::capture_names;
@@ -165,7 +165,11 @@ fn parse_args(args: TokenStream) -> syn::Result<PluginArgs> {
             "missing the plugin's identity: write `#[warden_sdk::plugin(id = \"example.my.Plugin\")]`",
         )
     })?;
-    Ok(PluginArgs { id, description, version })
+    Ok(PluginArgs {
+        id,
+        description,
+        version,
+    })
 }
 
 /// Which attribute declared a route.
@@ -220,7 +224,11 @@ struct RouteArgs {
 
 impl Parse for RouteArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let pattern = if input.peek(LitStr) { Some(input.parse()?) } else { None };
+        let pattern = if input.peek(LitStr) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
         let mut ignore_case = None;
         let mut first = pattern.is_none();
         while !input.is_empty() {
@@ -239,12 +247,18 @@ impl Parse for RouteArgs {
                 ));
             }
             if ignore_case.is_some() {
-                return Err(syn::Error::new_spanned(name, "`ignore_case` is given twice"));
+                return Err(syn::Error::new_spanned(
+                    name,
+                    "`ignore_case` is given twice",
+                ));
             }
             input.parse::<Token![=]>()?;
             ignore_case = Some(input.parse()?);
         }
-        Ok(RouteArgs { pattern, ignore_case })
+        Ok(RouteArgs {
+            pattern,
+            ignore_case,
+        })
     }
 }
 
@@ -270,7 +284,9 @@ fn parse_route(kind: Kind, attr: &Attribute) -> syn::Result<Route> {
     let missing = || {
         syn::Error::new_spanned(
             attr,
-            format!("missing pattern: write `#[{name}(r\"regex\")]`, for example `#[{name}(r\"^hello (?P<name>\\w+)\")]`"),
+            format!(
+                "missing pattern: write `#[{name}(r\"regex\")]`, for example `#[{name}(r\"^hello (?P<name>\\w+)\")]`"
+            ),
         )
     };
     let Meta::List(list) = &attr.meta else {
@@ -278,8 +294,9 @@ fn parse_route(kind: Kind, attr: &Attribute) -> syn::Result<Route> {
     };
     let args: RouteArgs = list.parse_args()?;
     let pattern = args.pattern.ok_or_else(missing)?;
-    let groups = capture_names(&pattern.value())
-        .map_err(|reason| syn::Error::new_spanned(&pattern, format!("cannot read this pattern: {reason}")))?;
+    let groups = capture_names(&pattern.value()).map_err(|reason| {
+        syn::Error::new_spanned(&pattern, format!("cannot read this pattern: {reason}"))
+    })?;
     Ok(Route {
         kind,
         pattern,
@@ -308,10 +325,16 @@ impl Handler {
         let sig = &method.sig;
         let before = errors.len();
         if let Some(asyncness) = &sig.asyncness {
-            errors.push(syn::Error::new_spanned(asyncness, "a handler cannot be async"));
+            errors.push(syn::Error::new_spanned(
+                asyncness,
+                "a handler cannot be async",
+            ));
         }
         if !sig.generics.params.is_empty() {
-            errors.push(syn::Error::new_spanned(&sig.generics, "a handler cannot be generic"));
+            errors.push(syn::Error::new_spanned(
+                &sig.generics,
+                "a handler cannot be generic",
+            ));
         }
         let mut inputs = sig.inputs.iter();
         match inputs.next() {
@@ -352,7 +375,11 @@ impl Handler {
             ReturnType::Default => sig.ident.span(),
             ReturnType::Type(_, ty) => ty.span(),
         };
-        (errors.len() == before).then(|| Handler { ident: sig.ident.clone(), params, output })
+        (errors.len() == before).then(|| Handler {
+            ident: sig.ident.clone(),
+            params,
+            output,
+        })
     }
 
     /// Reports each parameter whose name is not a named group of `route`.
@@ -380,20 +407,23 @@ impl Handler {
     }
 
     /// The expression that calls the handler inside `Dispatch::dispatch`.
+    /// Conversions carry the span of the parameter's type, or of the return
+    /// type, so that a type the SDK cannot handle is reported there; the
+    /// variables of `dispatch` keep the macro's own span.
     fn call(&self) -> TokenStream {
         let method = &self.ident;
         let args = self.params.iter().map(|param| {
             let ty = &param.ty;
             let name = &param.name;
-            quote_spanned! {ty.span()=>
-                <#ty as ::warden_sdk::__private::FromCapture<'_>>::from_capture(captures.get(#name))
-            }
+            let convert = quote_spanned! {ty.span()=>
+                <#ty as ::warden_sdk::__private::FromCapture<'_>>::from_capture
+            };
+            quote!(#convert(captures.get(#name)))
         });
-        quote_spanned! {self.output=>
-            ::warden_sdk::__private::IntoHandlerResult::into_handler_result(
-                Self::#method(self, msg, #(#args),*)
-            )
-        }
+        let finish = quote_spanned! {self.output=>
+            ::warden_sdk::__private::IntoHandlerResult::into_handler_result
+        };
+        quote!(#finish(Self::#method(self, msg, #(#args),*)))
     }
 }
 
@@ -415,6 +445,238 @@ impl Errors {
     }
 
     fn into_compile_errors(self) -> TokenStream {
-        self.0.into_iter().map(|error| error.to_compile_error()).collect()
+        self.0
+            .into_iter()
+            .map(|error| error.to_compile_error())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand;
+
+    fn expand_str(args: &str, item: &str) -> syn::File {
+        let output = expand(args.parse().unwrap(), item.parse().unwrap());
+        syn::parse2(output).expect("the expansion is a list of items")
+    }
+
+    /// The messages of the `compile_error!`s in the expansion.
+    fn errors(args: &str, item: &str) -> Vec<String> {
+        expand_str(args, item)
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                syn::Item::Macro(mac)
+                    if mac.mac.path.segments.last().unwrap().ident == "compile_error" =>
+                {
+                    Some(mac.mac.parse_body::<syn::LitStr>().unwrap().value())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn single_error(args: &str, item: &str) -> String {
+        let mut errors = errors(args, item);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.remove(0)
+    }
+
+    const ID: &str = r#"id = "example.test.Plugin""#;
+
+    #[test]
+    fn a_valid_plugin_expands_without_errors() {
+        let item = r#"
+            impl P {
+                /// Stores text.
+                #[respond_to(r"store (?P<text>.*) under (?P<key>\w+)")]
+                fn store(&self, msg: &Message, text: String, key: &str) -> Result<()> { Ok(()) }
+                #[listen_to("^ping (?P<who>.+)$", ignore_case = false)]
+                #[respond_to("^ping(?: (?<who>\\w+))?$",)]
+                fn ping(&self, _msg: &Message, who: Option<String>) {}
+                fn helper(&self) {}
+            }
+        "#;
+        assert_eq!(errors(ID, item), Vec::<String>::new());
+        let text = expand_str(
+            &format!(r#"{ID}, description = "d", version = "1.2.3""#),
+            item,
+        )
+        .into_token_stream_string();
+        assert!(
+            !text.contains("respond_to ("),
+            "route attributes are removed: {text}"
+        );
+        assert!(
+            !text.contains("listen_to ("),
+            "route attributes are removed: {text}"
+        );
+        assert!(
+            text.contains("# [doc = \" Stores text.\"]"),
+            "other attributes stay: {text}"
+        );
+        for expected in [
+            "RouteKind :: RespondTo",
+            "RouteKind :: ListenTo",
+            "ignore_case : false",
+            "handler : \"ping\"",
+            "version : \"1.2.3\"",
+            "description : \"d\"",
+            "captures . get (\"who\")",
+            "__export_plugin ! (P)",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn routes_keep_declaration_order() {
+        let text = expand_str(
+            ID,
+            r#"impl P {
+                #[respond_to("b")] fn b(&self, m: &Message) {}
+                #[respond_to("a")] #[listen_to("c")] fn a(&self, m: &Message) {}
+            }"#,
+        )
+        .into_token_stream_string();
+        let b = text.find("pattern : \"b\"").unwrap();
+        let a = text.find("pattern : \"a\"").unwrap();
+        let c = text.find("pattern : \"c\"").unwrap();
+        assert!(b < a && a < c, "{text}");
+        assert!(text.contains("0u32 => "), "{text}");
+        assert!(text.contains("2u32 => "), "{text}");
+    }
+
+    #[test]
+    fn the_version_defaults_to_the_crate_version() {
+        let text = expand_str(ID, "impl P {}").into_token_stream_string();
+        assert!(text.contains("env ! (\"CARGO_PKG_VERSION\")"), "{text}");
+    }
+
+    #[test]
+    fn a_parameter_must_name_a_group() {
+        let error = single_error(
+            ID,
+            r#"impl P {
+                #[respond_to(r"retrieve (?P<key>\w+)")]
+                fn retrieve(&self, msg: &Message, name: String) {}
+            }"#,
+        );
+        assert!(error.contains("`name` is not a named group"), "{error}");
+        assert!(error.contains("its named groups are `key`"), "{error}");
+    }
+
+    #[test]
+    fn every_route_of_a_method_must_have_the_parameter_s_group() {
+        let error = single_error(
+            ID,
+            r#"impl P {
+                #[respond_to(r"get (?P<key>\w+)")]
+                #[respond_to(r"list")]
+                fn get(&self, msg: &Message, key: Option<String>) {}
+            }"#,
+        );
+        assert!(
+            error.contains("\"list\" (it has no named groups)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn raw_identifiers_name_groups_without_the_prefix() {
+        let item = r#"impl P {
+            #[respond_to(r"(?P<type>\w+)")]
+            fn kind(&self, msg: &Message, r#type: String) {}
+        }"#;
+        assert!(errors(ID, item).is_empty());
+    }
+
+    #[test]
+    fn a_route_needs_a_pattern() {
+        for attr in [
+            "#[respond_to]",
+            "#[respond_to()]",
+            "#[listen_to(ignore_case = false)]",
+        ] {
+            let item = format!("impl P {{ {attr} fn f(&self, msg: &Message) {{}} }}");
+            let error = single_error(ID, &item);
+            assert!(error.starts_with("missing pattern"), "{attr}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_route_arguments_are_errors() {
+        let error = single_error(
+            ID,
+            r#"impl P { #[respond_to("x", case = true)] fn f(&self, m: &Message) {} }"#,
+        );
+        assert!(error.contains("unknown argument"), "{error}");
+    }
+
+    #[test]
+    fn unreadable_patterns_are_errors() {
+        let error = single_error(
+            ID,
+            r#"impl P { #[respond_to("(?P<a>x)(?P<a>y)")] fn f(&self, m: &Message) {} }"#,
+        );
+        assert!(error.contains("`a` is used twice"), "{error}");
+    }
+
+    #[test]
+    fn the_id_is_required() {
+        let error = single_error(r#"description = "d""#, "impl P {}");
+        assert!(
+            error.starts_with("missing the plugin's identity"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_and_repeated_plugin_arguments_are_errors() {
+        let error = single_error(&format!(r#"{ID}, name = "x""#), "impl P {}");
+        assert!(error.contains("unknown argument"), "{error}");
+        let error = single_error(&format!(r#"{ID}, {ID}"#), "impl P {}");
+        assert!(error.contains("given twice"), "{error}");
+    }
+
+    #[test]
+    fn handler_signatures_are_checked() {
+        let cases = [
+            ("fn f(msg: &Message) {}", "takes `&self` first"),
+            ("fn f(&mut self, msg: &Message) {}", "takes `&self` first"),
+            ("fn f(&self) {}", "takes the message after `&self`"),
+            ("async fn f(&self, msg: &Message) {}", "cannot be async"),
+            ("fn f<T>(&self, msg: &Message) {}", "cannot be generic"),
+            (
+                "fn f(&self, msg: &Message, (a, b): (String, String)) {}",
+                "name this parameter",
+            ),
+        ];
+        for (method, expected) in cases {
+            let item = format!("impl P {{ #[respond_to(\"(?P<a>.)(?P<b>.)\")] {method} }}");
+            let error = single_error(ID, &item);
+            assert!(error.contains(expected), "{method}: {error}");
+        }
+    }
+
+    #[test]
+    fn only_inherent_impl_blocks_are_accepted() {
+        let error = single_error(ID, "impl Default for P {}");
+        assert!(error.contains("not on a trait impl"), "{error}");
+        let error = single_error(ID, "impl<T> P<T> {}");
+        assert!(error.contains("cannot be generic"), "{error}");
+        let error = single_error(ID, "struct P;");
+        assert!(error.contains("goes on the inherent impl block"), "{error}");
+    }
+
+    trait TokenString {
+        fn into_token_stream_string(self) -> String;
+    }
+
+    impl TokenString for syn::File {
+        fn into_token_stream_string(self) -> String {
+            quote::ToTokens::into_token_stream(self).to_string()
+        }
     }
 }

@@ -106,7 +106,10 @@ mod tests {
 
     #[test]
     fn finds_python_style_groups_in_order() {
-        assert_eq!(names(r"store (?P<text>.*) under (?P<key>\w+)"), ["text", "key"]);
+        assert_eq!(
+            names(r"store (?P<text>.*) under (?P<key>\w+)"),
+            ["text", "key"]
+        );
         assert_eq!(names(r"retrieve (?P<key>\w+)"), ["key"]);
     }
 
@@ -128,7 +131,10 @@ mod tests {
             names(r"^(?P<shared>shared )?set (?P<key>\S+) = (?P<value>.*)$"),
             ["shared", "key", "value"]
         );
-        assert_eq!(names(r"perhaps(?: (?P<word>(?P<first>\w)\w*))?"), ["word", "first"]);
+        assert_eq!(
+            names(r"perhaps(?: (?P<word>(?P<first>\w)\w*))?"),
+            ["word", "first"]
+        );
     }
 
     #[test]
@@ -166,7 +172,11 @@ mod tests {
 
     #[test]
     fn empty_names_are_errors() {
-        assert!(capture_names(r"(?P<>x)").unwrap_err().contains("empty name"));
+        assert!(
+            capture_names(r"(?P<>x)")
+                .unwrap_err()
+                .contains("empty name")
+        );
     }
 
     #[test]

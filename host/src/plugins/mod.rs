@@ -120,7 +120,9 @@ pub struct LoadedPlugin {
 
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedPlugin").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("LoadedPlugin")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,7 +147,12 @@ impl LoadedPlugin {
 
     /// Calls route `route` with `msg`. A trap is logged, reported in the
     /// outcome, and the instance is rebuilt for the next call.
-    pub async fn call(&self, route: &CompiledRoute, msg: &Incoming, captures: Vec<Capture>) -> Outcome {
+    pub async fn call(
+        &self,
+        route: &CompiledRoute,
+        msg: &Incoming,
+        captures: Vec<Capture>,
+    ) -> Outcome {
         let mut slot = self.instance.lock().await;
         let mut outcome = Outcome {
             plugin: self.info.id.clone(),
@@ -171,7 +178,9 @@ impl LoadedPlugin {
             channel: msg.channel.clone(),
             addressed: msg.addressed,
         };
-        instance.store.set_epoch_deadline(self.runtime.call_deadline());
+        instance
+            .store
+            .set_epoch_deadline(self.runtime.call_deadline());
         instance.store.data_mut().host.begin_call();
         let result = instance
             .bindings
@@ -196,7 +205,9 @@ impl LoadedPlugin {
     }
 
     async fn instantiate(&self) -> wasmtime::Result<Instance> {
-        let mut store = self.runtime.new_store(self.info.id.as_str(), Some(self.storage.clone()));
+        let mut store = self
+            .runtime
+            .new_store(self.info.id.as_str(), Some(self.storage.clone()));
         let bindings = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance { store, bindings })
     }
@@ -263,22 +274,33 @@ async fn load_one(
     loaded: &HashMap<PluginId, PathBuf>,
 ) -> Result<LoadedPlugin, LoadError> {
     let path = file.to_path_buf();
-    let bytes = tokio::fs::read(file).await.map_err(|source| LoadError::Read {
-        file: path.clone(),
-        source,
-    })?;
+    let bytes = tokio::fs::read(file)
+        .await
+        .map_err(|source| LoadError::Read {
+            file: path.clone(),
+            source,
+        })?;
     let component = {
         let runtime = runtime.clone();
         tokio::task::spawn_blocking(move || runtime.compile(&bytes))
             .await
-            .map_err(|e| LoadError::NotAComponent { file: path.clone(), message: e.to_string() })?
-            .map_err(|e| LoadError::NotAComponent { file: path.clone(), message: format!("{e:#}") })?
+            .map_err(|e| LoadError::NotAComponent {
+                file: path.clone(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| LoadError::NotAComponent {
+                file: path.clone(),
+                message: format!("{e:#}"),
+            })?
     };
     let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
         file: path.clone(),
         message: format!("{e:#}"),
     };
-    let pre = runtime.linker().instantiate_pre(&component).map_err(wrong_world)?;
+    let pre = runtime
+        .linker()
+        .instantiate_pre(&component)
+        .map_err(wrong_world)?;
     let pre = PluginPre::new(pre).map_err(wrong_world)?;
 
     let start = |e: wasmtime::Error| LoadError::Start {

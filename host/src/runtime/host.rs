@@ -96,7 +96,8 @@ impl storage::Host for PluginHost {
 
     async fn storage_size_human(&mut self) -> Result<String, StorageErrorWit> {
         let r = self.storage()?.size().await;
-        r.map(human_size).map_err(|e| self.fail("storage-size-human", e))
+        r.map(human_size)
+            .map_err(|e| self.fail("storage-size-human", e))
     }
 }
 

@@ -32,6 +32,12 @@ impl MemoryBackend {
         Self::default()
     }
 
+    /// How many entries the map holds, expired ones included until they are
+    /// read or purged.
+    pub fn stored_entries(&self) -> usize {
+        self.map().len()
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Entry>> {
         // A panic while holding the lock cannot leave the map half-updated
         // (every operation is a single map call), so a poisoned lock is safe
@@ -62,7 +68,10 @@ impl Backend for MemoryBackend {
         expires_in: Option<Duration>,
     ) -> Result<(), BackendError> {
         let now = Instant::now();
-        let expires_at = expires_in.map(|d| now.checked_add(d).unwrap_or(now + Duration::from_secs(u32::MAX.into())));
+        let expires_at = expires_in.map(|d| {
+            now.checked_add(d)
+                .unwrap_or(now + Duration::from_secs(u32::MAX.into()))
+        });
         self.map().insert(
             key.to_vec(),
             Entry {

@@ -217,6 +217,9 @@ fn grant_name(grant: Grant) -> &'static str {
 
 /// Formats a byte count for people, e.g. `32.0 KiB`.
 pub fn human_size(bytes: u64) -> String {
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
     humansize::format_size(bytes, humansize::BINARY.decimal_places(1).decimal_zeroes(1))
 }
 
@@ -245,7 +248,10 @@ mod tests {
         assert_eq!(b.get("k", false).await.unwrap().unwrap(), b"from b");
         b.delete("k", false).await.unwrap();
         assert!(a.has("k", false).await.unwrap());
-        assert_eq!(backend.get(b"plugin:a.A:k").await.unwrap().unwrap(), b"from a");
+        assert_eq!(
+            backend.get(b"plugin:a.A:k").await.unwrap().unwrap(),
+            b"from a"
+        );
     }
 
     #[tokio::test]
@@ -265,8 +271,15 @@ mod tests {
         ] {
             assert!(matches!(e, StorageError::AccessDenied(_)), "{e}");
         }
-        let msg = read.set("k", b"x", None, true).await.unwrap_err().to_string();
-        assert!(msg.contains("r.R") && msg.contains("\"k\"") && msg.contains("read-write"), "{msg}");
+        let msg = read
+            .set("k", b"x", None, true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("r.R") && msg.contains("\"k\"") && msg.contains("read-write"),
+            "{msg}"
+        );
         assert_eq!(backend.get(b"shared:k").await.unwrap().unwrap(), b"v");
     }
 
@@ -277,11 +290,23 @@ mod tests {
             backend.clone(),
             PluginId::new("a.A").unwrap(),
             Grant::None,
-            StorageLimits { max_key_bytes: 4, max_value_bytes: 3 },
+            StorageLimits {
+                max_key_bytes: 4,
+                max_value_bytes: 3,
+            },
         );
-        assert!(matches!(s.set("toolong", b"v", None, false).await, Err(StorageError::InvalidKey { .. })));
-        assert!(matches!(s.get("", false).await, Err(StorageError::InvalidKey { .. })));
-        assert!(matches!(s.set("k", b"four", None, false).await, Err(StorageError::TooLarge { len: 4, max: 3, .. })));
+        assert!(matches!(
+            s.set("toolong", b"v", None, false).await,
+            Err(StorageError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            s.get("", false).await,
+            Err(StorageError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            s.set("k", b"four", None, false).await,
+            Err(StorageError::TooLarge { len: 4, max: 3, .. })
+        ));
         assert_eq!(backend.size().await.unwrap(), 0);
     }
 

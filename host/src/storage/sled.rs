@@ -73,8 +73,12 @@ impl SledBackend {
         let Some(stored) = self.data.get(key).map_err(err)? else {
             return Ok(None);
         };
-        let (expires_at, _) = split(&stored)
-            .ok_or_else(|| err(format!("corrupt value under key {:?}", String::from_utf8_lossy(key))))?;
+        let (expires_at, _) = split(&stored).ok_or_else(|| {
+            err(format!(
+                "corrupt value under key {:?}",
+                String::from_utf8_lossy(key)
+            ))
+        })?;
         if live(expires_at, now_millis()) {
             return Ok(Some(stored));
         }
@@ -174,10 +178,16 @@ mod tests {
     async fn expired_values_are_purged_and_their_index_cleared() {
         let dir = tempfile::tempdir().unwrap();
         let db = SledBackend::open(dir.path()).unwrap();
-        db.set(b"short", b"v", Some(Duration::from_millis(1))).await.unwrap();
-        db.set(b"long", b"v", Some(Duration::from_secs(3600))).await.unwrap();
+        db.set(b"short", b"v", Some(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        db.set(b"long", b"v", Some(Duration::from_secs(3600)))
+            .await
+            .unwrap();
         // Re-set without expiry: the stale index entry must not delete it.
-        db.set(b"kept", b"v", Some(Duration::from_millis(1))).await.unwrap();
+        db.set(b"kept", b"v", Some(Duration::from_millis(1)))
+            .await
+            .unwrap();
         db.set(b"kept", b"v2", None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(db.purge_expired().await.unwrap(), 1);
