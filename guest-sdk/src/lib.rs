@@ -168,7 +168,8 @@ pub mod __private;
 /// The bindings generated from `wit/plugin.wit` (world
 /// `warden:plugin/plugin`). Plugins use the types of this crate instead.
 #[doc(hidden)]
-#[allow(missing_docs, clippy::too_many_arguments)]
+// Generated code: the export glue is necessarily `unsafe`.
+#[allow(missing_docs, unsafe_code, clippy::too_many_arguments)]
 pub mod __bindings {
     wit_bindgen::generate!({
         world: "warden:plugin/plugin",

@@ -216,6 +216,9 @@ macro_rules! __export_plugin {
 }
 
 #[cfg(test)]
+// The plugin attribute expands to the component's export glue, which is
+// `unsafe` by nature.
+#[allow(unsafe_code)]
 mod tests {
     use std::cell::RefCell;
 
