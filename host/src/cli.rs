@@ -1,5 +1,6 @@
 //! The `warden` command line: argument parsing and the commands it runs.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use crate::{Config, Host};
@@ -44,6 +45,7 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
