@@ -13,5 +13,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use warden::plugin::storage::Error as StorageErrorWit;
-pub use warden::plugin::types::{Route, RouteKind};
+pub use self::warden::plugin::storage::Error as StorageErrorWit;
+pub use self::warden::plugin::types::{Route, RouteKind};
