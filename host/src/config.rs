@@ -2,8 +2,12 @@
 //!
 //! ```toml
 //! [storage]
-//! backend = "sled"          # "sled" (default) or "memory"
+//! backend = "sled"          # "sled" (default), "redis" or "memory"
 //! path = "warden-data"      # sled's directory; relative to this file
+//! sync = "always"           # sled: "always" (default) or "periodic"
+//! sync_interval_ms = 500    # sled: background flush interval
+//! url = "redis://127.0.0.1:6379/0"   # redis: the server (required)
+//! prefix = "warden"         # redis: prefix of every key
 //!
 //! [grants."example.notes.NotesPlugin"]
 //! shared = "read-write"     # "none" (default) | "read" | "read-write"
@@ -25,7 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::identity::PluginId;
-use crate::storage::{Grant, StorageLimits};
+use crate::storage::{Grant, SledOptions, StorageLimits, SyncPolicy};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,6 +45,9 @@ pub struct Config {
     /// Bounds on what each plugin may use.
     #[serde(default)]
     pub limits: Limits,
+    /// Limits that differ for some plugins, by plugin identity.
+    #[serde(default)]
+    pub plugin_limits: BTreeMap<String, LimitOverrides>,
 }
 
 /// Which backend stores plugin data.
@@ -50,21 +57,57 @@ pub enum BackendKind {
     /// The embedded, persistent default.
     #[default]
     Sled,
+    /// A Redis server, which several hosts can share.
+    Redis,
     /// In memory; lost at exit.
     Memory,
 }
 
 /// The `[storage]` table.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StorageConfig {
     /// The backend.
-    #[serde(default)]
     pub backend: BackendKind,
     /// sled's data directory. `--data` overrides it; the default is
     /// `warden-data` in the working directory.
     pub path: Option<PathBuf>,
+    /// sled: when writes reach the disk. `always` (the default) flushes
+    /// before a write is acknowledged; `periodic` every `sync_interval_ms`.
+    pub sync: SyncPolicy,
+    /// sled: how often it flushes in the background, in milliseconds.
+    pub sync_interval_ms: u64,
+    /// redis: the server's URL, `redis://[user[:password]@]host[:port][/db]`
+    /// or `rediss://...` for TLS.
+    pub url: Option<String>,
+    /// redis: the prefix of every key Warden writes, so that several
+    /// deployments can share a server.
+    pub prefix: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let sled = SledOptions::default();
+        Self {
+            backend: BackendKind::default(),
+            path: None,
+            sync: sled.sync,
+            sync_interval_ms: sled.sync_interval_ms,
+            url: None,
+            prefix: "warden".into(),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The options for opening sled.
+    pub fn sled_options(&self) -> SledOptions {
+        SledOptions {
+            sync: self.sync,
+            sync_interval_ms: self.sync_interval_ms,
+        }
+    }
 }
 
 /// One `[grants."ID"]` table.
@@ -77,35 +120,69 @@ pub struct GrantConfig {
     pub shared: Grant,
 }
 
-/// The `[limits]` table. The reason for each bound is next to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct Limits {
-    /// Longest storage key in bytes (default 512): keys are copied on every
-    /// call, so they stay small.
-    pub max_key_bytes: usize,
-    /// Largest stored value in bytes (default 1 MiB): values are held whole
-    /// in memory on every read.
-    pub max_value_bytes: usize,
-    /// Largest linear memory of one plugin instance in bytes (default
-    /// 64 MiB), so one plugin cannot exhaust the host's memory.
-    pub max_memory_bytes: usize,
-    /// Longest a handler call may run, in milliseconds (default 5000), so a
-    /// plugin stuck in a loop cannot stall its messages forever.
-    pub handler_timeout_ms: u64,
+/// Declares [`Limits`] and [`LimitOverrides`] with the same fields, so a
+/// new limit cannot be added to one and forgotten in the other.
+macro_rules! limits {
+    ($($(#[doc = $doc:literal])* $field:ident: $ty:ty = $default:expr,)*) => {
+        /// The `[limits]` table, and the limits in force for one plugin. The
+        /// reason for each bound is next to it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        #[non_exhaustive]
+        pub struct Limits {
+            $($(#[doc = $doc])* pub $field: $ty,)*
+        }
+
+        impl Default for Limits {
+            fn default() -> Self {
+                Self { $($field: $default,)* }
+            }
+        }
+
+        /// A `[plugin_limits."ID"]` table: the limits that differ for one
+        /// plugin from `[limits]`.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[non_exhaustive]
+        pub struct LimitOverrides {
+            $($(#[doc = $doc])* pub $field: Option<$ty>,)*
+        }
+
+        impl Limits {
+            /// These limits with `overrides` applied.
+            pub fn with(mut self, overrides: &LimitOverrides) -> Self {
+                $(if let Some(v) = overrides.$field { self.$field = v; })*
+                self
+            }
+
+            /// Each limit by name, as a number, for validation.
+            fn named(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($field), self.$field as u64),)*]
+            }
+        }
+    };
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        let storage = StorageLimits::default();
-        Self {
-            max_key_bytes: storage.max_key_bytes,
-            max_value_bytes: storage.max_value_bytes,
-            max_memory_bytes: 64 * 1024 * 1024,
-            handler_timeout_ms: 5_000,
-        }
-    }
+limits! {
+    /// Longest storage key in bytes (default 512): keys are copied on every
+    /// call, so they stay small.
+    max_key_bytes: usize = StorageLimits::default().max_key_bytes,
+    /// Largest stored value in bytes (default 1 MiB): values are held whole
+    /// in memory on every read.
+    max_value_bytes: usize = StorageLimits::default().max_value_bytes,
+    /// Most bytes (keys and values) one plugin may keep in its namespace
+    /// (default 64 MiB), so one plugin cannot fill the store; a write over
+    /// it fails with `quota-exceeded`.
+    max_stored_bytes: u64 = StorageLimits::default().max_stored_bytes,
+    /// Largest linear memory of one plugin instance in bytes (default
+    /// 64 MiB), so one plugin cannot exhaust the host's memory.
+    max_memory_bytes: usize = 64 * 1024 * 1024,
+    /// Longest a handler call may run, in milliseconds (default 5000), so a
+    /// plugin stuck in a loop cannot stall its messages forever.
+    handler_timeout_ms: u64 = 5_000,
+    /// Most calls to one plugin that may wait or run at once (default 64);
+    /// more fail at once, so a slow plugin cannot pile up the host's memory.
+    max_calls_in_flight: usize = 64,
 }
 
 impl Limits {
@@ -114,6 +191,7 @@ impl Limits {
         StorageLimits {
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
+            max_stored_bytes: self.max_stored_bytes,
         }
     }
 
@@ -181,21 +259,42 @@ impl Config {
             path: origin.to_owned(),
             message,
         };
+        if config.storage.backend == BackendKind::Redis && config.storage.url.is_none() {
+            return Err(invalid(
+                "[storage] backend = \"redis\" needs url = \"redis://host:port/db\"".into(),
+            ));
+        }
+        if config.storage.sync_interval_ms == 0 {
+            return Err(invalid(
+                "[storage] sync_interval_ms must be greater than 0".into(),
+            ));
+        }
         for id in config.grants.keys() {
             PluginId::new(id).map_err(|e| invalid(format!("[grants.{id:?}]: {e}")))?;
         }
-        let l = &config.limits;
-        for (name, value) in [
-            ("max_key_bytes", l.max_key_bytes as u64),
-            ("max_value_bytes", l.max_value_bytes as u64),
-            ("max_memory_bytes", l.max_memory_bytes as u64),
-            ("handler_timeout_ms", l.handler_timeout_ms),
-        ] {
-            if value == 0 {
-                return Err(invalid(format!("[limits] {name} must be greater than 0")));
+        for id in config.plugin_limits.keys() {
+            PluginId::new(id).map_err(|e| invalid(format!("[plugin_limits.{id:?}]: {e}")))?;
+        }
+        let every = std::iter::once(("[limits]".to_owned(), config.limits)).chain(
+            config
+                .plugin_limits
+                .iter()
+                .map(|(id, o)| (format!("[plugin_limits.{id:?}]"), config.limits.with(o))),
+        );
+        for (table, limits) in every {
+            if let Some((name, _)) = limits.named().into_iter().find(|(_, v)| *v == 0) {
+                return Err(invalid(format!("{table} {name} must be greater than 0")));
             }
         }
         Ok(config)
+    }
+
+    /// The limits in force for plugin `id`.
+    pub fn limits_for(&self, id: &PluginId) -> Limits {
+        match self.plugin_limits.get(id.as_str()) {
+            Some(overrides) => self.limits.with(overrides),
+            None => self.limits,
+        }
     }
 
     /// The shared-keyspace grant of plugin `id`.
@@ -219,6 +318,7 @@ mod tests {
     fn empty_file_gives_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c.storage.backend, BackendKind::Sled);
+        assert_eq!(c.storage.sync, SyncPolicy::Always);
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.grant(&PluginId::new("a.B").unwrap()), Grant::None);
     }
@@ -266,6 +366,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_key_bytes"), "{e}");
+    }
+
+    #[test]
+    fn plugin_limits_override_the_defaults_for_one_plugin() {
+        let c = parse(
+            "[limits]\nhandler_timeout_ms = 100\n[plugin_limits.\"a.Slow\"]\nhandler_timeout_ms = 900\n",
+        )
+        .unwrap();
+        let slow = c.limits_for(&PluginId::new("a.Slow").unwrap());
+        let other = c.limits_for(&PluginId::new("a.Other").unwrap());
+        assert_eq!(
+            (slow.handler_timeout_ms, other.handler_timeout_ms),
+            (900, 100)
+        );
+        assert_eq!(slow.max_memory_bytes, Limits::default().max_memory_bytes);
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl fmt::Debug for PluginId {
 }
 
 /// Where a key lives.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Namespace {
     /// A plugin's private namespace.
     Plugin(PluginId),
@@ -232,6 +232,11 @@ pub fn encode_key(namespace: &Namespace, key: &str) -> Vec<u8> {
 /// The backend-key prefix under which every key of `namespace` is stored.
 pub fn namespace_prefix(namespace: &Namespace) -> Vec<u8> {
     encode_key(namespace, "")
+}
+
+/// The backend key recording which plugin file an identity is bound to.
+pub fn binding_key(id: &PluginId) -> Vec<u8> {
+    format!("{RESERVED_PREFIX}binding:{id}").into_bytes()
 }
 
 /// Decodes a backend key made by [`encode_key`]. Returns `None` for keys that

@@ -32,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod adapters;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod identity;
@@ -48,16 +49,21 @@ pub use config::Config;
 pub use plugins::{LoadError, Outcome, PluginInfo};
 pub use router::Incoming;
 
+use identity::Namespace;
 use plugins::LoadedPlugin;
 use runtime::Runtime;
 use runtime::bindings::RouteKind;
-use storage::{Backend, BackendError, MemoryBackend, SledBackend};
+use storage::{Backend, BackendError, MemoryBackend, SledBackend, Usage};
 
 /// The data directory used when neither `--data` nor the config names one.
 pub const DEFAULT_DATA_DIR: &str = "warden-data";
 
 /// How often expired keys are purged from the store.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often each namespace's usage is recounted from the store for its
+/// quota (expiry and other hosts change it unseen).
+pub const RECOUNT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +131,7 @@ impl HostBuilder {
     pub async fn build(self) -> Result<Host, HostError> {
         let backend = match self.backend {
             Some(backend) => backend,
-            None => open_backend(&self.config, self.data_dir.as_deref())?,
+            None => open_backend(&self.config, self.data_dir.as_deref()).await?,
         };
         let mut files = Vec::new();
         if let Some(dir) = &self.plugins_dir {
@@ -135,9 +141,15 @@ impl HostBuilder {
             })?;
         }
         files.extend(self.files);
-        let runtime = Runtime::new(self.config.limits).map_err(HostError::Engine)?;
-        let (plugins, skipped) = plugins::load_all(&files, &runtime, &backend, &self.config).await;
-        let purge = tokio::spawn(purge_loop(backend.clone()));
+        let runtime = Runtime::new().map_err(HostError::Engine)?;
+        let shared_usage = Arc::new(Usage::default());
+        shared_usage
+            .recount(&*backend, &Namespace::Shared)
+            .await
+            .map_err(HostError::Storage)?;
+        let (plugins, skipped) =
+            plugins::load_all(&files, &runtime, &backend, &self.config, &shared_usage).await;
+        let purge = tokio::spawn(purge_loop(backend.clone(), plugins.clone(), shared_usage));
         Ok(Host {
             plugins,
             skipped,
@@ -147,32 +159,58 @@ impl HostBuilder {
     }
 }
 
-/// Opens the backend the config names.
-pub fn open_backend(
+/// Opens the backend the config names. `data_dir` overrides sled's
+/// `storage.path`.
+pub async fn open_backend(
     config: &Config,
     data_dir: Option<&Path>,
 ) -> Result<Arc<dyn Backend>, BackendError> {
-    Ok(match config.storage.backend {
+    let storage = &config.storage;
+    Ok(match storage.backend {
         config::BackendKind::Memory => Arc::new(MemoryBackend::new()),
         config::BackendKind::Sled => {
             let dir = data_dir
                 .map(Path::to_path_buf)
-                .or_else(|| config.storage.path.clone())
+                .or_else(|| storage.path.clone())
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-            Arc::new(SledBackend::open(dir)?)
+            Arc::new(SledBackend::open_with(dir, storage.sled_options())?)
+        }
+        config::BackendKind::Redis => {
+            let url = storage.url.as_deref().ok_or_else(|| {
+                BackendError::new("redis", "[storage] backend = \"redis\" needs a url")
+            })?;
+            Arc::new(storage::RedisBackend::connect(url, &storage.prefix).await?)
         }
     })
 }
 
-async fn purge_loop(backend: Arc<dyn Backend>) {
+/// Purges expired keys every [`PURGE_INTERVAL`] and recounts each
+/// namespace's quota usage every [`RECOUNT_INTERVAL`].
+async fn purge_loop(
+    backend: Arc<dyn Backend>,
+    plugins: Vec<Arc<LoadedPlugin>>,
+    shared: Arc<Usage>,
+) {
     let mut every = tokio::time::interval(PURGE_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_recount = tokio::time::Instant::now();
     loop {
         every.tick().await;
         match backend.purge_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "purged expired keys"),
             Err(e) => tracing::warn!("purging expired keys failed: {e}"),
+        }
+        if last_recount.elapsed() >= RECOUNT_INTERVAL {
+            last_recount = tokio::time::Instant::now();
+            if let Err(e) = shared.recount(&*backend, &Namespace::Shared).await {
+                tracing::warn!("recounting the shared keyspace failed: {e}");
+            }
+            for plugin in &plugins {
+                if let Err(e) = plugin.storage().recount().await {
+                    tracing::warn!(plugin = %plugin.info().id, "recounting storage failed: {e}");
+                }
+            }
         }
     }
 }

@@ -7,6 +7,9 @@ use std::process::{Command, Output, Stdio};
 
 use tempfile::TempDir;
 
+pub mod conformance;
+pub mod redis_server;
+
 /// The example storage plugin (`example.storage.StoragePlugin`).
 pub const STORAGE: &str = "storage.wasm";
 /// The second example plugin (`example.notes.NotesPlugin`).
@@ -15,6 +18,8 @@ pub const NOTES: &str = "notes.wasm";
 pub const PROBE: &str = "probe.wasm";
 /// The same plugin under another identity (`warden.tests.ProbeB`).
 pub const PROBE_B: &str = "probe_b.wasm";
+/// A plugin that misbehaves on command (`warden.tests.Hostile`).
+pub const HOSTILE: &str = "hostile.wasm";
 /// A plugin declaring the invalid identity `not a valid id!`.
 pub const BAD_IDENTITY: &str = "bad_identity.wasm";
 
@@ -71,6 +76,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    run_warden_bytes(bin, args, stdin.as_bytes())
+}
+
+/// [`run_warden`] with any bytes as input.
+pub fn run_warden_bytes<I, S>(bin: &Path, args: I, stdin: &[u8]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let mut child = Command::new(bin)
         .args(args)
         .env("WARDEN_LOG", "info")
@@ -83,7 +97,7 @@ where
         .stdin
         .take()
         .expect("piped stdin")
-        .write_all(stdin.as_bytes())
+        .write_all(stdin)
         .expect("write to warden's stdin");
     child.wait_with_output().expect("wait for warden")
 }

@@ -6,8 +6,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use crate::{Host, Incoming};
 
 /// Reads messages from `input` until its end, writing every reply to
-/// `output`. Blank lines are skipped. Handler errors go to the log, not to
-/// `output`.
+/// `output`. Blank lines are skipped. A call that failed adds one line,
+/// `error: PLUGIN: REASON`, after the replies it made (the log has the
+/// details too).
 pub async fn run<R, W>(host: &Host, input: R, mut output: W) -> std::io::Result<()>
 where
     R: AsyncBufRead + Unpin,
@@ -23,9 +24,15 @@ where
         if outcomes.is_empty() {
             tracing::debug!("no route matched {text:?}");
         }
-        for reply in outcomes.iter().flat_map(|o| &o.replies) {
-            output.write_all(reply.as_bytes()).await?;
-            output.write_all(b"\n").await?;
+        for outcome in &outcomes {
+            for reply in &outcome.replies {
+                output.write_all(reply.as_bytes()).await?;
+                output.write_all(b"\n").await?;
+            }
+            if let Some(error) = &outcome.error {
+                let line = format!("error: {}: {error}\n", outcome.plugin);
+                output.write_all(line.as_bytes()).await?;
+            }
         }
         output.flush().await?;
     }

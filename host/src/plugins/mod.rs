@@ -3,17 +3,25 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use wasmtime::Store;
 
-use crate::config::Config;
-use crate::identity::{IdError, PluginId};
+use crate::config::{Config, Limits};
+use crate::identity::{self, IdError, PluginId};
 use crate::router::{self, CompiledRoute, Incoming, RouteError};
 use crate::runtime::bindings::warden::plugin::types::{Capture, Message};
 use crate::runtime::bindings::{Plugin as Bindings, PluginPre};
-use crate::runtime::{PluginState, Runtime};
-use crate::storage::{Backend, PluginStorage};
+use crate::runtime::{PluginState, Runtime, call_deadline};
+use crate::storage::{Backend, PluginStorage, Usage};
+
+/// Consecutive faults after which a plugin is paused before its next call.
+const FAULTS_BEFORE_PAUSE: u32 = 3;
+/// The first pause; each further fault doubles it, up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause.
+const MAX_PAUSE: Duration = Duration::from_secs(300);
 
 /// Why a file in the plugins directory was not loaded. Every variant names
 /// the file; the other plugins load regardless.
@@ -74,6 +82,29 @@ pub enum LoadError {
         /// The file that was loaded with it.
         first: PathBuf,
     },
+    /// The identity is bound to another file: a new file cannot take over
+    /// an existing plugin's data by declaring its identity.
+    #[error(
+        "{file}: declares plugin identity {id}, which is bound to the file {bound_to}; \
+         {file} is not loaded. If it is meant to replace {bound_to} and take over its data, \
+         run `warden plugins rebind {id} {file}`"
+    )]
+    BoundElsewhere {
+        /// The file refused.
+        file: PathBuf,
+        /// The identity.
+        id: PluginId,
+        /// The file name the identity is bound to.
+        bound_to: String,
+    },
+    /// The store failed while the plugin was loading.
+    #[error("{file}: storage failed while loading: {message}")]
+    Storage {
+        /// The file.
+        file: PathBuf,
+        /// The store's error.
+        message: String,
+    },
     /// A route is invalid.
     #[error("{file}: plugin {id}: {source}")]
     BadRoute {
@@ -107,15 +138,44 @@ struct Instance {
     bindings: Bindings,
 }
 
+/// Faults in a row, and the pause they earned.
+#[derive(Debug, Default)]
+struct Health {
+    faults: u32,
+    paused_until: Option<Instant>,
+}
+
+impl Health {
+    /// Records a fault; returns the pause it starts, if any.
+    fn fault(&mut self, now: Instant) -> Option<Duration> {
+        self.faults += 1;
+        let beyond = self.faults.checked_sub(FAULTS_BEFORE_PAUSE)?;
+        let pause = FIRST_PAUSE
+            .checked_mul(1u32.checked_shl(beyond).unwrap_or(u32::MAX))
+            .map_or(MAX_PAUSE, |p| p.min(MAX_PAUSE));
+        self.paused_until = Some(now + pause);
+        Some(pause)
+    }
+
+    fn ok(&mut self) {
+        self.faults = 0;
+        self.paused_until = None;
+    }
+}
+
 /// A loaded plugin.
 pub struct LoadedPlugin {
     info: PluginInfo,
     pre: PluginPre<PluginState>,
     runtime: Runtime,
     storage: PluginStorage,
+    limits: Limits,
     /// Calls into one instance are serialized; `None` after a trap, until
     /// the next call builds a fresh instance.
     instance: Mutex<Option<Instance>>,
+    /// Bounds the calls waiting for or running in the instance.
+    in_flight: Semaphore,
+    health: std::sync::Mutex<Health>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -145,27 +205,67 @@ impl LoadedPlugin {
         &self.info
     }
 
-    /// Calls route `route` with `msg`. A trap is logged, reported in the
-    /// outcome, and the instance is rebuilt for the next call.
+    /// The storage the plugin sees.
+    pub fn storage(&self) -> &PluginStorage {
+        &self.storage
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        // Health is a pair of plain values, valid whatever a panic left.
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls route `route` with `msg`. A fault (a trap: a panic, the time
+    /// limit, memory exhaustion, a stack overflow) is logged, reported in
+    /// the outcome, and the instance is rebuilt for the next call; after
+    /// three faults in a row the plugin is paused, for
+    /// longer after each further fault, so a plugin that keeps failing is
+    /// not rebuilt in a tight loop.
     pub async fn call(
         &self,
         route: &CompiledRoute,
         msg: &Incoming,
         captures: Vec<Capture>,
     ) -> Outcome {
-        let mut slot = self.instance.lock().await;
         let mut outcome = Outcome {
             plugin: self.info.id.clone(),
             handler: route.handler.clone(),
             replies: Vec::new(),
             error: None,
         };
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            let message = format!(
+                "busy: {} calls are already waiting or running",
+                self.limits.max_calls_in_flight
+            );
+            tracing::warn!(plugin = %self.info.id, "call refused: {message}");
+            outcome.error = Some(message);
+            return outcome;
+        };
+        let mut slot = self.instance.lock().await;
+        let (paused_until, faults) = {
+            let health = self.health();
+            (health.paused_until, health.faults)
+        };
+        if let Some(until) = paused_until {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                outcome.error = Some(format!(
+                    "paused for {:.1} s more after {faults} faults in a row",
+                    left.as_secs_f64()
+                ));
+                return outcome;
+            }
+        }
         if slot.is_none() {
             match self.instantiate().await {
                 Ok(instance) => *slot = Some(instance),
                 Err(e) => {
-                    let message = format!("cannot start a new instance: {e:#}");
-                    tracing::error!(plugin = %self.info.id, "{message}");
+                    let message = format!(
+                        "cannot start a new instance: {}",
+                        describe_trap(&e, &self.limits)
+                    );
+                    self.fault(&message, route);
                     outcome.error = Some(message);
                     return outcome;
                 }
@@ -180,7 +280,7 @@ impl LoadedPlugin {
         };
         instance
             .store
-            .set_epoch_deadline(self.runtime.call_deadline());
+            .set_epoch_deadline(call_deadline(&self.limits));
         instance.store.data_mut().host.begin_call();
         let result = instance
             .bindings
@@ -188,40 +288,62 @@ impl LoadedPlugin {
             .await;
         outcome.replies = instance.store.data_mut().host.end_call();
         match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(plugin = %self.info.id, handler = %route.handler, "handler failed: {e}");
-                outcome.error = Some(e);
+            Ok(result) => {
+                self.health().ok();
+                if let Err(e) = result {
+                    tracing::warn!(plugin = %self.info.id, handler = %route.handler, "handler failed: {e}");
+                    outcome.error = Some(e);
+                }
             }
             Err(trap) => {
-                let message = describe_trap(&trap, &self.runtime);
-                tracing::error!(plugin = %self.info.id, handler = %route.handler,
-                    "handler trapped: {message}; the instance is rebuilt for the next message");
-                outcome.error = Some(message);
+                let message = describe_trap(&trap, &self.limits);
                 *slot = None;
+                self.fault(&message, route);
+                outcome.error = Some(message);
             }
         }
         outcome
     }
 
+    /// Logs a fault and counts it towards a pause.
+    fn fault(&self, message: &str, route: &CompiledRoute) {
+        let pause = self.health().fault(Instant::now());
+        let id = &self.info.id;
+        match pause {
+            None => tracing::error!(plugin = %id, handler = %route.handler,
+                "handler failed: {message}; the instance is rebuilt for the next message"),
+            Some(pause) => tracing::error!(plugin = %id, handler = %route.handler,
+                "handler failed: {message}; paused for {} s after {} faults in a row",
+                pause.as_secs(), self.health().faults),
+        }
+    }
+
     async fn instantiate(&self) -> wasmtime::Result<Instance> {
-        let mut store = self
-            .runtime
-            .new_store(self.info.id.as_str(), Some(self.storage.clone()));
+        let mut store = self.runtime.new_store(
+            self.info.id.as_str(),
+            Some(self.storage.clone()),
+            &self.limits,
+        );
         let bindings = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance { store, bindings })
     }
 }
 
-/// A readable account of a trap, naming timeouts and memory exhaustion.
-fn describe_trap(e: &wasmtime::Error, runtime: &Runtime) -> String {
+/// A readable account of a trap, naming the limit that stopped the plugin
+/// where one did.
+fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!(
-            "ran longer than the handler timeout of {} ms",
-            runtime.limits().handler_timeout_ms
+            "trapped: ran longer than its time limit of {} ms",
+            limits.handler_timeout_ms
         ),
-        Some(trap) => format!("{trap}: {e:#}"),
-        None => format!("{e:#}"),
+        Some(wasmtime::Trap::StackOverflow) => "trapped: stack overflow".to_owned(),
+        Some(trap) => format!("trapped: {trap}"),
+        None if format!("{e:#}").contains("forcing trap when growing memory") => format!(
+            "trapped: ran out of memory (its limit is {} bytes)",
+            limits.max_memory_bytes
+        ),
+        None => format!("trapped: {e:#}"),
     }
 }
 
@@ -245,12 +367,13 @@ pub async fn load_all(
     runtime: &Runtime,
     backend: &Arc<dyn Backend>,
     config: &Config,
+    shared_usage: &Arc<Usage>,
 ) -> (Vec<Arc<LoadedPlugin>>, Vec<LoadError>) {
     let mut loaded: Vec<Arc<LoadedPlugin>> = Vec::new();
     let mut by_id: HashMap<PluginId, PathBuf> = HashMap::new();
     let mut errors = Vec::new();
     for file in files {
-        match load_one(file, runtime, backend, config, &by_id).await {
+        match load_one(file, runtime, backend, config, shared_usage, &by_id).await {
             Ok(plugin) => {
                 tracing::info!(plugin = %plugin.info.id, version = %plugin.info.version,
                     file = %file.display(), routes = plugin.info.routes.len(), "plugin loaded");
@@ -271,6 +394,7 @@ async fn load_one(
     runtime: &Runtime,
     backend: &Arc<dyn Backend>,
     config: &Config,
+    shared_usage: &Arc<Usage>,
     loaded: &HashMap<PluginId, PathBuf>,
 ) -> Result<LoadedPlugin, LoadError> {
     let path = file.to_path_buf();
@@ -303,13 +427,19 @@ async fn load_one(
         .map_err(wrong_world)?;
     let pre = PluginPre::new(pre).map_err(wrong_world)?;
 
-    let start = |e: wasmtime::Error| LoadError::Start {
+    let start = |limits: &Limits, e: wasmtime::Error| LoadError::Start {
         file: path.clone(),
-        message: describe_trap(&e, runtime),
+        message: describe_trap(&e, limits),
     };
-    let mut store = runtime.new_store(&path.display().to_string(), None);
-    let bindings = pre.instantiate_async(&mut store).await.map_err(start)?;
-    let manifest = bindings.call_manifest(&mut store).await.map_err(start)?;
+    let mut store = runtime.new_store(&path.display().to_string(), None, &config.limits);
+    let bindings = pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| start(&config.limits, e))?;
+    let manifest = bindings
+        .call_manifest(&mut store)
+        .await
+        .map_err(|e| start(&config.limits, e))?;
 
     let id = PluginId::new(&manifest.id).map_err(|source| LoadError::InvalidId {
         file: path.clone(),
@@ -327,12 +457,19 @@ async fn load_one(
         id: id.clone(),
         source,
     })?;
+    let bound = check_binding(backend, &id, &path).await?;
+    let limits = config.limits_for(&id);
     let storage = PluginStorage::new(
         backend.clone(),
         id.clone(),
         config.grant(&id),
-        config.limits.storage(),
+        limits.storage(),
+        shared_usage.clone(),
     );
+    storage.recount().await.map_err(|e| LoadError::Storage {
+        file: path.clone(),
+        message: e.to_string(),
+    })?;
     drop((store, bindings));
     let plugin = LoadedPlugin {
         info: PluginInfo {
@@ -345,11 +482,78 @@ async fn load_one(
         pre,
         runtime: runtime.clone(),
         storage,
+        limits,
         instance: Mutex::new(None),
+        in_flight: Semaphore::new(limits.max_calls_in_flight),
+        health: std::sync::Mutex::default(),
     };
     // A fresh instance, tagged with the identity and given its storage,
     // serves the messages; starting it now surfaces failures at load time.
-    let instance = plugin.instantiate().await.map_err(start)?;
+    let instance = plugin.instantiate().await.map_err(|e| start(&limits, e))?;
     *plugin.instance.lock().await = Some(instance);
+    if !bound {
+        bind(backend, &plugin.info.id, &path).await?;
+    }
     Ok(plugin)
+}
+
+/// The name under which a plugin file is bound to its identity: its file
+/// name, so that the plugins directory can move.
+fn binding_name(file: &Path) -> String {
+    file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Refuses a file that declares an identity bound to another file; returns
+/// whether the identity is bound (to this file) already.
+async fn check_binding(
+    backend: &Arc<dyn Backend>,
+    id: &PluginId,
+    file: &Path,
+) -> Result<bool, LoadError> {
+    let storage_error = |e: crate::storage::BackendError| LoadError::Storage {
+        file: file.to_path_buf(),
+        message: e.to_string(),
+    };
+    let bound = backend
+        .get(&identity::binding_key(id))
+        .await
+        .map_err(storage_error)?;
+    match bound {
+        Some(bound) if bound != binding_name(file).as_bytes() => Err(LoadError::BoundElsewhere {
+            file: file.to_path_buf(),
+            id: id.clone(),
+            bound_to: String::from_utf8_lossy(&bound).into_owned(),
+        }),
+        bound => Ok(bound.is_some()),
+    }
+}
+
+/// Binds `id` to `file`.
+async fn bind(backend: &Arc<dyn Backend>, id: &PluginId, file: &Path) -> Result<(), LoadError> {
+    let key = identity::binding_key(id);
+    let name = binding_name(file);
+    backend
+        .set(&key, name.as_bytes(), None)
+        .await
+        .map_err(|e| LoadError::Storage {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// Binds identity `id` to the plugin file named `file_name`, replacing any
+/// binding, so that file may load with `id` (and its data) from now on.
+/// Returns the file it was bound to before, if any.
+pub async fn rebind(
+    backend: &dyn Backend,
+    id: &PluginId,
+    file_name: &str,
+) -> Result<Option<String>, crate::storage::BackendError> {
+    let key = identity::binding_key(id);
+    let before = backend.get(&key).await?;
+    backend.set(&key, file_name.as_bytes(), None).await?;
+    Ok(before.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }

@@ -53,6 +53,7 @@ impl PluginHost {
             StorageError::AccessDenied(m) => StorageErrorWit::AccessDenied(m),
             e @ StorageError::InvalidKey { .. } => StorageErrorWit::InvalidKey(e.to_string()),
             e @ StorageError::TooLarge { .. } => StorageErrorWit::TooLarge(e.to_string()),
+            e @ StorageError::QuotaExceeded { .. } => StorageErrorWit::QuotaExceeded(e.to_string()),
             StorageError::Backend(e) => {
                 tracing::error!(plugin = %self.id, op, error = %e, "storage backend failed");
                 StorageErrorWit::Backend(e.to_string())

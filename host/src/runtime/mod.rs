@@ -51,21 +51,18 @@ impl WasiView for PluginState {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
-    limits: Limits,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("Runtime").finish_non_exhaustive()
     }
 }
 
 impl Runtime {
     /// A new engine and linker. Starts a thread that advances the engine's
     /// epoch; it ends when the last clone of the engine is dropped.
-    pub fn new(limits: Limits) -> wasmtime::Result<Self> {
+    pub fn new() -> wasmtime::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         // Component-model async is not used by the plugin world, and turning
@@ -96,7 +93,6 @@ impl Runtime {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
-            limits,
         })
     }
 
@@ -110,11 +106,6 @@ impl Runtime {
         &self.linker
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Compiles a component.
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
         Component::new(&self.engine, bytes)
@@ -123,18 +114,35 @@ impl Runtime {
     /// A fresh store for plugin `id`: no files, no environment, no network,
     /// no arguments; stdout and stderr go to the log; memory is bounded.
     /// `tag` names the plugin in logs: its identity, or its file while the
-    /// manifest is read (when `storage` is `None`).
-    pub fn new_store(&self, tag: &str, storage: Option<PluginStorage>) -> Store<PluginState> {
+    /// manifest is read (when `storage` is `None`). `limits` bound its
+    /// memory and the time of each call.
+    pub fn new_store(
+        &self,
+        tag: &str,
+        storage: Option<PluginStorage>,
+        limits: &Limits,
+    ) -> Store<PluginState> {
         let tag: Arc<str> = Arc::from(tag);
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdio::LogStream::new(tag.clone(), "stdout"));
         wasi.stderr(stdio::LogStream::new(tag.clone(), "stderr"));
-        wasi.allow_blocking_current_thread(false);
+        // Nothing else is granted: no preopened directories, environment or
+        // arguments are added, and the network stays closed. These are
+        // wasmtime's defaults too; they are spelled out so that a change of
+        // defaults cannot open them.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .allow_blocking_current_thread(false);
         let state = PluginState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory_bytes)
+                .memory_size(limits.max_memory_bytes)
+                // A failed memory.grow traps instead of returning -1, so the
+                // plugin cannot go on in a state its allocator did not expect,
+                // and the log says why it stopped.
+                .trap_on_grow_failure(true)
                 .instances(16)
                 .tables(16)
                 .memories(16)
@@ -144,13 +152,17 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.call_deadline());
+        store.set_epoch_deadline(call_deadline(limits));
         store
     }
+}
 
-    /// The epoch ticks a handler call may run before it is interrupted.
-    pub fn call_deadline(&self) -> u64 {
-        let ticks = self.limits.handler_timeout().as_millis() / EPOCH_TICK.as_millis();
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
-    }
+/// The epoch ticks a call bounded by `limits` may run before it is
+/// interrupted.
+pub fn call_deadline(limits: &Limits) -> u64 {
+    let ticks = limits
+        .handler_timeout()
+        .as_millis()
+        .div_ceil(EPOCH_TICK.as_millis());
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
 }

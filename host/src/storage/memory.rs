@@ -1,11 +1,12 @@
 //! An in-memory backend: fast, and gone when the process exits. Meant for
 //! tests and for throwaway hosts.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{Backend, BackendError};
+use super::{Backend, BackendError, Entry as Stored};
 
 #[derive(Debug)]
 struct Entry {
@@ -19,11 +20,11 @@ impl Entry {
     }
 }
 
-/// Keeps everything in a hash map. [`size`](Backend::size) reports the bytes
+/// Keeps everything in an ordered map. [`size`](Backend::size) reports the bytes
 /// of all live keys and values.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
-    map: Mutex<HashMap<Vec<u8>, Entry>>,
+    map: Mutex<BTreeMap<Vec<u8>, Entry>>,
 }
 
 impl MemoryBackend {
@@ -38,7 +39,13 @@ impl MemoryBackend {
         self.map().len()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Entry>> {
+    /// How many entries under `prefix` the map holds, expired ones included
+    /// until they are read or purged.
+    pub fn stored_entries_with_prefix(&self, prefix: &[u8]) -> usize {
+        self.map().keys().filter(|k| k.starts_with(prefix)).count()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Entry>> {
         // A panic while holding the lock cannot leave the map half-updated
         // (every operation is a single map call), so a poisoned lock is safe
         // to keep using.
@@ -87,6 +94,15 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn value_len(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        let now = Instant::now();
+        Ok(self
+            .map()
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.len() as u64))
+    }
+
     async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
         let now = Instant::now();
         Ok(self.map().get(key).is_some_and(|e| e.live(now)))
@@ -101,6 +117,33 @@ impl Backend for MemoryBackend {
             .map(|(k, e)| k.len() + e.value.len())
             .sum();
         Ok(total as u64)
+    }
+
+    async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, BackendError> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        Ok(self
+            .map()
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| e.live(now))
+            .take(limit)
+            .map(|(k, e)| Stored {
+                key: k.clone(),
+                value: e.value.clone(),
+                expires_at: e
+                    .expires_at
+                    .map(|at| wall + at.saturating_duration_since(now)),
+            })
+            .collect())
     }
 
     async fn close(&self) -> Result<(), BackendError> {

@@ -1,4 +1,5 @@
-//! Key-value storage: the [`Backend`] trait, the built-in backends, and the
+//! Key-value storage: the [`Backend`] trait, the built-in backends
+//! ([`SledBackend`], [`RedisBackend`], [`MemoryBackend`]), and the
 //! namespacing, grant-checking layer plugins see ([`PluginStorage`]).
 //!
 //! # Implementing your own backend
@@ -23,20 +24,24 @@
 //!     async fn delete(&self, _key: &[u8]) -> Result<(), BackendError> { Ok(()) }
 //!     async fn has(&self, _key: &[u8]) -> Result<bool, BackendError> { Ok(false) }
 //!     async fn size(&self) -> Result<u64, BackendError> { Ok(0) }
+//!     async fn scan(&self, _prefix: &[u8], _after: Option<&[u8]>, _limit: usize)
+//!         -> Result<Vec<warden::storage::Entry>, BackendError> { Ok(Vec::new()) }
 //!     async fn close(&self) -> Result<(), BackendError> { Ok(()) }
 //! }
 //! ```
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 mod memory;
 mod namespaced;
+mod redis;
 mod sled;
 
 pub use memory::MemoryBackend;
-pub use namespaced::{Grant, PluginStorage, StorageError, StorageLimits, human_size};
-pub use sled::SledBackend;
+pub use namespaced::{Grant, PluginStorage, StorageError, StorageLimits, Usage, human_size};
+pub use redis::RedisBackend;
+pub use sled::{SledBackend, SledOptions, SyncPolicy};
 
 /// A failure of the store itself (I/O, corruption, a lost connection).
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,17 @@ impl BackendError {
             message: message.to_string(),
         }
     }
+}
+
+/// One stored entry, as [`Backend::scan`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The backend key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// When the entry expires, if it does.
+    pub expires_at: Option<SystemTime>,
 }
 
 /// A key-value store that Warden can keep plugin data in.
@@ -79,11 +95,26 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<(), BackendError>;
     /// Removes `key`; removing a missing key succeeds.
     async fn delete(&self, key: &[u8]) -> Result<(), BackendError>;
+    /// The length of the live value under `key`, if any. The default reads
+    /// the value; backends that can tell the length without copying it
+    /// should say so.
+    async fn value_len(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        Ok(self.get(key).await?.map(|v| v.len() as u64))
+    }
     /// Whether `key` holds a value that has not expired.
     async fn has(&self, key: &[u8]) -> Result<bool, BackendError>;
     /// The size of the store in bytes, as the backend measures it (see each
     /// backend's documentation).
     async fn size(&self) -> Result<u64, BackendError>;
+    /// Up to `limit` live entries whose keys start with `prefix` and sort
+    /// strictly after `after` (bytewise), in key order. Paging with the last
+    /// key of one page as the next `after` visits every entry once.
+    async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, BackendError>;
     /// Makes every completed write durable and releases resources. Calls
     /// after `close` may fail.
     async fn close(&self) -> Result<(), BackendError>;
@@ -93,6 +124,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn purge_expired(&self) -> Result<u64, BackendError> {
         Ok(0)
     }
+}
+
+/// The time `millis` milliseconds after the Unix epoch.
+pub(crate) fn from_millis(millis: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(millis)
 }
 
 /// Milliseconds since the Unix epoch, the clock persistent expiry uses.

@@ -2,6 +2,7 @@
 //! shared access checked against the operator's grant.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,9 @@ pub struct StorageLimits {
     /// Largest value in bytes: a value is held in memory whole, in the host
     /// and in the plugin, on every read.
     pub max_value_bytes: usize,
+    /// Most bytes of keys and values one namespace may hold, so one plugin
+    /// cannot fill the store.
+    pub max_stored_bytes: u64,
 }
 
 impl Default for StorageLimits {
@@ -49,6 +53,7 @@ impl Default for StorageLimits {
         Self {
             max_key_bytes: 512,
             max_value_bytes: 1024 * 1024,
+            max_stored_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -68,6 +73,24 @@ pub enum StorageError {
         key: String,
         /// The rule it broke.
         reason: KeyError,
+    },
+    /// The write would take the namespace over
+    /// [`StorageLimits::max_stored_bytes`].
+    #[error(
+        "storing key {key:?} ({len} bytes) would take {namespace} to {would} bytes, over its \
+         quota of {max} bytes"
+    )]
+    QuotaExceeded {
+        /// The key.
+        key: String,
+        /// Its key and value bytes.
+        len: u64,
+        /// The namespace.
+        namespace: Namespace,
+        /// What the namespace would hold.
+        would: u64,
+        /// The quota.
+        max: u64,
     },
     /// The value is over [`StorageLimits::max_value_bytes`].
     #[error("the value for key {key:?} is {len} bytes; at most {max} are allowed")]
@@ -97,6 +120,57 @@ fn shown(key: &str) -> String {
     format!("{}...", &key[..end])
 }
 
+/// The bytes (keys within the namespace, and values) one namespace holds,
+/// as the host counts them for its quota.
+///
+/// Writes and deletes through [`PluginStorage`] keep the count; expiry and
+/// writes by other hosts sharing the store do not, so the host
+/// [recounts](Usage::recount) from the store periodically, and before it
+/// refuses a write.
+#[derive(Debug, Default)]
+pub struct Usage {
+    bytes: AtomicU64,
+}
+
+impl Usage {
+    /// The bytes counted.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn replace(&self, old: u64, new: u64) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(old).saturating_add(new))
+            });
+    }
+
+    /// Counts the namespace's live keys and values from the store.
+    pub async fn recount(
+        &self,
+        backend: &dyn Backend,
+        namespace: &Namespace,
+    ) -> Result<u64, BackendError> {
+        const PAGE: usize = 1000;
+        let prefix = identity::namespace_prefix(namespace);
+        let (mut total, mut after) = (0u64, None::<Vec<u8>>);
+        loop {
+            let page = backend.scan(&prefix, after.as_deref(), PAGE).await?;
+            total += page
+                .iter()
+                .map(|e| (e.key.len() - prefix.len() + e.value.len()) as u64)
+                .sum::<u64>();
+            if page.len() < PAGE {
+                break;
+            }
+            after = page.last().map(|e| e.key.clone());
+        }
+        self.bytes.store(total, Ordering::Relaxed);
+        Ok(total)
+    }
+}
+
 /// One plugin's view of the store (Slack Machine's `PluginStorage`).
 #[derive(Debug, Clone)]
 pub struct PluginStorage {
@@ -105,15 +179,21 @@ pub struct PluginStorage {
     id: PluginId,
     grant: Grant,
     limits: StorageLimits,
+    own_usage: Arc<Usage>,
+    shared_usage: Arc<Usage>,
 }
 
 impl PluginStorage {
-    /// Storage for plugin `id` with shared access `grant`.
+    /// Storage for plugin `id` with shared access `grant`. `shared_usage`
+    /// counts the shared keyspace for every plugin of the host. The plugin's
+    /// own usage starts at zero: call [`recount`](Self::recount) before
+    /// relying on its quota.
     pub fn new(
         backend: Arc<dyn Backend>,
         id: PluginId,
         grant: Grant,
         limits: StorageLimits,
+        shared_usage: Arc<Usage>,
     ) -> Self {
         Self {
             backend,
@@ -121,7 +201,36 @@ impl PluginStorage {
             id,
             grant,
             limits,
+            own_usage: Arc::default(),
+            shared_usage,
         }
+    }
+
+    /// Recounts the bytes of the plugin's own namespace from the store.
+    pub async fn recount(&self) -> Result<u64, BackendError> {
+        self.own_usage.recount(&*self.backend, &self.own).await
+    }
+
+    /// The bytes the plugin's own namespace holds, as last counted.
+    pub fn usage(&self) -> u64 {
+        self.own_usage.bytes()
+    }
+
+    fn namespace(&self, shared: bool) -> (&Namespace, &Usage) {
+        if shared {
+            (&Namespace::Shared, &self.shared_usage)
+        } else {
+            (&self.own, &self.own_usage)
+        }
+    }
+
+    /// The key and value bytes now stored under `raw` (bare key `key`).
+    async fn stored_len(&self, raw: &[u8], key: &str) -> Result<u64, StorageError> {
+        Ok(self
+            .backend
+            .value_len(raw)
+            .await?
+            .map_or(0, |len| key.len() as u64 + len))
     }
 
     /// The plugin this storage belongs to.
@@ -180,7 +289,25 @@ impl PluginStorage {
                 max: self.limits.max_value_bytes,
             });
         }
-        Ok(self.backend.set(&raw, value, expires_in).await?)
+        let (namespace, usage) = self.namespace(shared);
+        let old = self.stored_len(&raw, key).await?;
+        let new = (key.len() + value.len()) as u64;
+        let max = self.limits.max_stored_bytes;
+        let over = |held: u64| new > old && held.saturating_sub(old).saturating_add(new) > max;
+        // The count can be stale (expired keys, other hosts): recount before
+        // refusing.
+        if over(usage.bytes()) && over(usage.recount(&*self.backend, namespace).await?) {
+            return Err(StorageError::QuotaExceeded {
+                key: shown(key),
+                len: new,
+                namespace: namespace.clone(),
+                would: usage.bytes().saturating_sub(old).saturating_add(new),
+                max,
+            });
+        }
+        self.backend.set(&raw, value, expires_in).await?;
+        usage.replace(old, new);
+        Ok(())
     }
 
     /// The value under `key`.
@@ -198,7 +325,10 @@ impl PluginStorage {
     /// Removes `key`.
     pub async fn delete(&self, key: &str, shared: bool) -> Result<(), StorageError> {
         let raw = self.resolve(key, shared, true)?;
-        Ok(self.backend.delete(&raw).await?)
+        let old = self.stored_len(&raw, key).await?;
+        self.backend.delete(&raw).await?;
+        self.namespace(shared).1.replace(old, 0);
+        Ok(())
     }
 
     /// The size of the whole store in bytes.
@@ -234,6 +364,7 @@ mod tests {
             PluginId::new(id).unwrap(),
             grant,
             StorageLimits::default(),
+            Arc::default(),
         )
     }
 
@@ -293,7 +424,9 @@ mod tests {
             StorageLimits {
                 max_key_bytes: 4,
                 max_value_bytes: 3,
+                ..StorageLimits::default()
             },
+            Arc::default(),
         );
         assert!(matches!(
             s.set("toolong", b"v", None, false).await,
@@ -308,6 +441,58 @@ mod tests {
             Err(StorageError::TooLarge { len: 4, max: 3, .. })
         ));
         assert_eq!(backend.size().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn quotas_bound_each_namespace() {
+        let backend = Arc::new(MemoryBackend::new());
+        let shared = Arc::new(Usage::default());
+        let limits = StorageLimits {
+            max_stored_bytes: 10,
+            ..StorageLimits::default()
+        };
+        let id = PluginId::new("a.A").unwrap();
+        let a = PluginStorage::new(
+            backend.clone(),
+            id,
+            Grant::ReadWrite,
+            limits,
+            shared.clone(),
+        );
+        a.set("k", b"123456789", None, false).await.unwrap(); // 10 bytes: at the quota
+        let e = a.set("j", b"1", None, false).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::QuotaExceeded {
+                    would: 12,
+                    max: 10,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("plugin a.A") && e.to_string().contains("\"j\""),
+            "{e}"
+        );
+        // Replacing a value with a smaller one, and deleting, always work.
+        a.set("k", b"1", None, false).await.unwrap();
+        assert_eq!(a.usage(), 2);
+        a.set("j", b"1234567", None, false).await.unwrap();
+        a.delete("j", false).await.unwrap();
+        assert_eq!(a.usage(), 2);
+        // The shared keyspace has its own count.
+        a.set("s", b"123456789", None, true).await.unwrap();
+        assert_eq!(shared.bytes(), 10);
+        assert!(a.set("t", b"1", None, true).await.is_err());
+        // Expired keys free their space once recounted.
+        a.set("x", b"1234567", Some(Duration::from_millis(1)), false)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        a.set("y", b"1234567", None, false).await.unwrap();
+        assert_eq!(a.usage(), 10);
     }
 
     #[test]

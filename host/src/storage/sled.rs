@@ -7,15 +7,58 @@
 //! scanning the whole store. Expired values are also dropped when read.
 //!
 //! [`size`](Backend::size) reports the database's size on disk.
+//!
+//! # Durability
+//!
+//! With [`SyncPolicy::Always`] (the default) a `set` or `delete` returns only once
+//! it is on disk, so a write a plugin was told had succeeded survives a
+//! crash. Concurrent writes share one flush: a writer that arrives while a
+//! flush is under way waits for the next one, which covers every write made
+//! meanwhile. [`SyncPolicy::Periodic`] returns at once and leaves the flush to
+//! sled's background thread, every `sync_interval_ms`: faster, but a crash
+//! loses the writes of the last interval.
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Backend, BackendError, deadline_millis, now_millis};
+use serde::Deserialize;
+
+use super::{Backend, BackendError, Entry, deadline_millis, from_millis, now_millis};
 
 const NAME: &str = "sled";
 const HEADER: usize = 8;
 const NEVER: u64 = 0;
+
+/// When writes reach the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncPolicy {
+    /// Before the write is acknowledged (the default).
+    #[default]
+    Always,
+    /// In the background, every interval; a crash loses the last interval.
+    Periodic,
+}
+
+/// How a sled database is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SledOptions {
+    /// When writes reach the disk.
+    pub sync: SyncPolicy,
+    /// How often sled flushes in the background, in milliseconds.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncPolicy::Always,
+            sync_interval_ms: 500,
+        }
+    }
+}
 
 /// A sled database in a directory.
 #[derive(Debug)]
@@ -24,6 +67,15 @@ pub struct SledBackend {
     data: sled::Tree,
     expiry: sled::Tree,
     path: PathBuf,
+    sync: SyncPolicy,
+    /// Writes completed so far, numbered from 1.
+    written: AtomicU64,
+    /// Every write numbered up to this is on disk.
+    flushed: AtomicU64,
+    /// Held by the one task flushing at a time.
+    flushing: tokio::sync::Mutex<()>,
+    /// Flushes made to acknowledge writes.
+    flushes: AtomicU64,
 }
 
 fn err(e: impl std::fmt::Display) -> BackendError {
@@ -41,18 +93,36 @@ fn live(expires_at: u64, now: u64) -> bool {
 }
 
 impl SledBackend {
-    /// Opens (creating if needed) the database in directory `path`.
+    /// Opens (creating if needed) the database in directory `path` with the
+    /// default options: every write on disk before it is acknowledged.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, BackendError> {
+        Self::open_with(path, SledOptions::default())
+    }
+
+    /// Opens (creating if needed) the database in directory `path`.
+    pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<Self, BackendError> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new().path(&path).open().map_err(|e| {
-            BackendError::new(
-                NAME,
-                format!(
-                    "cannot open the database in {}: {e} (is another Warden using it?)",
-                    path.display()
+        let db = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(Some(options.sync_interval_ms))
+            .open()
+            .map_err(|e| match e {
+                // sled reports a held lock as an I/O error with this text.
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    BackendError::new(
+                        NAME,
+                        format!(
+                            "the database in {} is in use by another process (a running \
+                             `warden run`?); stop it first",
+                            path.display()
+                        ),
+                    )
+                }
+                e => BackendError::new(
+                    NAME,
+                    format!("cannot open the database in {}: {e}", path.display()),
                 ),
-            )
-        })?;
+            })?;
         let data = db.open_tree("data").map_err(err)?;
         let expiry = db.open_tree("expiry").map_err(err)?;
         Ok(Self {
@@ -60,7 +130,47 @@ impl SledBackend {
             data,
             expiry,
             path,
+            sync: options.sync,
+            written: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            flushing: tokio::sync::Mutex::new(()),
+            flushes: AtomicU64::new(0),
         })
+    }
+
+    /// Under [`SyncPolicy::Always`], waits until the write just completed is on
+    /// disk, sharing one flush among concurrent writers.
+    async fn sync_write(&self) -> Result<(), BackendError> {
+        if self.sync != SyncPolicy::Always {
+            return Ok(());
+        }
+        let mine = self.written.fetch_add(1, Ordering::SeqCst) + 1;
+        loop {
+            if self.flushed.load(Ordering::SeqCst) >= mine {
+                return Ok(());
+            }
+            let _leader = self.flushing.lock().await;
+            if self.flushed.load(Ordering::SeqCst) >= mine {
+                return Ok(());
+            }
+            // Every write numbered up to `covered` completed before this
+            // flush starts, so the flush makes them all durable.
+            let covered = self.written.load(Ordering::SeqCst);
+            let db = self.db.clone();
+            tokio::task::spawn_blocking(move || db.flush())
+                .await
+                .map_err(err)?
+                .map_err(err)?;
+            self.flushed.fetch_max(covered, Ordering::SeqCst);
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many flushes acknowledged writes have waited for so far. Under
+    /// [`SyncPolicy::Always`] concurrent writes share flushes, so this grows
+    /// more slowly than the number of writes.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
     }
 
     /// The directory the database lives in.
@@ -126,20 +236,62 @@ impl Backend for SledBackend {
         stored.extend_from_slice(&expires_at.to_be_bytes());
         stored.extend_from_slice(value);
         self.data.insert(key, stored).map_err(err)?;
-        Ok(())
+        self.sync_write().await
     }
 
     async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
         self.data.remove(key).map_err(err)?;
-        Ok(())
+        self.sync_write().await
     }
 
     async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
         Ok(self.read(key)?.is_some())
     }
 
+    async fn value_len(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        // sled hands out a shared buffer: no copy of the value is made.
+        Ok(self.read(key)?.map(|stored| (stored.len() - HEADER) as u64))
+    }
+
     async fn size(&self) -> Result<u64, BackendError> {
         self.db.size_on_disk().map_err(err)
+    }
+
+    async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, BackendError> {
+        let now = now_millis();
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut out = Vec::new();
+        for item in self.data.range::<&[u8], _>((start, Bound::Unbounded)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, stored) = item.map_err(err)?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let (expires_at, value) = split(&stored).ok_or_else(|| {
+                err(format!(
+                    "corrupt value under key {:?}",
+                    String::from_utf8_lossy(&key)
+                ))
+            })?;
+            if live(expires_at, now) {
+                out.push(Entry {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    expires_at: (expires_at != NEVER).then(|| from_millis(expires_at)),
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn close(&self) -> Result<(), BackendError> {
@@ -209,11 +361,45 @@ mod tests {
         assert_eq!(db.get(b"k").await.unwrap().as_deref(), Some(&b"v"[..]));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(SledBackend::open(dir.path()).unwrap());
+        let writers: Vec<_> = (0..64u32)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move { db.set(&i.to_be_bytes(), b"v", None).await })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap().unwrap();
+        }
+        let flushes = db.flushes();
+        assert!(
+            (1..64).contains(&flushes),
+            "{flushes} flushes for 64 writes"
+        );
+    }
+
+    #[tokio::test]
+    async fn periodic_sync_does_not_flush_per_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SledOptions {
+            sync: SyncPolicy::Periodic,
+            ..SledOptions::default()
+        };
+        let db = SledBackend::open_with(dir.path(), options).unwrap();
+        db.set(b"k", b"v", None).await.unwrap();
+        db.delete(b"k").await.unwrap();
+        assert_eq!(db.flushes(), 0);
+    }
+
     #[test]
     fn a_locked_database_names_its_directory() {
         let dir = tempfile::tempdir().unwrap();
         let _first = SledBackend::open(dir.path()).unwrap();
         let e = SledBackend::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains(&dir.path().display().to_string()), "{e}");
+        assert!(e.contains("in use by another process"), "{e}");
     }
 }

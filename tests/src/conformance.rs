@@ -1,0 +1,561 @@
+//! The behaviour every [`Backend`] must have, written once and run against
+//! each backend (see `tests/conformance.rs`).
+//!
+//! Each case is an async function taking a fresh, empty [`Subject`]: the
+//! backend under test and what its [`size`](Backend::size) measures. A new
+//! backend passes by getting a `Subject` constructor and one line in the
+//! list of backends there.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tempfile::TempDir;
+use warden::storage::{Backend, Entry, MemoryBackend, RedisBackend, SledBackend};
+
+use crate::redis_server::{RedisServer, unique_prefix};
+
+/// What a backend's [`size`](Backend::size) reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeKind {
+    /// The bytes of the live data: zero when empty, growing with every
+    /// write and back to where it was once the writes are deleted.
+    LiveData,
+    /// The size of files on disk, which a log-structured store grows by
+    /// appending and shrinks only when it reclaims old segments.
+    OnDisk,
+}
+
+/// A fresh, empty backend under test.
+#[derive(Debug)]
+pub struct Subject {
+    /// The backend.
+    pub backend: Arc<dyn Backend>,
+    /// What its `size` measures.
+    pub size: SizeKind,
+    /// The directory it stores in, removed once the test is done.
+    _dir: Option<TempDir>,
+    /// The server it stores in, stopped once the test is done.
+    _server: Option<RedisServer>,
+}
+
+impl Subject {
+    /// A [`MemoryBackend`].
+    pub async fn memory() -> Option<Self> {
+        Some(Self {
+            backend: Arc::new(MemoryBackend::new()),
+            size: SizeKind::LiveData,
+            _dir: None,
+            _server: None,
+        })
+    }
+
+    /// A [`SledBackend`] in a temporary directory.
+    pub async fn sled() -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let backend = SledBackend::open(dir.path()).expect("open sled");
+        Some(Self {
+            backend: Arc::new(backend),
+            size: SizeKind::OnDisk,
+            _dir: Some(dir),
+            _server: None,
+        })
+    }
+
+    /// A [`RedisBackend`] on a server of its own, under a unique prefix; `None`
+    /// when there is no `redis-server` (see [`crate::redis_server`]).
+    pub async fn redis() -> Option<Self> {
+        let server = RedisServer::start()?;
+        let backend = RedisBackend::connect(&server.url(), &unique_prefix("conformance"))
+            .await
+            .expect("connect to the test redis-server");
+        Some(Self {
+            backend: Arc::new(backend),
+            size: SizeKind::LiveData,
+            _dir: None,
+            _server: Some(server),
+        })
+    }
+}
+
+/// A short expiry, and how long to wait for it to pass.
+const SHORT_TTL: Duration = Duration::from_millis(300);
+const PAST_SHORT_TTL: Duration = Duration::from_millis(450);
+
+/// Whether less than [`SHORT_TTL`] has passed since `since`, so a key set
+/// with it after `since` must still be there. On a machine so loaded that
+/// the writes themselves took longer, the checks that depend on it are
+/// skipped rather than failed.
+fn before_short_ttl(since: Instant) -> bool {
+    since.elapsed() < SHORT_TTL
+}
+/// An expiry no test outlives.
+const LONG_TTL: Duration = Duration::from_secs(3600);
+
+async fn get(s: &Subject, key: &[u8]) -> Option<Vec<u8>> {
+    s.backend.get(key).await.expect("get")
+}
+
+async fn has(s: &Subject, key: &[u8]) -> bool {
+    s.backend.has(key).await.expect("has")
+}
+
+async fn set(s: &Subject, key: &[u8], value: &[u8], ttl: Option<Duration>) {
+    s.backend.set(key, value, ttl).await.expect("set");
+}
+
+async fn scan(s: &Subject, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Vec<Entry> {
+    s.backend.scan(prefix, after, limit).await.expect("scan")
+}
+
+fn keys(entries: &[Entry]) -> Vec<Vec<u8>> {
+    entries.iter().map(|e| e.key.clone()).collect()
+}
+
+/// Every entry under `prefix`, read in pages of `page`, checking that each
+/// page is within the limit, in order, and after the previous one.
+async fn scan_all(s: &Subject, prefix: &[u8], page: usize) -> Vec<Entry> {
+    let mut all: Vec<Entry> = Vec::new();
+    loop {
+        let after = all.last().map(|e| e.key.clone());
+        let batch = scan(s, prefix, after.as_deref(), page).await;
+        assert!(batch.len() <= page, "a page of {page} held {}", batch.len());
+        for entry in &batch {
+            assert!(
+                entry.key.starts_with(prefix),
+                "{:?} is outside the prefix",
+                entry.key
+            );
+            if let Some(last) = all.last() {
+                assert!(
+                    last.key < entry.key,
+                    "{:?} came after {:?}",
+                    entry.key,
+                    last.key
+                );
+            }
+            all.push(entry.clone());
+        }
+        if batch.len() < page {
+            return all;
+        }
+    }
+}
+
+/// A value is read back as it was written.
+pub async fn round_trip(s: &Subject) {
+    set(s, b"greeting", b"hello", None).await;
+    assert_eq!(get(s, b"greeting").await.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(get(s, b"greeting2").await, None, "only the key written");
+    assert_eq!(get(s, b"greetin").await, None, "only the key written");
+}
+
+/// Setting a key again replaces its value.
+pub async fn overwrite(s: &Subject) {
+    set(s, b"k", b"first, and longer", None).await;
+    set(s, b"k", b"second", None).await;
+    assert_eq!(get(s, b"k").await.as_deref(), Some(&b"second"[..]));
+    assert_eq!(keys(&scan(s, b"", None, 10).await), [b"k".to_vec()]);
+}
+
+/// `has` follows `set` and `delete`.
+pub async fn has_and_delete(s: &Subject) {
+    assert!(!has(s, b"k").await);
+    set(s, b"k", b"v", None).await;
+    set(s, b"other", b"v", None).await;
+    assert!(has(s, b"k").await);
+    s.backend.delete(b"k").await.expect("delete");
+    assert!(!has(s, b"k").await);
+    assert_eq!(get(s, b"k").await, None);
+    assert!(has(s, b"other").await, "delete removes only its key");
+}
+
+/// Deleting a key that is not there succeeds, and twice too.
+pub async fn delete_missing_key(s: &Subject) {
+    s.backend
+        .delete(b"never-set")
+        .await
+        .expect("delete missing");
+    set(s, b"k", b"v", None).await;
+    s.backend.delete(b"k").await.expect("delete");
+    s.backend.delete(b"k").await.expect("delete again");
+    assert!(!has(s, b"k").await);
+}
+
+/// An empty value is a value: present, and distinct from a missing key.
+pub async fn empty_value_is_not_missing(s: &Subject) {
+    set(s, b"empty", b"", None).await;
+    assert_eq!(get(s, b"empty").await, Some(Vec::new()));
+    assert!(has(s, b"empty").await);
+    assert_eq!(get(s, b"missing").await, None);
+    assert!(!has(s, b"missing").await);
+    let listed = scan(s, b"", None, 10).await;
+    assert_eq!(keys(&listed), [b"empty".to_vec()]);
+    assert_eq!(listed[0].value, b"");
+}
+
+/// Values (and keys) are bytes: every byte value survives.
+pub async fn binary_values(s: &Subject) {
+    let all: Vec<u8> = (0..=255).collect();
+    let reversed: Vec<u8> = all.iter().rev().copied().collect();
+    set(s, b"all-bytes", &all, None).await;
+    assert_eq!(get(s, b"all-bytes").await, Some(all.clone()));
+    let key = b"bin\x00\xff\r\n*?[]\\key";
+    set(s, key, &reversed, None).await;
+    assert_eq!(get(s, key).await, Some(reversed));
+    assert!(has(s, key).await);
+    let listed = scan(s, b"bin\x00", None, 10).await;
+    assert_eq!(keys(&listed), [key.to_vec()]);
+}
+
+/// Keys of any UTF-8 text are stored and listed as their bytes.
+pub async fn unicode_keys(s: &Subject) {
+    let texts = ["ключ ✓", "日本語のキー", "emoji 🦀🔑", "é", "e\u{301}"];
+    for (i, text) in texts.iter().enumerate() {
+        set(s, text.as_bytes(), i.to_string().as_bytes(), None).await;
+    }
+    for (i, text) in texts.iter().enumerate() {
+        assert_eq!(
+            get(s, text.as_bytes()).await,
+            Some(i.to_string().into_bytes()),
+            "{text}"
+        );
+    }
+    let mut expected: Vec<Vec<u8>> = texts.iter().map(|t| t.as_bytes().to_vec()).collect();
+    expected.sort();
+    assert_eq!(keys(&scan(s, b"", None, 100).await), expected);
+}
+
+/// A value of 1 MiB (Warden's default limit) round-trips.
+pub async fn large_value(s: &Subject) {
+    let value: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    set(s, b"big", &value, None).await;
+    assert_eq!(get(s, b"big").await, Some(value.clone()));
+    assert_eq!(scan(s, b"big", None, 1).await[0].value, value);
+}
+
+/// A key with a short expiry is there before it passes and gone after it,
+/// for `get`, `has` and `scan`; a key without expiry stays.
+pub async fn short_expiry(s: &Subject) {
+    set(s, b"kept", b"here", None).await;
+    let since = Instant::now();
+    set(s, b"temp", b"soon gone", Some(SHORT_TTL)).await;
+    let (value, present) = (get(s, b"temp").await, has(s, b"temp").await);
+    let listed = keys(&scan(s, b"", None, 10).await);
+    if before_short_ttl(since) {
+        assert_eq!(value.as_deref(), Some(&b"soon gone"[..]));
+        assert!(present);
+        assert_eq!(listed, [b"kept".to_vec(), b"temp".to_vec()]);
+    }
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    assert!(!has(s, b"temp").await);
+    assert_eq!(get(s, b"temp").await, None);
+    assert_eq!(keys(&scan(s, b"", None, 10).await), [b"kept".to_vec()]);
+    assert!(has(s, b"kept").await);
+}
+
+/// A zero expiry means expired at once, and the old value is gone too.
+pub async fn zero_expiry(s: &Subject) {
+    set(s, b"k", b"old", None).await;
+    set(s, b"k", b"new", Some(Duration::ZERO)).await;
+    assert_eq!(get(s, b"k").await, None);
+    assert!(!has(s, b"k").await);
+    assert!(scan(s, b"", None, 10).await.is_empty());
+}
+
+/// Setting a key again without expiry removes its expiry; setting it again
+/// with one gives it one.
+pub async fn overwrite_replaces_expiry(s: &Subject) {
+    set(s, b"made-permanent", b"v1", Some(SHORT_TTL)).await;
+    set(s, b"made-permanent", b"v2", None).await;
+    set(s, b"made-temporary", b"v1", None).await;
+    set(s, b"made-temporary", b"v2", Some(SHORT_TTL)).await;
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    assert_eq!(get(s, b"made-permanent").await.as_deref(), Some(&b"v2"[..]));
+    assert_eq!(get(s, b"made-temporary").await, None);
+    let listed = scan(s, b"", None, 10).await;
+    assert_eq!(keys(&listed), [b"made-permanent".to_vec()]);
+    assert_eq!(listed[0].expires_at, None);
+}
+
+/// `purge_expired` removes at most the expired keys and never a live one.
+pub async fn purge_keeps_live_keys(s: &Subject) {
+    for i in 0..20u8 {
+        set(s, &[b'p', i], b"permanent", None).await;
+        set(s, &[b'l', i], b"long", Some(LONG_TTL)).await;
+    }
+    let since = Instant::now();
+    for i in 0..5u8 {
+        set(s, &[b's', i], b"short", Some(SHORT_TTL)).await;
+    }
+    // Before anything has expired, nothing may be purged.
+    let purged = s.backend.purge_expired().await.expect("purge");
+    if before_short_ttl(since) {
+        assert_eq!(purged, 0);
+    }
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    let purged = s.backend.purge_expired().await.expect("purge");
+    assert!(purged <= 5, "purged {purged} keys, but only 5 had expired");
+    for i in 0..20u8 {
+        assert!(has(s, &[b'p', i]).await);
+        assert!(has(s, &[b'l', i]).await);
+    }
+    for i in 0..5u8 {
+        assert!(!has(s, &[b's', i]).await);
+    }
+    assert_eq!(scan_all(s, b"", 7).await.len(), 40);
+}
+
+/// `size` grows with the data written, and, where it measures live data,
+/// shrinks back once the data is deleted.
+pub async fn size_follows_data(s: &Subject) {
+    const KEYS: usize = 32;
+    const VALUE: usize = 64 * 1024;
+    let written = (KEYS * VALUE) as u64;
+    let before = s.backend.size().await.expect("size");
+    for i in 0..KEYS {
+        let value = vec![i as u8; VALUE];
+        set(s, format!("size/{i:02}").as_bytes(), &value, None).await;
+    }
+    let full = s.backend.size().await.expect("size");
+    for i in 0..KEYS {
+        s.backend
+            .delete(format!("size/{i:02}").as_bytes())
+            .await
+            .expect("delete");
+    }
+    let emptied = s.backend.size().await.expect("size");
+    match s.size {
+        SizeKind::LiveData => {
+            assert_eq!(before, 0, "an empty store has no live data");
+            assert!(
+                full >= written,
+                "{written} bytes of values written, but size is {full}"
+            );
+            // Per-key overhead may be counted, but not several times the data.
+            assert!(
+                full < 2 * written,
+                "size {full} for {written} bytes written"
+            );
+            assert_eq!(emptied, before, "every written key was deleted");
+        }
+        SizeKind::OnDisk => {
+            // Every write is on disk once acknowledged, so the files hold
+            // at least the data written. A deletion is itself a record
+            // appended to the log; the space of deleted values comes back
+            // only when the store later rewrites its segments, so the size
+            // need not shrink right after the deletes, and is not checked
+            // for it.
+            assert!(
+                full >= before + written,
+                "{written} bytes written, but the size went from {before} to {full}"
+            );
+            assert!(emptied > 0);
+        }
+    }
+}
+
+/// Many tasks writing distinct keys at once lose none of them.
+pub async fn concurrent_writers_lose_nothing(s: &Subject) {
+    const TASKS: usize = 16;
+    const KEYS: usize = 200;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let backend = s.backend.clone();
+            tokio::spawn(async move {
+                for k in 0..KEYS {
+                    let key = format!("task{t:02}/key{k:03}");
+                    backend
+                        .set(key.as_bytes(), key.as_bytes(), None)
+                        .await
+                        .expect("set");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    for t in 0..TASKS {
+        for k in 0..KEYS {
+            let key = format!("task{t:02}/key{k:03}");
+            assert_eq!(get(s, key.as_bytes()).await, Some(key.into_bytes()));
+        }
+    }
+    let listed = scan_all(s, b"task", 1000).await;
+    assert_eq!(listed.len(), TASKS * KEYS);
+}
+
+/// `scan` lists exactly the keys that start with the prefix.
+pub async fn scan_filters_by_prefix(s: &Subject) {
+    for key in [
+        &b"app"[..],
+        b"apple/1",
+        b"apple/2",
+        b"apple/",
+        b"apples",
+        b"appl",
+        b"banana/1",
+        b"Apple/1",
+    ] {
+        set(s, key, b"v", None).await;
+    }
+    assert_eq!(
+        keys(&scan(s, b"apple/", None, 100).await),
+        [b"apple/".to_vec(), b"apple/1".to_vec(), b"apple/2".to_vec()]
+    );
+    assert_eq!(keys(&scan(s, b"apple", None, 100).await).len(), 4);
+    assert_eq!(keys(&scan(s, b"", None, 100).await).len(), 8);
+    assert!(scan(s, b"cherry", None, 100).await.is_empty());
+    assert!(scan(s, b"apple/1/", None, 100).await.is_empty());
+}
+
+/// Characters that are special in glob patterns or regular expressions are
+/// literal in a scan prefix.
+pub async fn scan_prefix_is_literal(s: &Subject) {
+    for key in [
+        &b"a*/1"[..],
+        b"ab/1",
+        b"a?/1",
+        b"a[x]/1",
+        b"ax/1",
+        b"a\\/1",
+        b"a.^$/1",
+        b"a..../1",
+    ] {
+        set(s, key, b"v", None).await;
+    }
+    for (prefix, only) in [
+        (&b"a*"[..], &b"a*/1"[..]),
+        (b"a?", b"a?/1"),
+        (b"a[x]", b"a[x]/1"),
+        (b"a\\", b"a\\/1"),
+        (b"a.^$", b"a.^$/1"),
+    ] {
+        assert_eq!(
+            keys(&scan(s, prefix, None, 100).await),
+            [only.to_vec()],
+            "prefix {:?}",
+            String::from_utf8_lossy(prefix)
+        );
+    }
+}
+
+/// `scan` returns keys in bytewise order, not insertion or text order.
+pub async fn scan_orders_keys_bytewise(s: &Subject) {
+    let inserted: [&[u8]; 9] = [
+        b"k/b",
+        b"k/\xc3\xa9",
+        b"k/B",
+        b"k/a",
+        b"k/",
+        b"k/aa",
+        b"k/\x00",
+        b"k/\xff",
+        b"k/Z",
+    ];
+    for key in inserted {
+        set(s, key, key, None).await;
+    }
+    let listed = scan(s, b"k/", None, 100).await;
+    let mut expected: Vec<Vec<u8>> = inserted.iter().map(|k| k.to_vec()).collect();
+    expected.sort();
+    assert_eq!(keys(&listed), expected);
+    assert!(
+        listed
+            .iter()
+            .all(|e| e.key == e.value && e.expires_at.is_none())
+    );
+}
+
+/// Paging with the last key of each page as the next `after` visits every
+/// key exactly once, whatever the page size.
+pub async fn scan_pages_visit_each_key_once(s: &Subject) {
+    let mut expected = BTreeSet::new();
+    for i in 0..57u32 {
+        let key = format!("page/{:x}", i * 7919).into_bytes();
+        set(s, &key, &i.to_be_bytes(), None).await;
+        expected.insert(key);
+    }
+    set(s, b"pag", b"outside", None).await;
+    set(s, b"pagf", b"outside", None).await;
+    set(s, b"q", b"outside", None).await;
+    let expected: Vec<Vec<u8>> = expected.into_iter().collect();
+    for page in [1, 2, 10, 56, 57, 58, 1000] {
+        assert_eq!(
+            keys(&scan_all(s, b"page/", page).await),
+            expected,
+            "page size {page}"
+        );
+    }
+    // `after` need not be a stored key, and may sort before the prefix.
+    let after_mid = scan(s, b"page/", Some(b"page/8"), 1000).await;
+    let mid: Vec<_> = expected
+        .iter()
+        .filter(|k| k.as_slice() > &b"page/8"[..])
+        .cloned()
+        .collect();
+    assert_eq!(keys(&after_mid), mid);
+    assert_eq!(keys(&scan(s, b"page/", Some(b"a"), 1000).await), expected);
+    assert!(scan(s, b"page/", Some(b"page/\xff"), 1000).await.is_empty());
+}
+
+/// `scan` returns at most `limit` entries, and exactly `limit` while more
+/// remain.
+pub async fn scan_respects_limit(s: &Subject) {
+    for i in 0..10u8 {
+        set(s, &[b'k', b'0' + i], b"v", None).await;
+    }
+    assert!(scan(s, b"k", None, 0).await.is_empty());
+    for limit in [1, 3, 9, 10] {
+        let listed = scan(s, b"k", None, limit).await;
+        assert_eq!(listed.len(), limit);
+        assert_eq!(listed[0].key, b"k0");
+    }
+    assert_eq!(scan(s, b"k", None, 11).await.len(), 10);
+    assert_eq!(scan(s, b"k", Some(b"k7"), 5).await.len(), 2);
+}
+
+/// Expired keys are not listed, and a page is still filled from the live
+/// keys after them.
+pub async fn scan_skips_expired_keys(s: &Subject) {
+    for i in (1..10u8).step_by(2) {
+        set(s, &[b'k', b'0' + i], b"v", None).await;
+    }
+    let since = Instant::now();
+    for i in (0..10u8).step_by(2) {
+        set(s, &[b'k', b'0' + i], b"v", Some(SHORT_TTL)).await;
+    }
+    let listed = scan(s, b"k", None, 100).await;
+    if before_short_ttl(since) {
+        assert_eq!(listed.len(), 10);
+    }
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    let odd: Vec<Vec<u8>> = (0..10u8)
+        .filter(|i| i % 2 == 1)
+        .map(|i| vec![b'k', b'0' + i])
+        .collect();
+    assert_eq!(keys(&scan(s, b"k", None, 100).await), odd);
+    assert_eq!(keys(&scan(s, b"k", None, 3).await), odd[..3]);
+    assert_eq!(keys(&scan_all(s, b"k", 2).await), odd);
+}
+
+/// `scan` reports when an expiring entry expires, and `None` for the rest.
+pub async fn scan_reports_expiry(s: &Subject) {
+    let before = SystemTime::now();
+    set(s, b"expiring", b"v", Some(Duration::from_secs(60))).await;
+    set(s, b"forever", b"v", None).await;
+    let after = SystemTime::now();
+    let listed = scan(s, b"", None, 10).await;
+    assert_eq!(keys(&listed), [b"expiring".to_vec(), b"forever".to_vec()]);
+    let at = listed[0].expires_at.expect("expiring has an expiry");
+    // Allow for clock rounding (milliseconds) and the time the calls took.
+    let slack = Duration::from_secs(1);
+    let earliest = before + Duration::from_secs(60) - slack;
+    let latest = after + Duration::from_secs(60) + slack;
+    assert!(
+        earliest <= at && at <= latest,
+        "expires at {at:?}, expected between {earliest:?} and {latest:?}"
+    );
+    assert_eq!(listed[1].expires_at, None);
+}

@@ -1,0 +1,191 @@
+//! Embedding Warden with a backend written outside it: namespacing, grants
+//! and limits still apply on top of it.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use warden::storage::{Backend, BackendError, Entry};
+use warden::{Config, Host, Incoming};
+use warden_tests::*;
+
+/// A stored value and its expiry.
+type Stored = (Vec<u8>, Option<Instant>);
+
+/// A user's backend: an ordered map that also records every key it is
+/// asked to read or write.
+#[derive(Debug, Default)]
+struct Recording {
+    map: Mutex<BTreeMap<Vec<u8>, Stored>>,
+    reads: Mutex<Vec<String>>,
+    writes: Mutex<Vec<String>>,
+}
+
+impl Recording {
+    fn saw(&self, key: &[u8]) {
+        self.reads
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(key).into_owned());
+    }
+
+    fn wrote(&self, key: &[u8]) {
+        self.writes
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(key).into_owned());
+    }
+
+    /// The keys recorded in `log`, but for Warden's own records, with
+    /// repeats in a row counted once.
+    fn plugin_keys(log: &Mutex<Vec<String>>) -> Vec<String> {
+        let mut keys: Vec<_> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| !k.starts_with("warden:"))
+            .cloned()
+            .collect();
+        keys.dedup();
+        keys
+    }
+
+    fn live(entry: &Stored) -> bool {
+        entry.1.is_none_or(|at| Instant::now() < at)
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Recording {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.saw(key);
+        Ok(self
+            .map
+            .lock()
+            .unwrap()
+            .get(key)
+            .filter(|e| Self::live(e))
+            .map(|e| e.0.clone()))
+    }
+
+    async fn set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        self.wrote(key);
+        let at = ttl.map(|d| Instant::now() + d);
+        self.map
+            .lock()
+            .unwrap()
+            .insert(key.to_vec(), (value.to_vec(), at));
+        Ok(())
+    }
+
+    async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
+        self.wrote(key);
+        self.map.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
+        Ok(self.get(key).await?.is_some())
+    }
+
+    async fn size(&self) -> Result<u64, BackendError> {
+        Ok(self
+            .map
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.len() + v.0.len()) as u64)
+            .sum())
+    }
+
+    async fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, BackendError> {
+        let start = after.map_or(Bound::Included(prefix), Bound::Excluded);
+        let map = self.map.lock().unwrap();
+        Ok(map
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| Self::live(e))
+            .take(limit)
+            .map(|(k, e)| Entry {
+                key: k.clone(),
+                value: e.0.clone(),
+                expires_at: e
+                    .1
+                    .map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now())),
+            })
+            .collect())
+    }
+
+    async fn close(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_user_backend_gets_only_namespaced_keys_and_grants_still_hold() {
+    let backend = Arc::new(Recording::default());
+    let dir = plugins_dir(&[PROBE, STORAGE]);
+    let config = Config::parse(
+        "[grants.\"warden.tests.Probe\"]\nshared = \"read\"\n",
+        "warden.toml".as_ref(),
+    )
+    .unwrap();
+    let host = Host::builder()
+        .config(config)
+        .plugins_dir(dir.path())
+        .backend(backend.clone())
+        .build()
+        .await
+        .unwrap();
+    let say = async |text: &str| -> Vec<String> {
+        host.dispatch(&Incoming::addressed(text))
+            .await
+            .into_iter()
+            .flat_map(|o| o.replies)
+            .collect()
+    };
+
+    assert_eq!(
+        say("store hello under greeting").await,
+        ["'hello' stored under greeting!"]
+    );
+    assert_eq!(say("set greeting = mine").await, ["ok"]);
+    assert_eq!(say("get greeting").await, ["value: mine"]);
+    assert_eq!(
+        say("retrieve greeting").await,
+        ["'hello' retrieved from <greeting>!"]
+    );
+    let denied = say("shared set greeting = x").await;
+    assert!(denied[0].starts_with("error: access-denied:"), "{denied:?}");
+    assert_eq!(say("shared get greeting").await, ["none"]);
+
+    assert_eq!(
+        Recording::plugin_keys(&backend.writes),
+        [
+            "plugin:example.storage.StoragePlugin:greeting",
+            "plugin:warden.tests.Probe:greeting"
+        ],
+        "the denied shared write never reached the backend"
+    );
+    assert_eq!(
+        Recording::plugin_keys(&backend.reads),
+        [
+            "plugin:example.storage.StoragePlugin:greeting",
+            "plugin:warden.tests.Probe:greeting",
+            "plugin:example.storage.StoragePlugin:greeting",
+            "shared:greeting",
+        ]
+    );
+    host.shutdown().await.unwrap();
+}

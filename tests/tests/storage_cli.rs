@@ -1,0 +1,263 @@
+//! `warden storage`: the operator's commands on the store.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use warden_tests::*;
+
+const STORAGE_ID: &str = "example.storage.StoragePlugin";
+
+fn storage(data: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut all: Vec<&OsStr> = vec!["storage".as_ref(), "--data".as_ref(), data.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    run_warden_bytes(warden_bin!(), all, stdin)
+}
+
+fn ok_bytes(out: Output) -> Vec<u8> {
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    out.stdout
+}
+
+fn ok(out: Output) -> String {
+    String::from_utf8(ok_bytes(out)).unwrap()
+}
+
+fn run(plugins: &Path, data: &Path, stdin: &str) {
+    let out = run_warden(
+        warden_bin!(),
+        [
+            "run".as_ref(),
+            "--plugins".as_ref(),
+            plugins.as_os_str(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ],
+        stdin,
+    );
+    assert!(out.status.success(), "{}", stderr_text(&out));
+}
+
+#[test]
+fn operators_see_and_change_plugin_data() {
+    let plugins = plugins_dir(&[STORAGE, NOTES]);
+    let data = tempfile::tempdir().unwrap();
+    run(
+        plugins.path(),
+        data.path(),
+        "store hello world under greeting\nremember hi as greeting\n",
+    );
+
+    let ls = ok(storage(data.path(), &["ls"], b""));
+    let lines: Vec<_> = ls.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "plugin:example.notes.NotesPlugin\tgreeting\t4 B\t-",
+            "plugin:example.storage.StoragePlugin\tgreeting\t13 B\t-",
+            "warden\tbinding:example.notes.NotesPlugin\t10 B\t-",
+            "warden\tbinding:example.storage.StoragePlugin\t12 B\t-",
+        ]
+    );
+    assert_eq!(
+        ok(storage(
+            data.path(),
+            &["get", "--plugin", STORAGE_ID, "greeting"],
+            b""
+        )),
+        "\"hello world\""
+    );
+
+    // Change a plugin's value and share one; the plugin sees the change.
+    ok(storage(
+        data.path(),
+        &["set", "--plugin", STORAGE_ID, "greeting", "\"changed\""],
+        b"",
+    ));
+    ok(storage(
+        data.path(),
+        &[
+            "set",
+            "--shared",
+            "motd",
+            "\"hi all\"",
+            "--expires-in",
+            "3600",
+        ],
+        b"",
+    ));
+    let shared = ok(storage(data.path(), &["ls", "--shared"], b""));
+    assert!(
+        shared.starts_with("shared\tmotd\t8 B\texpires in 3"),
+        "{shared}"
+    );
+    let out = run_warden(
+        warden_bin!(),
+        [
+            "run".as_ref(),
+            "--plugins".as_ref(),
+            plugins.path().as_os_str(),
+            "--data".as_ref(),
+            data.path().as_os_str(),
+        ],
+        "retrieve greeting\n",
+    );
+    assert_eq!(stdout_lines(&out), ["'changed' retrieved from <greeting>!"]);
+
+    let size = ok(storage(data.path(), &["size"], b""));
+    assert!(
+        size.contains("plugin:example.notes.NotesPlugin\t1 keys\t12 B"),
+        "{size}"
+    );
+    assert!(size.contains("shared\t1 keys\t12 B"), "{size}");
+    assert!(size.contains("warden\t2 keys\t"), "{size}");
+    assert!(
+        size.lines().last().unwrap().starts_with("total\t5 keys\t"),
+        "{size}"
+    );
+
+    ok(storage(
+        data.path(),
+        &["delete", "--plugin", STORAGE_ID, "greeting"],
+        b"",
+    ));
+    let missing = storage(
+        data.path(),
+        &["get", "--plugin", STORAGE_ID, "greeting"],
+        b"",
+    );
+    assert!(!missing.status.success());
+    assert!(
+        stderr_text(&missing)
+            .contains("no key \"greeting\" in plugin example.storage.StoragePlugin")
+    );
+    let unscoped = storage(data.path(), &["get", "greeting"], b"");
+    assert!(!unscoped.status.success());
+    assert!(
+        stderr_text(&unscoped).contains("--plugin ID or --shared"),
+        "{}",
+        stderr_text(&unscoped)
+    );
+}
+
+#[test]
+fn export_and_import_round_trip_binary_values_and_expiries() {
+    let from = tempfile::tempdir().unwrap();
+    let binary: Vec<u8> = (0..=255).collect();
+    ok(storage(
+        from.path(),
+        &["set", "--plugin", "a.Binary", "blob"],
+        &binary,
+    ));
+    ok(storage(
+        from.path(),
+        &[
+            "set",
+            "--shared",
+            "soon",
+            "gone later",
+            "--expires-in",
+            "3600",
+        ],
+        b"",
+    ));
+    ok(storage(
+        from.path(),
+        &["set", "--plugin", "a.Text", "ключ ✓", "значение"],
+        b"",
+    ));
+    let exported = ok(storage(from.path(), &["export"], b""));
+    assert_eq!(exported.lines().count(), 3, "{exported}");
+
+    let to = tempfile::tempdir().unwrap();
+    let imported = storage(to.path(), &["import"], exported.as_bytes());
+    assert!(
+        stderr_text(&imported).contains("imported 3 entries"),
+        "{}",
+        stderr_text(&imported)
+    );
+    assert_eq!(
+        ok_bytes(storage(
+            to.path(),
+            &["get", "--plugin", "a.Binary", "blob"],
+            b""
+        )),
+        binary
+    );
+    assert_eq!(
+        ok(storage(
+            to.path(),
+            &["get", "--plugin", "a.Text", "ключ ✓"],
+            b""
+        )),
+        "значение"
+    );
+    let soon = ok(storage(to.path(), &["ls", "--shared"], b""));
+    assert!(
+        soon.starts_with("shared\tsoon\t10 B\texpires in 3"),
+        "{soon}"
+    );
+    // A second export is the same, but for expiry times computed anew from
+    // the time left (to the millisecond).
+    let again = ok(storage(to.path(), &["export"], b""));
+    let (first, second) = (split_expiry(&exported), split_expiry(&again));
+    assert_eq!(first.0, second.0);
+    for (a, b) in first.1.iter().zip(&second.1) {
+        assert!(a.abs_diff(*b) < 1000, "{a} vs {b}");
+    }
+}
+
+/// The export with `expires_at_ms` values cut out, and those values.
+fn split_expiry(export: &str) -> (String, Vec<u64>) {
+    let mut rest = String::new();
+    let mut times = Vec::new();
+    for part in export.split("\"expires_at_ms\":") {
+        match part.find('}') {
+            Some(end) if !rest.is_empty() => {
+                times.push(part[..end].parse().unwrap());
+                rest.push_str(&part[end..]);
+            }
+            _ => rest.push_str(part),
+        }
+    }
+    assert_eq!(times.len(), 1, "{export}");
+    (rest, times)
+}
+
+#[test]
+fn a_running_host_holding_the_store_is_named() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let mut host = Command::new(warden_bin!())
+        .arg("run")
+        .arg("--plugins")
+        .arg(plugins.path())
+        .arg("--data")
+        .arg(data.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the host has opened the store and loaded its plugin.
+    let mut stdin = host.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"store x under k\n").unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(host.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(first, "'x' stored under k!\n");
+
+    let out = storage(data.path(), &["ls"], b"");
+    drop(stdin);
+    host.wait().unwrap();
+    assert!(!out.status.success());
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("in use by another process")
+            && err.contains(&data.path().display().to_string()),
+        "{err}"
+    );
+}
