@@ -85,6 +85,30 @@ struct RunArgs {
     /// (the default when no other adapter is chosen).
     #[arg(long)]
     console: bool,
+    /// Directory of compiled plugins, so that a restart with unchanged
+    /// plugins skips compilation [default: $XDG_CACHE_HOME/warden, else
+    /// ~/.cache/warden].
+    #[arg(long, env = "WARDEN_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every plugin at start, with no compilation cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+    /// Do not watch the plugins directory: load it once at start.
+    #[arg(long)]
+    no_watch: bool,
+}
+
+/// The default compilation cache directory, if the environment names one.
+fn default_cache_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let home = || {
+        std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|h| PathBuf::from(h).join(".cache"))
+    };
+    xdg.or_else(home).map(|base| base.join("warden"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -224,12 +248,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.plugins.display()
         );
     }
-    let mut builder = Host::builder().config(config).plugins_dir(&args.plugins);
+    let mut builder = Host::builder()
+        .config(config)
+        .plugins_dir(&args.plugins)
+        .watch(!args.no_watch);
     if let Some(data) = &args.store.data {
         builder = builder.data_dir(data);
     }
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(default_cache_dir)
+    };
+    match cache_dir {
+        Some(dir) => builder = builder.cache_dir(dir),
+        None if !args.no_cache => {
+            tracing::warn!("no compilation cache: set --cache-dir, WARDEN_CACHE_DIR or HOME")
+        }
+        None => {}
+    }
     let host = builder.build().await?;
-    let loaded = host.plugins().count();
+    let loaded = host.plugins().len();
     if loaded == 0 {
         tracing::warn!("no plugin loaded from {}", args.plugins.display());
     } else {

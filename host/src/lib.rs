@@ -51,6 +51,7 @@ pub use router::Incoming;
 
 use identity::Namespace;
 use plugins::LoadedPlugin;
+use plugins::cache::CompileCache;
 use runtime::Runtime;
 use runtime::bindings::RouteKind;
 use storage::{Backend, BackendError, MemoryBackend, SledBackend, Usage};
@@ -83,6 +84,14 @@ pub enum HostError {
     /// The WebAssembly engine could not be set up.
     #[error("cannot set up the WebAssembly engine: {0:#}")]
     Engine(wasmtime::Error),
+    /// The plugins directory cannot be watched.
+    #[error("cannot watch the plugins directory {dir}: {message}")]
+    Watch {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Builds a [`Host`].
@@ -93,6 +102,8 @@ pub struct HostBuilder {
     files: Vec<PathBuf>,
     data_dir: Option<PathBuf>,
     backend: Option<Arc<dyn Backend>>,
+    cache_dir: Option<PathBuf>,
+    watch: bool,
 }
 
 impl HostBuilder {
@@ -126,6 +137,21 @@ impl HostBuilder {
         self
     }
 
+    /// Keeps compiled plugins in `dir`, so that a restart with unchanged
+    /// plugins skips compilation (see [`plugins::cache`]). Without it every
+    /// start compiles.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Watches the plugins directory and reloads it when it changes (see
+    /// [`Host::reload`]).
+    pub fn watch(mut self, watch: bool) -> Self {
+        self.watch = watch;
+        self
+    }
+
     /// Opens the store and loads the plugins. A plugin that fails to load
     /// is reported in [`Host::skipped`]; the others load regardless.
     pub async fn build(self) -> Result<Host, HostError> {
@@ -133,28 +159,33 @@ impl HostBuilder {
             Some(backend) => backend,
             None => open_backend(&self.config, self.data_dir.as_deref()).await?,
         };
-        let mut files = Vec::new();
-        if let Some(dir) = &self.plugins_dir {
-            files = plugins::plugin_files(dir).map_err(|source| HostError::PluginsDir {
-                dir: dir.clone(),
-                source,
-            })?;
-        }
-        files.extend(self.files);
         let runtime = Runtime::new().map_err(HostError::Engine)?;
         let shared_usage = Arc::new(Usage::default());
         shared_usage
             .recount(&*backend, &Namespace::Shared)
             .await
             .map_err(HostError::Storage)?;
-        let (plugins, skipped) =
-            plugins::load_all(&files, &runtime, &backend, &self.config, &shared_usage).await;
-        let purge = tokio::spawn(purge_loop(backend.clone(), plugins.clone(), shared_usage));
-        Ok(Host {
-            plugins,
-            skipped,
+        let shared = Arc::new(Shared {
+            runtime,
             backend,
+            config: self.config,
+            shared_usage,
+            cache: self.cache_dir.map(|dir| Arc::new(CompileCache::new(dir))),
+            plugins_dir: self.plugins_dir,
+            extra_files: self.files,
+            loaded: std::sync::RwLock::default(),
+            reloading: tokio::sync::Mutex::new(()),
+        });
+        shared.reload().await?;
+        let purge = tokio::spawn(purge_loop(shared.clone()));
+        let watcher = match (&shared.plugins_dir, self.watch) {
+            (Some(dir), true) => Some(watch(dir, &shared)?),
+            _ => None,
+        };
+        Ok(Host {
+            shared,
             purge,
+            _watcher: watcher,
         })
     }
 }
@@ -186,11 +217,8 @@ pub async fn open_backend(
 
 /// Purges expired keys every [`PURGE_INTERVAL`] and recounts each
 /// namespace's quota usage every [`RECOUNT_INTERVAL`].
-async fn purge_loop(
-    backend: Arc<dyn Backend>,
-    plugins: Vec<Arc<LoadedPlugin>>,
-    shared: Arc<Usage>,
-) {
+async fn purge_loop(shared: Arc<Shared>) {
+    let backend = &shared.backend;
     let mut every = tokio::time::interval(PURGE_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_recount = tokio::time::Instant::now();
@@ -203,10 +231,14 @@ async fn purge_loop(
         }
         if last_recount.elapsed() >= RECOUNT_INTERVAL {
             last_recount = tokio::time::Instant::now();
-            if let Err(e) = shared.recount(&*backend, &Namespace::Shared).await {
+            if let Err(e) = shared
+                .shared_usage
+                .recount(&**backend, &Namespace::Shared)
+                .await
+            {
                 tracing::warn!("recounting the shared keyspace failed: {e}");
             }
-            for plugin in &plugins {
+            for plugin in shared.snapshot().plugins.iter() {
                 if let Err(e) = plugin.storage().recount().await {
                     tracing::warn!(plugin = %plugin.info().id, "recounting storage failed: {e}");
                 }
@@ -215,13 +247,153 @@ async fn purge_loop(
     }
 }
 
+/// How long the plugins directory must be quiet before a reload, so that a
+/// file being copied in is loaded once, whole.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Starts watching `dir`; each burst of changes reloads it.
+fn watch(dir: &Path, shared: &Arc<Shared>) -> Result<Watcher, HostError> {
+    use notify_debouncer_mini::notify::RecursiveMode;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut debouncer = notify_debouncer_mini::new_debouncer(RELOAD_DEBOUNCE, move |events| {
+        let _ = tx.send(events);
+    })
+    .map_err(|e| HostError::Watch {
+        dir: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    debouncer
+        .watcher()
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| HostError::Watch {
+            dir: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let weak = Arc::downgrade(shared);
+    let task = tokio::spawn(async move {
+        while let Some(events) = rx.recv().await {
+            let Some(shared) = weak.upgrade() else { break };
+            match events {
+                Ok(_) => {
+                    if let Err(e) = shared.reload().await {
+                        tracing::error!("reloading plugins failed: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("watching the plugins directory failed: {e}"),
+            }
+        }
+    });
+    tracing::info!(dir = %dir.display(), "watching the plugins directory for changes");
+    Ok(Watcher {
+        _debouncer: debouncer,
+        task,
+    })
+}
+
+/// A watch on the plugins directory; dropping it stops it.
+struct Watcher {
+    _debouncer: notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
+}
+
+/// The plugins loaded at one moment. Replaced whole on reload, so that a
+/// call keeps the plugins it started with.
+#[derive(Debug, Default, Clone)]
+struct Snapshot {
+    plugins: Arc<Vec<Arc<LoadedPlugin>>>,
+    skipped: Arc<Vec<Arc<LoadError>>>,
+}
+
+/// What the host and its background tasks share.
+#[derive(Debug)]
+struct Shared {
+    runtime: Runtime,
+    backend: Arc<dyn Backend>,
+    config: Config,
+    shared_usage: Arc<Usage>,
+    cache: Option<Arc<CompileCache>>,
+    plugins_dir: Option<PathBuf>,
+    extra_files: Vec<PathBuf>,
+    loaded: std::sync::RwLock<Snapshot>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    fn snapshot(&self) -> Snapshot {
+        // A snapshot is replaced whole, never left half-written.
+        self.loaded
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn reload(&self) -> Result<Reloaded, HostError> {
+        let _one = self.reloading.lock().await;
+        let mut files = Vec::new();
+        if let Some(dir) = &self.plugins_dir {
+            files = plugins::plugin_files(dir).map_err(|source| HostError::PluginsDir {
+                dir: dir.clone(),
+                source,
+            })?;
+        }
+        files.extend(self.extra_files.iter().cloned());
+        let current = self.snapshot();
+        let loader = plugins::Loader {
+            runtime: &self.runtime,
+            backend: &self.backend,
+            config: &self.config,
+            shared_usage: &self.shared_usage,
+            cache: self.cache.as_ref(),
+        };
+        let synced = plugins::sync(&current.plugins, &files, loader).await;
+        let errors: Vec<Arc<LoadError>> = synced.errors.into_iter().map(Arc::new).collect();
+        *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
+            plugins: Arc::new(synced.plugins),
+            skipped: Arc::new(errors.clone()),
+        };
+        Ok(Reloaded {
+            added: synced.added,
+            replaced: synced.replaced,
+            removed: synced.removed,
+            failed: errors,
+        })
+    }
+}
+
+/// What a [`Host::reload`] changed.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Reloaded {
+    /// Files loaded that were not before.
+    pub added: Vec<PathBuf>,
+    /// Files whose new contents replaced the old.
+    pub replaced: Vec<PathBuf>,
+    /// Files gone, their plugins unloaded.
+    pub removed: Vec<PathBuf>,
+    /// Files that failed to load; a file that had loaded before keeps its
+    /// old version serving.
+    pub failed: Vec<Arc<LoadError>>,
+}
+
 /// A running set of plugins over one store.
 #[derive(Debug)]
 pub struct Host {
-    plugins: Vec<Arc<LoadedPlugin>>,
-    skipped: Vec<LoadError>,
-    backend: Arc<dyn Backend>,
+    shared: Arc<Shared>,
     purge: tokio::task::JoinHandle<()>,
+    _watcher: Option<Watcher>,
 }
 
 impl Host {
@@ -230,27 +402,44 @@ impl Host {
         HostBuilder::default()
     }
 
-    /// The loaded plugins, in load order.
-    pub fn plugins(&self) -> impl Iterator<Item = &PluginInfo> {
-        self.plugins.iter().map(|p| p.info())
+    /// The loaded plugins, in file-name order, as of now.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        self.shared
+            .snapshot()
+            .plugins
+            .iter()
+            .map(|p| p.info().clone())
+            .collect()
     }
 
-    /// The files that were not loaded, and why.
-    pub fn skipped(&self) -> &[LoadError] {
-        &self.skipped
+    /// The files that were not loaded at the last (re)load, and why.
+    pub fn skipped(&self) -> Vec<Arc<LoadError>> {
+        self.shared.snapshot().skipped.to_vec()
     }
 
     /// The store under the namespacing layer.
     pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+        &self.shared.backend
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The compilation cache, if one is configured.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.shared.cache.as_deref()
     }
 
     /// Runs every route that matches `msg` (see [`router`] for the rules)
-    /// and returns one outcome per call, in route order.
+    /// and returns one outcome per call, in route order. The calls run on
+    /// the plugins loaded when it starts, whatever a reload does meanwhile.
     pub async fn dispatch(&self, msg: &Incoming) -> Vec<Outcome> {
+        let snapshot = self.shared.snapshot();
         let mut calls = Vec::new();
         for kind in [RouteKind::ListenTo, RouteKind::RespondTo] {
-            for plugin in &self.plugins {
+            for plugin in snapshot.plugins.iter() {
                 for route in plugin.info().routes.iter().filter(|r| r.kind == kind) {
                     if let Some(captures) = route.matches(msg) {
                         calls.push(plugin.call(route, msg, captures));
@@ -261,17 +450,28 @@ impl Host {
         futures::future::join_all(calls).await
     }
 
+    /// Loads the plugins directory again: new files are loaded, changed
+    /// files reloaded (a plugin keeping its identity keeps its data; calls
+    /// under way finish on the old version), and the plugins of removed
+    /// files unloaded. A changed file that fails to load leaves its old
+    /// version serving. With [`HostBuilder::watch`] this happens by itself.
+    pub async fn reload(&self) -> Result<Reloaded, HostError> {
+        self.shared.reload().await
+    }
+
     /// Removes expired keys now, returning how many were removed. The host
     /// also does this every [`PURGE_INTERVAL`].
     pub async fn purge_expired(&self) -> Result<u64, BackendError> {
-        self.backend.purge_expired().await
+        self.shared.backend.purge_expired().await
     }
 
     /// Stops background work and closes the store, making every completed
     /// write durable.
     pub async fn shutdown(self) -> Result<(), BackendError> {
         self.purge.abort();
-        drop(self.plugins);
-        self.backend.close().await
+        drop(self._watcher);
+        let backend = self.shared.backend.clone();
+        drop(self.shared);
+        backend.close().await
     }
 }

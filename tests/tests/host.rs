@@ -304,16 +304,20 @@ async fn invalid_duplicate_and_malformed_components_are_skipped() {
         .build()
         .await
         .unwrap();
-    let loaded: Vec<_> = host.plugins().map(|p| p.id.to_string()).collect();
+    let loaded: Vec<_> = host
+        .plugins()
+        .into_iter()
+        .map(|p| p.id.to_string())
+        .collect();
     assert_eq!(
         loaded,
         ["example.notes.NotesPlugin", "example.storage.StoragePlugin"]
     );
 
-    let skipped: Vec<_> = host.skipped().iter().collect();
+    let skipped = host.skipped();
     assert_eq!(skipped.len(), 5, "{skipped:#?}");
-    let by_file = |name: &str| {
-        *skipped
+    let by_file = |name: &str| -> &LoadError {
+        skipped
             .iter()
             .find(|e| e.to_string().contains(name))
             .unwrap_or_else(|| panic!("{name} not reported: {skipped:#?}"))

@@ -231,16 +231,31 @@ fn data_moves_from_sled_to_redis_and_back_with_nothing_lost() {
     };
     let binary: Vec<u8> = (0..=255).rev().collect();
     let from = tempfile::tempdir().unwrap();
-    ok(storage(from.path(), &["set", "--plugin", "a.Binary", "blob"], &binary));
-    ok(storage(from.path(), &["set", "--shared", "soon", "later", "--expires-in", "3600"], b""));
-    ok(storage(from.path(), &["set", "--plugin", "a.Text", "ключ ✓", "значение"], b""));
+    ok(storage(
+        from.path(),
+        &["set", "--plugin", "a.Binary", "blob"],
+        &binary,
+    ));
+    ok(storage(
+        from.path(),
+        &["set", "--shared", "soon", "later", "--expires-in", "3600"],
+        b"",
+    ));
+    ok(storage(
+        from.path(),
+        &["set", "--plugin", "a.Text", "ключ ✓", "значение"],
+        b"",
+    ));
     let exported = ok(storage(from.path(), &["export"], b""));
 
     let config = from.path().join("redis.toml");
     let prefix = warden_tests::redis_server::unique_prefix("move");
     std::fs::write(
         &config,
-        format!("[storage]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n", redis.url()),
+        format!(
+            "[storage]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n",
+            redis.url()
+        ),
     )
     .unwrap();
     let on_redis = |args: &[&str], stdin: &[u8]| {
@@ -249,10 +264,20 @@ fn data_moves_from_sled_to_redis_and_back_with_nothing_lost() {
         storage(from.path(), &all, stdin)
     };
     let imported = on_redis(&["import"], exported.as_bytes());
-    assert!(stderr_text(&imported).contains("imported 3 entries"), "{}", stderr_text(&imported));
-    assert_eq!(ok_bytes(on_redis(&["get", "--plugin", "a.Binary", "blob"], b"")), binary);
+    assert!(
+        stderr_text(&imported).contains("imported 3 entries"),
+        "{}",
+        stderr_text(&imported)
+    );
+    assert_eq!(
+        ok_bytes(on_redis(&["get", "--plugin", "a.Binary", "blob"], b"")),
+        binary
+    );
     let listed = ok(on_redis(&["ls", "--shared"], b""));
-    assert!(listed.starts_with("shared\tsoon\t5 B\texpires in 3"), "{listed}");
+    assert!(
+        listed.starts_with("shared\tsoon\t5 B\texpires in 3"),
+        "{listed}"
+    );
     let from_redis = ok(on_redis(&["export"], b""));
 
     let back = tempfile::tempdir().unwrap();
@@ -260,7 +285,10 @@ fn data_moves_from_sled_to_redis_and_back_with_nothing_lost() {
     let again = ok(storage(back.path(), &["export"], b""));
     let (first, last) = (split_expiry(&exported), split_expiry(&again));
     assert_eq!(first.0, last.0, "the same entries came back");
-    assert!(first.1[0].abs_diff(last.1[0]) < 2000, "the expiry survived the trip");
+    assert!(
+        first.1[0].abs_diff(last.1[0]) < 2000,
+        "the expiry survived the trip"
+    );
 }
 
 #[test]

@@ -1,4 +1,7 @@
-//! Loading plugins from a directory, and calling them.
+//! Loading plugins from a directory, reloading them when it changes, and
+//! calling them.
+
+pub mod cache;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +18,7 @@ use crate::runtime::bindings::warden::plugin::types::{Capture, Message};
 use crate::runtime::bindings::{Plugin as Bindings, PluginPre};
 use crate::runtime::{PluginState, Runtime, call_deadline};
 use crate::storage::{Backend, PluginStorage, Usage};
+use cache::{CacheOutcome, CompileCache};
 
 /// Consecutive faults after which a plugin is paused before its next call.
 const FAULTS_BEFORE_PAUSE: u32 = 3;
@@ -128,6 +132,8 @@ pub struct PluginInfo {
     pub description: String,
     /// The file it was loaded from.
     pub file: PathBuf,
+    /// The SHA-256 digest of the file, in hex.
+    pub digest: String,
     /// Its routes, in declaration order.
     pub routes: Vec<CompiledRoute>,
 }
@@ -166,6 +172,7 @@ impl Health {
 /// A loaded plugin.
 pub struct LoadedPlugin {
     info: PluginInfo,
+    digest: [u8; 32],
     pre: PluginPre<PluginState>,
     runtime: Runtime,
     storage: PluginStorage,
@@ -360,62 +367,213 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Loads plugins from files, in order. Returns the loaded plugins and, for
-/// each file skipped, why.
-pub async fn load_all(
-    files: &[PathBuf],
-    runtime: &Runtime,
-    backend: &Arc<dyn Backend>,
-    config: &Config,
-    shared_usage: &Arc<Usage>,
-) -> (Vec<Arc<LoadedPlugin>>, Vec<LoadError>) {
-    let mut loaded: Vec<Arc<LoadedPlugin>> = Vec::new();
-    let mut by_id: HashMap<PluginId, PathBuf> = HashMap::new();
-    let mut errors = Vec::new();
+/// What loading needs from the host.
+#[derive(Debug, Clone, Copy)]
+pub struct Loader<'a> {
+    /// The engine and linker.
+    pub runtime: &'a Runtime,
+    /// The store.
+    pub backend: &'a Arc<dyn Backend>,
+    /// Grants and limits.
+    pub config: &'a Config,
+    /// The shared keyspace's usage, for its quota.
+    pub shared_usage: &'a Arc<Usage>,
+    /// Where compiled plugins are kept, if anywhere.
+    pub cache: Option<&'a Arc<CompileCache>>,
+}
+
+/// The plugins after a [`sync`], and what changed.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// The plugins now loaded, in file-name order.
+    pub plugins: Vec<Arc<LoadedPlugin>>,
+    /// Files that could not be loaded, and why. Where a file had loaded
+    /// before, its old version is still among `plugins`.
+    pub errors: Vec<LoadError>,
+    /// Files loaded that were not loaded before.
+    pub added: Vec<PathBuf>,
+    /// Files whose new contents replaced the old.
+    pub replaced: Vec<PathBuf>,
+    /// Files that are gone, and their plugins unloaded.
+    pub removed: Vec<PathBuf>,
+}
+
+impl Synced {
+    /// Whether anything changed.
+    pub fn changed(&self) -> bool {
+        !(self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty())
+    }
+}
+
+/// Brings the loaded plugins in line with `files`: keeps the plugins whose
+/// file is unchanged (same SHA-256), loads new and changed files, and drops
+/// the plugins whose file is gone. A changed file that fails to load leaves
+/// its old version serving. Calls under way keep the instances they started
+/// on.
+pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Loader<'_>) -> Synced {
+    let mut synced = Synced::default();
+    let old_by_file: HashMap<&Path, &Arc<LoadedPlugin>> =
+        current.iter().map(|p| (p.info.file.as_path(), p)).collect();
+
+    // Read every file first: unchanged ones are kept as they are.
+    let mut work = Vec::new();
+    let mut kept: HashMap<PathBuf, Arc<LoadedPlugin>> = HashMap::new();
     for file in files {
-        match load_one(file, runtime, backend, config, shared_usage, &by_id).await {
-            Ok(plugin) => {
-                tracing::info!(plugin = %plugin.info.id, version = %plugin.info.version,
-                    file = %file.display(), routes = plugin.info.routes.len(), "plugin loaded");
-                by_id.insert(plugin.info.id.clone(), file.clone());
-                loaded.push(Arc::new(plugin));
+        let old = old_by_file.get(file.as_path()).copied();
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                let digest = cache::sha256(&bytes);
+                match old {
+                    Some(old) if old.digest == digest => {
+                        kept.insert(file.clone(), old.clone());
+                    }
+                    _ => work.push((file.clone(), bytes, digest)),
+                }
             }
-            Err(e) => {
-                tracing::error!("plugin skipped: {e}");
-                errors.push(e);
+            Err(source) => {
+                if let Some(old) = old {
+                    kept.insert(file.clone(), old.clone());
+                }
+                synced.errors.push(LoadError::Read {
+                    file: file.clone(),
+                    source,
+                });
             }
         }
     }
-    (loaded, errors)
+
+    let progress = Progress::new(work.len());
+    let mut by_id: HashMap<PluginId, PathBuf> = kept
+        .values()
+        .map(|p| (p.info.id.clone(), p.info.file.clone()))
+        .collect();
+    let mut loaded: HashMap<PathBuf, Arc<LoadedPlugin>> = HashMap::new();
+    for (file, bytes, digest) in work {
+        progress.start(&file);
+        let old = old_by_file.get(file.as_path()).copied();
+        match load_one(&file, bytes, digest, loader, &by_id).await {
+            Ok(plugin) => {
+                tracing::info!(plugin = %plugin.info.id, version = %plugin.info.version,
+                    file = %file.display(), routes = plugin.info.routes.len(),
+                    "plugin {}", if old.is_some() { "reloaded" } else { "loaded" });
+                by_id.insert(plugin.info.id.clone(), file.clone());
+                if old.is_some() {
+                    synced.replaced.push(file.clone());
+                } else {
+                    synced.added.push(file.clone());
+                }
+                loaded.insert(file, Arc::new(plugin));
+            }
+            Err(e) => {
+                match old {
+                    Some(old) => {
+                        tracing::error!(
+                            "{e}; the previous version of {} keeps serving",
+                            file.display()
+                        );
+                        kept.insert(file, old.clone());
+                    }
+                    None => tracing::error!("plugin skipped: {e}"),
+                }
+                synced.errors.push(e);
+            }
+        }
+        progress.done();
+    }
+    progress.finish();
+
+    for file in files {
+        if let Some(plugin) = loaded.remove(file).or_else(|| kept.remove(file)) {
+            synced.plugins.push(plugin);
+        }
+    }
+    for plugin in current {
+        if !files.contains(&plugin.info.file) {
+            tracing::info!(plugin = %plugin.info.id, file = %plugin.info.file.display(),
+                "plugin unloaded: its file is gone");
+            synced.removed.push(plugin.info.file.clone());
+        }
+    }
+    synced
+}
+
+/// Compilation progress: a bar on a terminal, log lines elsewhere.
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    /// A bar is worth showing only for several plugins.
+    const BAR_FROM: usize = 4;
+
+    fn new(total: usize) -> Self {
+        use std::io::IsTerminal;
+        if total < Self::BAR_FROM || !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = indicatif::ProgressBar::new(total as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg:>30.dim} {bar:30} {pos}/{len} plugins")
+        {
+            bar.set_style(style);
+        }
+        Self(Some(bar))
+    }
+
+    fn start(&self, file: &Path) {
+        let name = file.file_name().map_or_else(
+            || file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        match &self.0 {
+            Some(bar) => bar.set_message(name),
+            None => tracing::debug!(file = %file.display(), "loading plugin"),
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.0 {
+            bar.inc(1);
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.0 {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 async fn load_one(
     file: &Path,
-    runtime: &Runtime,
-    backend: &Arc<dyn Backend>,
-    config: &Config,
-    shared_usage: &Arc<Usage>,
+    bytes: Vec<u8>,
+    digest: [u8; 32],
+    loader: Loader<'_>,
     loaded: &HashMap<PluginId, PathBuf>,
 ) -> Result<LoadedPlugin, LoadError> {
+    let Loader {
+        runtime,
+        backend,
+        config,
+        shared_usage,
+        cache,
+    } = loader;
     let path = file.to_path_buf();
-    let bytes = tokio::fs::read(file)
-        .await
-        .map_err(|source| LoadError::Read {
-            file: path.clone(),
-            source,
-        })?;
-    let component = {
+    let (component, outcome) = {
         let runtime = runtime.clone();
-        tokio::task::spawn_blocking(move || runtime.compile(&bytes))
-            .await
-            .map_err(|e| LoadError::NotAComponent {
-                file: path.clone(),
-                message: e.to_string(),
-            })?
-            .map_err(|e| LoadError::NotAComponent {
-                file: path.clone(),
-                message: format!("{e:#}"),
-            })?
+        let file = path.clone();
+        let cache = cache.cloned();
+        // Compiling is CPU-bound: keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            runtime.compile(&bytes, &digest, &file, cache.as_deref())
+        })
+        .await
+        .map_err(|e| LoadError::NotAComponent {
+            file: path.clone(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| LoadError::NotAComponent {
+            file: path.clone(),
+            message: format!("{e:#}"),
+        })?
     };
     let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
         file: path.clone(),
@@ -426,6 +584,9 @@ async fn load_one(
         .instantiate_pre(&component)
         .map_err(wrong_world)?;
     let pre = PluginPre::new(pre).map_err(wrong_world)?;
+    if outcome == CacheOutcome::Hit {
+        tracing::debug!(file = %path.display(), "compiled code from the cache");
+    }
 
     let start = |limits: &Limits, e: wasmtime::Error| LoadError::Start {
         file: path.clone(),
@@ -477,8 +638,10 @@ async fn load_one(
             version: manifest.version,
             description: manifest.description,
             file: path.clone(),
+            digest: cache::hex(&digest),
             routes,
         },
+        digest,
         pre,
         runtime: runtime.clone(),
         storage,

@@ -13,6 +13,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::Limits;
+use crate::plugins::cache::{CacheOutcome, CompileCache};
 use crate::storage::PluginStorage;
 pub use host::PluginHost;
 
@@ -106,9 +107,19 @@ impl Runtime {
         &self.linker
     }
 
-    /// Compiles a component.
-    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        Component::new(&self.engine, bytes)
+    /// Compiles a component, through `cache` when given. `digest` is the
+    /// SHA-256 of `bytes`; `file` names the plugin in logs.
+    pub fn compile(
+        &self,
+        bytes: &[u8],
+        digest: &[u8; 32],
+        file: &std::path::Path,
+        cache: Option<&CompileCache>,
+    ) -> wasmtime::Result<(Component, CacheOutcome)> {
+        match cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, digest, file),
+            None => Ok((Component::new(&self.engine, bytes)?, CacheOutcome::Off)),
+        }
     }
 
     /// A fresh store for plugin `id`: no files, no environment, no network,

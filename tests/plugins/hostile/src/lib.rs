@@ -107,6 +107,17 @@ impl Hostile {
         ));
     }
 
+    /// Works for `ms` milliseconds, then answers: a slow but honest call.
+    #[respond_to(r"^busy (?P<ms>\d+)$")]
+    fn busy(&self, msg: &Message, ms: &str) {
+        let ms: u64 = ms.parse().unwrap_or(0);
+        let started = std::time::Instant::now();
+        while started.elapsed().as_millis() < u128::from(ms) {
+            std::hint::spin_loop();
+        }
+        msg.say(format!("done after {ms} ms"));
+    }
+
     /// Answers, to show the plugin still works after a fault.
     #[respond_to(r"^ping$")]
     fn ping(&self, msg: &Message) {
