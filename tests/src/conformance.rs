@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
-use warden::storage::{Backend, Entry, MemoryBackend, RedisBackend, SledBackend};
+use warden::storage::{Backend, Counted, Entry, MemoryBackend, RedisBackend, SledBackend};
 
 use crate::redis_server::{RedisServer, unique_prefix};
 
@@ -558,4 +558,139 @@ pub async fn scan_reports_expiry(s: &Subject) {
         "expires at {at:?}, expected between {earliest:?} and {latest:?}"
     );
     assert_eq!(listed[1].expires_at, None);
+}
+
+async fn increment(s: &Subject, key: &[u8], delta: i64) -> Counted {
+    s.backend.increment(key, delta).await.expect("increment")
+}
+
+async fn cas(s: &Subject, key: &[u8], expected: Option<&[u8]>, new: Option<&[u8]>) -> bool {
+    s.backend
+        .compare_and_swap(key, expected, new)
+        .await
+        .expect("compare_and_swap")
+}
+
+/// A missing counter starts at the delta; counters are stored as decimal
+/// digits, readable with `get`; a value that is not a counter, and an
+/// overflow, change nothing.
+pub async fn increment_counts(s: &Subject) {
+    assert_eq!(increment(s, b"c", 5).await, Counted::Value(5));
+    assert_eq!(increment(s, b"c", -7).await, Counted::Value(-2));
+    assert_eq!(get(s, b"c").await.as_deref(), Some(&b"-2"[..]));
+    set(s, b"c", b"40", None).await;
+    assert_eq!(increment(s, b"c", 2).await, Counted::Value(42));
+
+    set(s, b"text", b"forty-two", None).await;
+    assert_eq!(increment(s, b"text", 1).await, Counted::NotACounter);
+    assert_eq!(get(s, b"text").await.as_deref(), Some(&b"forty-two"[..]));
+
+    set(s, b"max", i64::MAX.to_string().as_bytes(), None).await;
+    assert_eq!(increment(s, b"max", 1).await, Counted::Overflow);
+    assert_eq!(
+        get(s, b"max").await,
+        Some(i64::MAX.to_string().into_bytes())
+    );
+}
+
+/// An increment keeps the counter's expiry.
+pub async fn increment_keeps_expiry(s: &Subject) {
+    set(s, b"c", b"1", Some(LONG_TTL)).await;
+    assert_eq!(increment(s, b"c", 1).await, Counted::Value(2));
+    let listed = scan(s, b"c", None, 10).await;
+    assert!(
+        listed[0].expires_at.is_some(),
+        "the expiry was lost: {listed:?}"
+    );
+}
+
+/// Many tasks incrementing one counter at once lose no increment.
+pub async fn concurrent_increments_lose_nothing(s: &Subject) {
+    const TASKS: i64 = 8;
+    const EACH: i64 = 100;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let backend = s.backend.clone();
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    backend
+                        .increment(b"shared-counter", 1)
+                        .await
+                        .expect("increment");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("incrementing task");
+    }
+    assert_eq!(
+        increment(s, b"shared-counter", 0).await,
+        Counted::Value(TASKS * EACH)
+    );
+}
+
+/// Compare-and-swap writes only over the expected value (or absence), and
+/// can delete.
+pub async fn compare_and_swap_checks_the_current_value(s: &Subject) {
+    assert!(cas(s, b"k", None, Some(b"v1")).await, "created when absent");
+    assert!(
+        !cas(s, b"k", None, Some(b"other")).await,
+        "not absent any more"
+    );
+    assert!(
+        !cas(s, b"k", Some(b"v0"), Some(b"other")).await,
+        "wrong expectation"
+    );
+    assert_eq!(get(s, b"k").await.as_deref(), Some(&b"v1"[..]));
+    assert!(cas(s, b"k", Some(b"v1"), Some(b"v2")).await);
+    assert_eq!(get(s, b"k").await.as_deref(), Some(&b"v2"[..]));
+    assert!(cas(s, b"k", Some(b"v2"), None).await, "deleted");
+    assert!(!has(s, b"k").await);
+    // The empty value is a value, not absence.
+    assert!(cas(s, b"e", None, Some(b"")).await);
+    assert!(!cas(s, b"e", None, Some(b"x")).await);
+    assert!(cas(s, b"e", Some(b""), Some(b"x")).await);
+    // An expired value counts as absent.
+    set(s, b"gone", b"old", Some(Duration::from_millis(1))).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(cas(s, b"gone", None, Some(b"new")).await);
+    assert_eq!(get(s, b"gone").await.as_deref(), Some(&b"new"[..]));
+}
+
+/// Many tasks updating one value with compare-and-swap retries lose no
+/// update.
+pub async fn concurrent_compare_and_swap_loses_nothing(s: &Subject) {
+    const TASKS: u64 = 8;
+    const EACH: u64 = 25;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let backend = s.backend.clone();
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    loop {
+                        let current = backend.get(b"n").await.expect("get");
+                        let n: u64 = current
+                            .as_deref()
+                            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+                        let next = (n + 1).to_string();
+                        if backend
+                            .compare_and_swap(b"n", current.as_deref(), Some(next.as_bytes()))
+                            .await
+                            .expect("compare_and_swap")
+                        {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("updating task");
+    }
+    assert_eq!(
+        get(s, b"n").await,
+        Some((TASKS * EACH).to_string().into_bytes())
+    );
 }

@@ -52,6 +52,11 @@ conformance! {
         scan_respects_limit,
         scan_skips_expired_keys,
         scan_reports_expiry,
+        increment_counts,
+        increment_keeps_expiry,
+        concurrent_increments_lose_nothing,
+        compare_and_swap_checks_the_current_value,
+        concurrent_compare_and_swap_loses_nothing,
     ],
 }
 

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use warden::storage::{Backend, BackendError, Entry};
+use warden::storage::{Backend, BackendError, Counted, Entry};
 use warden::{Config, Host, Incoming};
 use warden_tests::*;
 
@@ -92,6 +92,50 @@ impl Backend for Recording {
 
     async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
         Ok(self.get(key).await?.is_some())
+    }
+
+    async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
+        self.wrote(key);
+        let mut map = self.map.lock().unwrap();
+        let live = map.get(key).filter(|e| Self::live(e));
+        let base = match live {
+            None => 0,
+            Some((value, _)) => match warden::storage::parse_counter(value) {
+                Some(n) => n,
+                None => return Ok(Counted::NotACounter),
+            },
+        };
+        let Some(value) = base.checked_add(delta) else {
+            return Ok(Counted::Overflow);
+        };
+        let expiry = live.and_then(|e| e.1);
+        map.insert(
+            key.to_vec(),
+            (warden::storage::counter_bytes(value), expiry),
+        );
+        Ok(Counted::Value(value))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, BackendError> {
+        self.wrote(key);
+        let mut map = self.map.lock().unwrap();
+        let current = map
+            .get(key)
+            .filter(|e| Self::live(e))
+            .map(|e| e.0.as_slice());
+        if current != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => map.insert(key.to_vec(), (value.to_vec(), None)),
+            None => map.remove(key),
+        };
+        Ok(true)
     }
 
     async fn size(&self) -> Result<u64, BackendError> {

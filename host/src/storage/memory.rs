@@ -6,7 +6,7 @@ use std::ops::Bound;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Backend, BackendError, Entry as Stored};
+use super::{Backend, BackendError, Counted, Entry as Stored, add_to_counter, counter_bytes};
 
 #[derive(Debug)]
 struct Entry {
@@ -117,6 +117,57 @@ impl Backend for MemoryBackend {
             .map(|(k, e)| k.len() + e.value.len())
             .sum();
         Ok(total as u64)
+    }
+
+    async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
+        let now = Instant::now();
+        let mut map = self.map();
+        let live = map.get(key).filter(|e| e.live(now));
+        let value = match add_to_counter(live.map(|e| e.value.as_slice()), delta) {
+            Ok(value) => value,
+            Err(refused) => return Ok(refused),
+        };
+        let expires_at = live.and_then(|e| e.expires_at);
+        map.insert(
+            key.to_vec(),
+            Entry {
+                value: counter_bytes(value),
+                expires_at,
+            },
+        );
+        Ok(Counted::Value(value))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let mut map = self.map();
+        let current = map
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.as_slice());
+        if current != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => {
+                map.insert(
+                    key.to_vec(),
+                    Entry {
+                        value: value.to_vec(),
+                        expires_at: None,
+                    },
+                );
+            }
+            None => {
+                map.remove(key);
+            }
+        }
+        Ok(true)
     }
 
     async fn scan(

@@ -24,6 +24,10 @@
 //!     async fn delete(&self, _key: &[u8]) -> Result<(), BackendError> { Ok(()) }
 //!     async fn has(&self, _key: &[u8]) -> Result<bool, BackendError> { Ok(false) }
 //!     async fn size(&self) -> Result<u64, BackendError> { Ok(0) }
+//!     async fn increment(&self, _key: &[u8], delta: i64)
+//!         -> Result<warden::storage::Counted, BackendError> { Ok(warden::storage::Counted::Value(delta)) }
+//!     async fn compare_and_swap(&self, _key: &[u8], _expected: Option<&[u8]>, _new: Option<&[u8]>)
+//!         -> Result<bool, BackendError> { Ok(false) }
 //!     async fn scan(&self, _prefix: &[u8], _after: Option<&[u8]>, _limit: usize)
 //!         -> Result<Vec<warden::storage::Entry>, BackendError> { Ok(Vec::new()) }
 //!     async fn close(&self) -> Result<(), BackendError> { Ok(()) }
@@ -74,6 +78,38 @@ pub struct Entry {
     pub expires_at: Option<SystemTime>,
 }
 
+/// What an [`increment`](Backend::increment) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Counted {
+    /// The counter's new value.
+    Value(i64),
+    /// The key holds a value that is not a counter; nothing was changed.
+    NotACounter,
+    /// The result would not fit in 64 bits; nothing was changed.
+    Overflow,
+}
+
+/// The value of a counter as stored: its decimal digits, as Redis keeps
+/// them, which is also valid JSON.
+pub fn counter_bytes(value: i64) -> Vec<u8> {
+    value.to_string().into_bytes()
+}
+
+/// The counter in a stored value, if it is one.
+pub fn parse_counter(stored: &[u8]) -> Option<i64> {
+    std::str::from_utf8(stored).ok()?.parse().ok()
+}
+
+/// Adds `delta` to the counter stored as `current` (absent: zero).
+pub(crate) fn add_to_counter(current: Option<&[u8]>, delta: i64) -> Result<i64, Counted> {
+    let base = match current {
+        None => 0,
+        Some(stored) => parse_counter(stored).ok_or(Counted::NotACounter)?,
+    };
+    base.checked_add(delta).ok_or(Counted::Overflow)
+}
+
 /// A key-value store that Warden can keep plugin data in.
 ///
 /// Keys and values are opaque bytes. Implementations must be safe to call
@@ -106,6 +142,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// The size of the store in bytes, as the backend measures it (see each
     /// backend's documentation).
     async fn size(&self) -> Result<u64, BackendError>;
+    /// Atomically adds `delta` to the signed 64-bit counter under `key`,
+    /// creating it at `delta` when the key is missing, and keeps its expiry.
+    /// A counter is stored as its decimal digits (see [`counter_bytes`]).
+    async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError>;
+    /// Atomically replaces the value under `key` with `new` (`None`:
+    /// deletes it) if the value now there equals `expected` (`None`: the
+    /// key is missing). A new value has no expiry. Returns whether it
+    /// swapped.
+    async fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, BackendError>;
     /// Up to `limit` live entries whose keys start with `prefix` and sort
     /// strictly after `after` (bytewise), in key order. Paging with the last
     /// key of one page as the next `after` visits every entry once.

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, RedisError, Value};
 
-use super::{Backend, BackendError, Entry};
+use super::{Backend, BackendError, Counted, Entry};
 
 const NAME: &str = "redis";
 
@@ -289,6 +289,63 @@ impl Backend for RedisBackend {
                 .fold(total, u64::saturating_add);
         }
         Ok(total)
+    }
+
+    async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
+        let mut cmd = redis::cmd("INCRBY");
+        cmd.arg(self.server_key(key)).arg(delta);
+        let mut conn = self.conn.clone();
+        match cmd.query_async::<i64>(&mut conn).await {
+            Ok(value) => Ok(Counted::Value(value)),
+            // INCRBY refuses, changing nothing, when the value is not an
+            // integer or the result would overflow.
+            Err(e) if e.code() == Some("ERR") => {
+                if e.to_string().contains("overflow") {
+                    Ok(Counted::Overflow)
+                } else {
+                    Ok(Counted::NotACounter)
+                }
+            }
+            Err(e) => Err(self.fail("INCRBY", e)),
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, BackendError> {
+        // Runs on the server as one step: nothing else sees the key between
+        // the comparison and the write.
+        const SCRIPT: &str = r"
+            local current = redis.call('GET', KEYS[1])
+            local expected_present = ARGV[1] == '1'
+            if expected_present then
+                if current ~= ARGV[2] then return 0 end
+            elseif current then
+                return 0
+            end
+            if ARGV[3] == '1' then
+                redis.call('SET', KEYS[1], ARGV[4])
+            else
+                redis.call('DEL', KEYS[1])
+            end
+            return 1
+        ";
+        let script = redis::Script::new(SCRIPT);
+        let mut invocation = script.key(self.server_key(key));
+        invocation
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(if new.is_some() { "1" } else { "0" })
+            .arg(new.unwrap_or_default());
+        let mut conn = self.conn.clone();
+        let swapped: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.fail("compare-and-swap", e))?;
+        Ok(swapped == 1)
     }
 
     async fn scan(

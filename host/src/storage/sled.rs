@@ -25,7 +25,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Backend, BackendError, Entry, deadline_millis, from_millis, now_millis};
+use super::{
+    Backend, BackendError, Counted, Entry, add_to_counter, counter_bytes, deadline_millis,
+    from_millis, now_millis,
+};
 
 const NAME: &str = "sled";
 const HEADER: usize = 8;
@@ -255,6 +258,68 @@ impl Backend for SledBackend {
 
     async fn size(&self) -> Result<u64, BackendError> {
         self.db.size_on_disk().map_err(err)
+    }
+
+    async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
+        let now = now_millis();
+        loop {
+            let old = self.data.get(key).map_err(err)?;
+            let live = old
+                .as_deref()
+                .and_then(split)
+                .filter(|(expires_at, _)| live(*expires_at, now));
+            let value = match add_to_counter(live.map(|(_, v)| v), delta) {
+                Ok(value) => value,
+                Err(refused) => return Ok(refused),
+            };
+            let expires_at = live.map_or(NEVER, |(expires_at, _)| expires_at);
+            let mut stored = expires_at.to_be_bytes().to_vec();
+            stored.extend_from_slice(&counter_bytes(value));
+            // Retry if another writer changed the key since it was read.
+            if self
+                .data
+                .compare_and_swap(key, old, Some(stored))
+                .map_err(err)?
+                .is_ok()
+            {
+                self.sync_write().await?;
+                return Ok(Counted::Value(value));
+            }
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, BackendError> {
+        let now = now_millis();
+        loop {
+            let old = self.data.get(key).map_err(err)?;
+            let current = old
+                .as_deref()
+                .and_then(split)
+                .filter(|(expires_at, _)| live(*expires_at, now))
+                .map(|(_, v)| v);
+            if current != expected {
+                return Ok(false);
+            }
+            let stored = new.map(|value| {
+                let mut stored = NEVER.to_be_bytes().to_vec();
+                stored.extend_from_slice(value);
+                stored
+            });
+            if self
+                .data
+                .compare_and_swap(key, old, stored)
+                .map_err(err)?
+                .is_ok()
+            {
+                self.sync_write().await?;
+                return Ok(true);
+            }
+        }
     }
 
     async fn scan(
