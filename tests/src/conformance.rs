@@ -694,3 +694,64 @@ pub async fn concurrent_compare_and_swap_loses_nothing(s: &Subject) {
         Some((TASKS * EACH).to_string().into_bytes())
     );
 }
+
+/// Batches: `set_many` stores every pair (a repeated key takes its last
+/// value), `get_many` answers in order with `None` for missing keys, and
+/// `delete_many` removes every key.
+pub async fn batches_set_get_and_delete(s: &Subject) {
+    let b = &s.backend;
+    b.set_many(
+        &[(b"a", b"1"), (b"b", b""), (b"c", b"3"), (b"a", b"last")],
+        None,
+    )
+    .await
+    .expect("set_many");
+    let got = b
+        .get_many(&[b"a", b"missing", b"b", b"c"])
+        .await
+        .expect("get_many");
+    assert_eq!(
+        got,
+        [
+            Some(b"last".to_vec()),
+            None,
+            Some(Vec::new()),
+            Some(b"3".to_vec())
+        ]
+    );
+    assert!(b.get_many(&[]).await.expect("empty get_many").is_empty());
+    b.delete_many(&[b"a", b"c", b"never-there"])
+        .await
+        .expect("delete_many");
+    assert_eq!(
+        b.get_many(&[b"a", b"b", b"c"]).await.expect("get_many"),
+        [None, Some(Vec::new()), None]
+    );
+    b.delete_many(&[]).await.expect("empty delete_many");
+}
+
+/// A batch's expiry applies to every key in it.
+pub async fn batches_expire_together(s: &Subject) {
+    let since = Instant::now();
+    s.backend
+        .set_many(&[(b"x", b"1"), (b"y", b"2")], Some(SHORT_TTL))
+        .await
+        .expect("set_many");
+    if before_short_ttl(since) {
+        assert_eq!(
+            s.backend
+                .get_many(&[b"x", b"y"])
+                .await
+                .expect("get_many")
+                .iter()
+                .flatten()
+                .count(),
+            2
+        );
+    }
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    assert_eq!(
+        s.backend.get_many(&[b"x", b"y"]).await.expect("get_many"),
+        [None, None]
+    );
+}

@@ -57,6 +57,8 @@ conformance! {
         concurrent_increments_lose_nothing,
         compare_and_swap_checks_the_current_value,
         concurrent_compare_and_swap_loses_nothing,
+        batches_set_get_and_delete,
+        batches_expire_together,
     ],
 }
 

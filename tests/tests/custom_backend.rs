@@ -138,6 +138,29 @@ impl Backend for Recording {
         Ok(true)
     }
 
+    async fn set_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let at = ttl.map(|d| Instant::now() + d);
+        let mut map = self.map.lock().unwrap();
+        for (key, value) in entries {
+            self.wrote(key);
+            map.insert(key.to_vec(), (value.to_vec(), at));
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError> {
+        let mut map = self.map.lock().unwrap();
+        for key in keys {
+            self.wrote(key);
+            map.remove(*key);
+        }
+        Ok(())
+    }
+
     async fn size(&self) -> Result<u64, BackendError> {
         Ok(self
             .map

@@ -119,6 +119,46 @@ impl Backend for MemoryBackend {
         Ok(total as u64)
     }
 
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let now = Instant::now();
+        let map = self.map();
+        Ok(keys
+            .iter()
+            .map(|k| map.get(*k).filter(|e| e.live(now)).map(|e| e.value.clone()))
+            .collect())
+    }
+
+    async fn set_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let now = Instant::now();
+        let expires_at = expires_in.map(|d| {
+            now.checked_add(d)
+                .unwrap_or(now + Duration::from_secs(u32::MAX.into()))
+        });
+        let mut map = self.map();
+        for (key, value) in entries {
+            map.insert(
+                key.to_vec(),
+                Entry {
+                    value: value.to_vec(),
+                    expires_at,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError> {
+        let mut map = self.map();
+        for key in keys {
+            map.remove(*key);
+        }
+        Ok(())
+    }
+
     async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
         let now = Instant::now();
         let mut map = self.map();

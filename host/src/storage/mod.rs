@@ -24,6 +24,8 @@
 //!     async fn delete(&self, _key: &[u8]) -> Result<(), BackendError> { Ok(()) }
 //!     async fn has(&self, _key: &[u8]) -> Result<bool, BackendError> { Ok(false) }
 //!     async fn size(&self) -> Result<u64, BackendError> { Ok(0) }
+//!     async fn set_many(&self, _entries: &[(&[u8], &[u8])], _ttl: Option<Duration>) -> Result<(), BackendError> { Ok(()) }
+//!     async fn delete_many(&self, _keys: &[&[u8]]) -> Result<(), BackendError> { Ok(()) }
 //!     async fn increment(&self, _key: &[u8], delta: i64)
 //!         -> Result<warden::storage::Counted, BackendError> { Ok(warden::storage::Counted::Value(delta)) }
 //!     async fn compare_and_swap(&self, _key: &[u8], _expected: Option<&[u8]>, _new: Option<&[u8]>)
@@ -156,6 +158,25 @@ pub trait Backend: Send + Sync + fmt::Debug {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, BackendError>;
+    /// The live values under `keys`, in the same order (`None` where
+    /// missing). The default reads them one by one; backends that can read
+    /// them together as of one moment should.
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
+    /// Stores every `(key, value)` pair, all or none, with one expiry for
+    /// all. A key listed twice takes its last value.
+    async fn set_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+    ) -> Result<(), BackendError>;
+    /// Removes every key, all or none.
+    async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError>;
     /// Up to `limit` live entries whose keys start with `prefix` and sort
     /// strictly after `after` (bytewise), in key order. Paging with the last
     /// key of one page as the next `after` visits every entry once.

@@ -291,6 +291,51 @@ impl Backend for RedisBackend {
         Ok(total)
     }
 
+    async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // MGET reads every key as of one moment.
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(self.server_key(key));
+        }
+        self.query("MGET", &cmd).await
+    }
+
+    async fn set_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
+        let ms = match expires_in.map(ttl_millis) {
+            Some(0) => return self.delete_many(&keys).await,
+            other => other,
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value) in entries {
+            let cmd = pipe.cmd("SET").arg(self.server_key(key)).arg(*value);
+            if let Some(ms) = ms {
+                cmd.arg("PX").arg(ms);
+            }
+            cmd.ignore();
+        }
+        self.query_pipe::<()>("MULTI/SET/EXEC", &pipe).await
+    }
+
+    async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("DEL");
+        for key in keys {
+            cmd.arg(self.server_key(key));
+        }
+        self.query::<()>("DEL", &cmd).await
+    }
+
     async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
         let mut cmd = redis::cmd("INCRBY");
         cmd.arg(self.server_key(key)).arg(delta);

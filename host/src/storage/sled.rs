@@ -260,6 +260,41 @@ impl Backend for SledBackend {
         self.db.size_on_disk().map_err(err)
     }
 
+    async fn set_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        let expires_at = match expires_in {
+            Some(d) => deadline_millis(now_millis(), d).max(1),
+            None => NEVER,
+        };
+        let mut batch = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for (key, value) in entries {
+            let mut stored = Vec::with_capacity(HEADER + value.len());
+            stored.extend_from_slice(&expires_at.to_be_bytes());
+            stored.extend_from_slice(value);
+            batch.insert(*key, stored);
+            if expires_at != NEVER {
+                index.insert(Self::expiry_index_key(expires_at, key), &[]);
+            }
+        }
+        // The index first, as for `set`; the values in one atomic batch.
+        self.expiry.apply_batch(index).map_err(err)?;
+        self.data.apply_batch(batch).map_err(err)?;
+        self.sync_write().await
+    }
+
+    async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(*key);
+        }
+        self.data.apply_batch(batch).map_err(err)?;
+        self.sync_write().await
+    }
+
     async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
         let now = now_millis();
         loop {
