@@ -37,6 +37,9 @@ pub enum Error {
     QuotaExceeded(String),
     /// The host's store failed.
     Backend(String),
+    /// The stored value does not fit the operation: an increment of a value
+    /// that is not a counter, or of a counter that would overflow.
+    InvalidValue(String),
     /// The value could not be encoded as JSON (for example a map whose keys
     /// are not strings).
     Encode {
@@ -74,6 +77,7 @@ impl Error {
             Error::TooLarge(_) => "too-large",
             Error::QuotaExceeded(_) => "quota-exceeded",
             Error::Backend(_) => "backend",
+            Error::InvalidValue(_) => "invalid-value",
             Error::Encode { .. } => "encode",
             Error::Decode { .. } => "decode",
         }
@@ -96,6 +100,7 @@ impl Error {
             | Error::TooLarge(message)
             | Error::QuotaExceeded(message)
             | Error::Backend(message)
+            | Error::InvalidValue(message)
             | Error::Encode { message, .. }
             | Error::Decode { message, .. } => message,
         }
@@ -108,6 +113,7 @@ impl Error {
             WitError::TooLarge(message) => Error::TooLarge(message),
             WitError::QuotaExceeded(message) => Error::QuotaExceeded(message),
             WitError::Backend(message) => Error::Backend(message),
+            WitError::InvalidValue(message) => Error::InvalidValue(message),
         }
     }
 }
@@ -120,6 +126,7 @@ impl fmt::Display for Error {
             Error::TooLarge(message) => write!(f, "value too large: {message}"),
             Error::QuotaExceeded(message) => write!(f, "quota exceeded: {message}"),
             Error::Backend(message) => write!(f, "storage backend error: {message}"),
+            Error::InvalidValue(message) => write!(f, "invalid value: {message}"),
             Error::Encode { key, message } => {
                 write!(f, "cannot encode the value for key {key:?}: {message}")
             }

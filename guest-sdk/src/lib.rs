@@ -184,7 +184,7 @@ pub use wit_bindgen;
 
 pub use error::{Error, Result};
 pub use message::Message;
-pub use storage::Storage;
+pub use storage::{KeyPage, Storage};
 pub use warden_sdk_macros::plugin;
 
 /// What every Warden plugin is. Implemented by [`#[plugin]`](plugin); do

@@ -175,9 +175,176 @@ impl Storage {
         wit::storage_size_human().map_err(Error::from_wit)
     }
 
+    /// The bytes of keys and values the plugin's own namespace holds: what
+    /// its quota counts.
+    pub fn namespace_size(&self) -> Result<u64> {
+        wit::namespace_size().map_err(Error::from_wit)
+    }
+
+    /// One page of keys that start with `prefix`, in bytewise order, after
+    /// `cursor` (the `next` of the previous page), at most `limit` (the
+    /// host caps it at 1000). On the shared keyspace the prefix must be
+    /// covered by the plugin's read grant.
+    ///
+    /// ```no_run
+    /// # fn demo(storage: warden_sdk::Storage) -> warden_sdk::Result<()> {
+    /// let mut cursor = None;
+    /// loop {
+    ///     let page = storage.list_keys("karma:", cursor.as_deref(), 100)?;
+    ///     for key in &page.keys {
+    ///         println!("{key}");
+    ///     }
+    ///     match page.next {
+    ///         Some(next) => cursor = Some(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn list_keys(
+        &self,
+        prefix: impl AsRef<str>,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyPage> {
+        let page =
+            wit::list_keys(prefix.as_ref(), cursor, limit, self.shared).map_err(Error::from_wit)?;
+        Ok(KeyPage {
+            keys: page.keys,
+            next: page.next,
+        })
+    }
+
+    /// Every key that starts with `prefix`, fetched a page at a time.
+    ///
+    /// ```no_run
+    /// # fn demo(storage: warden_sdk::Storage) -> warden_sdk::Result<()> {
+    /// let things: Vec<String> = storage.keys("karma:")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn keys(&self, prefix: impl AsRef<str>) -> Result<Vec<String>> {
+        let prefix = prefix.as_ref();
+        let mut keys = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.list_keys(prefix, cursor.as_deref(), 1000)?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(keys),
+            }
+        }
+    }
+
+    /// Atomically adds `delta` to the counter under `key` (created at
+    /// `delta` if missing) and returns its new value. Counters are stored
+    /// as decimal digits, so `get::<i64>` reads them too. Fails with
+    /// [`Error::InvalidValue`] if the key holds something else, or the sum
+    /// would overflow.
+    ///
+    /// ```no_run
+    /// # fn demo(storage: warden_sdk::Storage) -> warden_sdk::Result<()> {
+    /// let visits = storage.increment("visits", 1)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn increment(&self, key: impl AsRef<str>, delta: i64) -> Result<i64> {
+        wit::increment(key.as_ref(), delta, self.shared).map_err(Error::from_wit)
+    }
+
+    /// Atomically replaces the JSON value under `key` with `new` (`None`:
+    /// deletes it) if the value there now is `expected` (`None`: the key is
+    /// missing); returns whether it did. Values are compared as stored, so
+    /// use it on values written by this SDK.
+    ///
+    /// ```no_run
+    /// # fn demo(storage: warden_sdk::Storage) -> warden_sdk::Result<()> {
+    /// // Claim a job unless someone else has.
+    /// let mine = storage.compare_and_swap::<String>("job:42", None, Some(&"worker-a".to_owned()))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn compare_and_swap<V>(
+        &self,
+        key: impl AsRef<str>,
+        expected: Option<&V>,
+        new: Option<&V>,
+    ) -> Result<bool>
+    where
+        V: Serialize + ?Sized,
+    {
+        let key = key.as_ref();
+        let expected = expected.map(|v| encode(key, v)).transpose()?;
+        let new = new.map(|v| encode(key, v)).transpose()?;
+        self.compare_and_swap_bytes(key, expected.as_deref(), new.as_deref())
+    }
+
+    /// [`compare_and_swap`](Storage::compare_and_swap) on raw bytes.
+    pub fn compare_and_swap_bytes(
+        &self,
+        key: impl AsRef<str>,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        wit::compare_and_swap(key.as_ref(), expected, new, self.shared).map_err(Error::from_wit)
+    }
+
+    /// The JSON values under `keys`, decoded as `T`, in the same order.
+    ///
+    /// ```no_run
+    /// # fn demo(storage: warden_sdk::Storage) -> warden_sdk::Result<()> {
+    /// let scores: Vec<Option<i64>> = storage.get_many(&["karma:rust", "karma:go"])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get_many<T, K>(&self, keys: &[K]) -> Result<Vec<Option<T>>>
+    where
+        T: DeserializeOwned,
+        K: AsRef<str>,
+    {
+        let names: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+        let values = wit::get_many(&names, self.shared).map_err(Error::from_wit)?;
+        names
+            .iter()
+            .zip(values)
+            .map(|(key, value)| value.map(|bytes| decode(key, &bytes)).transpose())
+            .collect()
+    }
+
+    /// Stores every `(key, value)` pair as JSON, all or none.
+    ///
+    /// ```no_run
+    /// # fn demo(storage: warden_sdk::Storage) -> warden_sdk::Result<()> {
+    /// storage.set_many(&[("a", 1), ("b", 2)])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_many<K, V>(&self, entries: &[(K, V)]) -> Result<()>
+    where
+        K: AsRef<str>,
+        V: Serialize,
+    {
+        let encoded = entries
+            .iter()
+            .map(|(k, v)| Ok((k.as_ref().to_owned(), encode(k.as_ref(), v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        wit::set_many(&encoded, None, self.shared).map_err(Error::from_wit)
+    }
+
+    /// Removes every key, all or none.
+    pub fn delete_many<K: AsRef<str>>(&self, keys: &[K]) -> Result<()> {
+        let names: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+        wit::delete_many(&names, self.shared).map_err(Error::from_wit)
+    }
+
     fn put(&self, key: &str, value: &[u8], expires_in_secs: Option<u64>) -> Result<()> {
         wit::set(key, value, expires_in_secs, self.shared).map_err(Error::from_wit)
     }
+}
+
+/// One page of keys from [`Storage::list_keys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    /// The keys, in bytewise order.
+    pub keys: Vec<String>,
+    /// The cursor for the next page; `None` on the last one.
+    pub next: Option<String>,
 }
 
 /// A time to live in the host's whole seconds, rounded up so that a key

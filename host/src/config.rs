@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::identity::PluginId;
-use crate::storage::{Grant, SledOptions, StorageLimits, SyncPolicy};
+use crate::storage::{Grant, SharedAccess, SledOptions, StorageLimits, SyncPolicy};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,6 +48,10 @@ pub struct Config {
     /// Limits that differ for some plugins, by plugin identity.
     #[serde(default)]
     pub plugin_limits: BTreeMap<String, LimitOverrides>,
+    /// Shared keys the host writes at start, by key: any TOML value, stored
+    /// as JSON (so the SDK's typed `get` reads it), replacing what was there.
+    #[serde(default)]
+    pub shared_data: BTreeMap<String, toml::Value>,
 }
 
 /// Which backend stores plugin data.
@@ -111,13 +115,19 @@ impl StorageConfig {
 }
 
 /// One `[grants."ID"]` table.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct GrantConfig {
-    /// Access to the shared keyspace.
+    /// Access to the whole shared keyspace.
     #[serde(default)]
     pub shared: Grant,
+    /// Prefixes of shared keys the plugin may also read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Prefixes of shared keys the plugin may also read and write.
+    #[serde(default)]
+    pub write: Vec<String>,
 }
 
 /// Declares [`Limits`] and [`LimitOverrides`] with the same fields, so a
@@ -269,8 +279,19 @@ impl Config {
                 "[storage] sync_interval_ms must be greater than 0".into(),
             ));
         }
-        for id in config.grants.keys() {
+        for (id, grant) in &config.grants {
             PluginId::new(id).map_err(|e| invalid(format!("[grants.{id:?}]: {e}")))?;
+            for (list, prefixes) in [("read", &grant.read), ("write", &grant.write)] {
+                for prefix in prefixes {
+                    crate::identity::validate_key(prefix, config.limits.max_key_bytes).map_err(
+                        |e| invalid(format!("[grants.{id:?}] {list} prefix {prefix:?}: {e}")),
+                    )?;
+                }
+            }
+        }
+        for key in config.shared_data.keys() {
+            crate::identity::validate_key(key, config.limits.max_key_bytes)
+                .map_err(|e| invalid(format!("[shared_data] key {key:?}: {e}")))?;
         }
         for id in config.plugin_limits.keys() {
             PluginId::new(id).map_err(|e| invalid(format!("[plugin_limits.{id:?}]: {e}")))?;
@@ -298,11 +319,26 @@ impl Config {
     }
 
     /// The shared-keyspace grant of plugin `id`.
-    pub fn grant(&self, id: &PluginId) -> Grant {
+    pub fn grant(&self, id: &PluginId) -> SharedAccess {
         self.grants
             .get(id.as_str())
-            .map(|g| g.shared)
+            .map(|g| SharedAccess {
+                shared: g.shared,
+                read: g.read.clone(),
+                write: g.write.clone(),
+            })
             .unwrap_or_default()
+    }
+
+    /// The `[shared_data]` entries as (key, JSON bytes).
+    pub fn shared_data(&self) -> Vec<(String, Vec<u8>)> {
+        self.shared_data
+            .iter()
+            .map(|(key, value)| {
+                let json = serde_json::to_vec(value).expect("TOML values are valid JSON");
+                (key.clone(), json)
+            })
+            .collect()
     }
 }
 
@@ -320,7 +356,10 @@ mod tests {
         assert_eq!(c.storage.backend, BackendKind::Sled);
         assert_eq!(c.storage.sync, SyncPolicy::Always);
         assert_eq!(c.limits, Limits::default());
-        assert_eq!(c.grant(&PluginId::new("a.B").unwrap()), Grant::None);
+        assert_eq!(
+            c.grant(&PluginId::new("a.B").unwrap()),
+            SharedAccess::default()
+        );
     }
 
     #[test]
@@ -339,9 +378,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.storage.backend, BackendKind::Memory);
-        assert_eq!(c.grant(&PluginId::new("a.Reader").unwrap()), Grant::Read);
         assert_eq!(
-            c.grant(&PluginId::new("a.Writer").unwrap()),
+            c.grant(&PluginId::new("a.Reader").unwrap()).shared,
+            Grant::Read
+        );
+        assert_eq!(
+            c.grant(&PluginId::new("a.Writer").unwrap()).shared,
             Grant::ReadWrite
         );
         assert_eq!(c.limits.max_value_bytes, 10);
@@ -381,6 +423,37 @@ mod tests {
             (900, 100)
         );
         assert_eq!(slow.max_memory_bytes, Limits::default().max_memory_bytes);
+    }
+
+    #[test]
+    fn scoped_grants_and_shared_data() {
+        let c = parse(
+            r#"
+            [grants."a.Karma"]
+            read = ["manual", "rbac:"]
+            write = ["karma:"]
+            [shared_data]
+            manual = "Say help."
+            limits = { max = 3 }
+            "#,
+        )
+        .unwrap();
+        let g = c.grant(&PluginId::new("a.Karma").unwrap());
+        assert_eq!(g.shared, Grant::None);
+        assert!(g.allows("manual", false) && g.allows("rbac:admins", false));
+        assert!(!g.allows("manual", true) && !g.allows("other", false));
+        assert!(g.allows("karma:rust", true) && g.allows("karma:rust", false));
+        assert_eq!(
+            c.shared_data(),
+            [
+                ("limits".into(), br#"{"max":3}"#.to_vec()),
+                ("manual".into(), br#""Say help.""#.to_vec())
+            ]
+        );
+        let e = parse("[grants.\"a.B\"]\nread = [\"\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("read prefix"), "{e}");
     }
 
     #[test]

@@ -159,6 +159,10 @@ impl HostBuilder {
             Some(backend) => backend,
             None => open_backend(&self.config, self.data_dir.as_deref()).await?,
         };
+        for (key, value) in self.config.shared_data() {
+            let raw = identity::encode_key(&Namespace::Shared, &key);
+            backend.set(&raw, &value, None).await?;
+        }
         let runtime = Runtime::new().map_err(HostError::Engine)?;
         let shared_usage = Arc::new(Usage::default());
         shared_usage

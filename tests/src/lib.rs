@@ -14,6 +14,8 @@ pub mod redis_server;
 pub const STORAGE: &str = "storage.wasm";
 /// The second example plugin (`example.notes.NotesPlugin`).
 pub const NOTES: &str = "notes.wasm";
+/// The karma example plugin (`example.karma.Karma`).
+pub const KARMA: &str = "karma.wasm";
 /// A test plugin exposing every storage call (`warden.tests.Probe`).
 pub const PROBE: &str = "probe.wasm";
 /// The same plugin under another identity (`warden.tests.ProbeB`).

@@ -23,7 +23,7 @@ fn run(
 
 #[test]
 fn seed_transcript_prints_the_seed_replies() {
-    let plugins = plugins_dir(&[STORAGE, NOTES]);
+    let plugins = plugins_dir(&[STORAGE, NOTES, KARMA]);
     let data = tempfile::tempdir().unwrap();
     let out = run(plugins.path(), data.path(), &["--console"], TRANSCRIPT);
     assert!(out.status.success(), "{}", stderr_text(&out));

@@ -54,6 +54,8 @@ impl PluginHost {
             e @ StorageError::InvalidKey { .. } => StorageErrorWit::InvalidKey(e.to_string()),
             e @ StorageError::TooLarge { .. } => StorageErrorWit::TooLarge(e.to_string()),
             e @ StorageError::QuotaExceeded { .. } => StorageErrorWit::QuotaExceeded(e.to_string()),
+            e @ StorageError::TooMany { .. } => StorageErrorWit::TooLarge(e.to_string()),
+            StorageError::InvalidValue(m) => StorageErrorWit::InvalidValue(m),
             StorageError::Backend(e) => {
                 tracing::error!(plugin = %self.id, op, error = %e, "storage backend failed");
                 StorageErrorWit::Backend(e.to_string())
@@ -99,6 +101,81 @@ impl storage::Host for PluginHost {
         let r = self.storage()?.size().await;
         r.map(human_size)
             .map_err(|e| self.fail("storage-size-human", e))
+    }
+
+    async fn namespace_size(&mut self) -> Result<u64, StorageErrorWit> {
+        Ok(self.storage()?.usage())
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+        shared: bool,
+    ) -> Result<storage::KeyPage, StorageErrorWit> {
+        let r = self
+            .storage()?
+            .list_keys(&prefix, cursor.as_deref(), limit, shared)
+            .await;
+        r.map(|page| storage::KeyPage {
+            keys: page.keys,
+            next: page.next,
+        })
+        .map_err(|e| self.fail("list-keys", e))
+    }
+
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        shared: bool,
+    ) -> Result<i64, StorageErrorWit> {
+        let r = self.storage()?.increment(&key, delta, shared).await;
+        r.map_err(|e| self.fail("increment", e))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+        shared: bool,
+    ) -> Result<bool, StorageErrorWit> {
+        let r = self
+            .storage()?
+            .compare_and_swap(&key, expected.as_deref(), new.as_deref(), shared)
+            .await;
+        r.map_err(|e| self.fail("compare-and-swap", e))
+    }
+
+    async fn get_many(
+        &mut self,
+        keys: Vec<String>,
+        shared: bool,
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageErrorWit> {
+        let r = self.storage()?.get_many(&keys, shared).await;
+        r.map_err(|e| self.fail("get-many", e))
+    }
+
+    async fn set_many(
+        &mut self,
+        entries: Vec<(String, Vec<u8>)>,
+        expires_in_secs: Option<u64>,
+        shared: bool,
+    ) -> Result<(), StorageErrorWit> {
+        let ttl = expires_in_secs.map(Duration::from_secs);
+        let r = self.storage()?.set_many(&entries, ttl, shared).await;
+        r.map_err(|e| self.fail("set-many", e))
+    }
+
+    async fn delete_many(
+        &mut self,
+        keys: Vec<String>,
+        shared: bool,
+    ) -> Result<(), StorageErrorWit> {
+        let r = self.storage()?.delete_many(&keys, shared).await;
+        r.map_err(|e| self.fail("delete-many", e))
     }
 }
 

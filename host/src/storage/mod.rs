@@ -45,7 +45,10 @@ mod redis;
 mod sled;
 
 pub use memory::MemoryBackend;
-pub use namespaced::{Grant, PluginStorage, StorageError, StorageLimits, Usage, human_size};
+pub use namespaced::{
+    Grant, KeyPage, MAX_BATCH, PluginStorage, SharedAccess, StorageError, StorageLimits, Usage,
+    human_size,
+};
 pub use redis::RedisBackend;
 pub use sled::{SledBackend, SledOptions, SyncPolicy};
 

@@ -32,6 +32,41 @@ impl Grant {
     }
 }
 
+/// A plugin's access to the shared keyspace: the whole keyspace (`shared`),
+/// and key prefixes it may read (`read`) or read and write (`write`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedAccess {
+    /// Access to every shared key.
+    pub shared: Grant,
+    /// Prefixes of shared keys the plugin may read.
+    pub read: Vec<String>,
+    /// Prefixes of shared keys the plugin may read and write.
+    pub write: Vec<String>,
+}
+
+impl From<Grant> for SharedAccess {
+    fn from(shared: Grant) -> Self {
+        Self {
+            shared,
+            ..Self::default()
+        }
+    }
+}
+
+impl SharedAccess {
+    /// Whether the plugin may read (or, with `write`, write) shared `key`.
+    /// For a listing, `key` is the listed prefix: every key listed starts
+    /// with it, so a grant covering the prefix covers them all.
+    pub fn allows(&self, key: &str, write: bool) -> bool {
+        let covered = |prefixes: &[String]| prefixes.iter().any(|p| key.starts_with(p.as_str()));
+        if write {
+            self.shared.can_write() || covered(&self.write)
+        } else {
+            self.shared.can_read() || covered(&self.read) || covered(&self.write)
+        }
+    }
+}
+
 /// Bounds on what a plugin may store. Each protects the host and the store
 /// from a plugin that writes without limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +126,18 @@ pub enum StorageError {
         would: u64,
         /// The quota.
         max: u64,
+    },
+    /// The stored value does not fit the operation: not a counter, or a
+    /// counter that would overflow.
+    #[error("{0}")]
+    InvalidValue(String),
+    /// A batch or listing asked for more keys than [`MAX_BATCH`].
+    #[error("a batch of {count} keys; at most {max} are allowed")]
+    TooMany {
+        /// The keys asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
     },
     /// The value is over [`StorageLimits::max_value_bytes`].
     #[error("the value for key {key:?} is {len} bytes; at most {max} are allowed")]
@@ -177,10 +224,23 @@ pub struct PluginStorage {
     backend: Arc<dyn Backend>,
     own: Namespace,
     id: PluginId,
-    grant: Grant,
+    access: SharedAccess,
     limits: StorageLimits,
     own_usage: Arc<Usage>,
     shared_usage: Arc<Usage>,
+}
+
+/// Most keys one batch call or one page of a listing may carry, so a plugin
+/// cannot make the host hold an unbounded list.
+pub const MAX_BATCH: usize = 1000;
+
+/// One page of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    /// Keys in bytewise order, without their namespace.
+    pub keys: Vec<String>,
+    /// The cursor for the next page, if there may be one.
+    pub next: Option<String>,
 }
 
 impl PluginStorage {
@@ -191,7 +251,7 @@ impl PluginStorage {
     pub fn new(
         backend: Arc<dyn Backend>,
         id: PluginId,
-        grant: Grant,
+        access: impl Into<SharedAccess>,
         limits: StorageLimits,
         shared_usage: Arc<Usage>,
     ) -> Self {
@@ -199,7 +259,7 @@ impl PluginStorage {
             backend,
             own: Namespace::Plugin(id.clone()),
             id,
-            grant,
+            access: access.into(),
             limits,
             own_usage: Arc::default(),
             shared_usage,
@@ -250,48 +310,56 @@ impl PluginStorage {
         if !shared {
             return Ok(identity::encode_key(&self.own, key));
         }
-        let allowed = if write {
-            self.grant.can_write()
-        } else {
-            self.grant.can_read()
-        };
-        if !allowed {
-            let (what, needed) = if write {
-                ("write", "read-write")
-            } else {
-                ("read", "read")
-            };
-            return Err(StorageError::AccessDenied(format!(
-                "plugin {} may not {what} shared key {:?}: its grant is {:?}; the operator can \
-                 set [grants.\"{}\"] shared = \"{needed}\"",
-                self.id,
-                shown(key),
-                grant_name(self.grant),
-                self.id
-            )));
-        }
+        self.check_shared(key, write, "key")?;
         Ok(identity::encode_key(&Namespace::Shared, key))
     }
 
-    /// Stores `value` under `key`.
-    pub async fn set(
+    /// Refuses shared access to `key` (a key, or a listed prefix) that no
+    /// grant covers, saying which grant would.
+    fn check_shared(&self, key: &str, write: bool, what: &str) -> Result<(), StorageError> {
+        if self.access.allows(key, write) {
+            return Ok(());
+        }
+        let id = &self.id;
+        let (verb, list, whole) = if write {
+            ("write", "write", "read-write")
+        } else {
+            ("read", "read", "read")
+        };
+        Err(StorageError::AccessDenied(format!(
+            "plugin {id} may not {verb} shared {what} {:?}: its grant is shared = {:?} with no \
+             {list} prefix covering it; the operator can add a prefix of it to \
+             [grants.\"{id}\"] {list} = [...], or set shared = \"{whole}\"",
+            shown(key),
+            grant_name(self.access.shared),
+        )))
+    }
+
+    fn validate_all<'k>(
         &self,
-        key: &str,
-        value: &[u8],
-        expires_in: Option<Duration>,
+        keys: impl ExactSizeIterator<Item = &'k str>,
         shared: bool,
-    ) -> Result<(), StorageError> {
-        let raw = self.resolve(key, shared, true)?;
-        if value.len() > self.limits.max_value_bytes {
-            return Err(StorageError::TooLarge {
-                key: shown(key),
-                len: value.len(),
-                max: self.limits.max_value_bytes,
+        write: bool,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        if keys.len() > MAX_BATCH {
+            return Err(StorageError::TooMany {
+                count: keys.len(),
+                max: MAX_BATCH,
             });
         }
+        keys.map(|key| self.resolve(key, shared, write)).collect()
+    }
+
+    /// Refuses a change of `old` to `new` bytes that would take the
+    /// namespace over its quota.
+    async fn check_quota(
+        &self,
+        key: &str,
+        shared: bool,
+        old: u64,
+        new: u64,
+    ) -> Result<(), StorageError> {
         let (namespace, usage) = self.namespace(shared);
-        let old = self.stored_len(&raw, key).await?;
-        let new = (key.len() + value.len()) as u64;
         let max = self.limits.max_stored_bytes;
         let over = |held: u64| new > old && held.saturating_sub(old).saturating_add(new) > max;
         // The count can be stale (expired keys, other hosts): recount before
@@ -305,8 +373,35 @@ impl PluginStorage {
                 max,
             });
         }
+        Ok(())
+    }
+
+    fn check_value(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(StorageError::TooLarge {
+                key: shown(key),
+                len: value.len(),
+                max: self.limits.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores `value` under `key`.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        expires_in: Option<Duration>,
+        shared: bool,
+    ) -> Result<(), StorageError> {
+        let raw = self.resolve(key, shared, true)?;
+        self.check_value(key, value)?;
+        let old = self.stored_len(&raw, key).await?;
+        let new = (key.len() + value.len()) as u64;
+        self.check_quota(key, shared, old, new).await?;
         self.backend.set(&raw, value, expires_in).await?;
-        usage.replace(old, new);
+        self.namespace(shared).1.replace(old, new);
         Ok(())
     }
 
@@ -334,6 +429,150 @@ impl PluginStorage {
     /// The size of the whole store in bytes.
     pub async fn size(&self) -> Result<u64, StorageError> {
         Ok(self.backend.size().await?)
+    }
+
+    /// Keys starting with `prefix`, after `cursor`, at most `limit` (capped
+    /// at [`MAX_BATCH`]), in bytewise order.
+    pub async fn list_keys(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+        shared: bool,
+    ) -> Result<KeyPage, StorageError> {
+        // The empty prefix lists everything; any other must be a valid key.
+        if !prefix.is_empty() {
+            identity::validate_key(prefix, self.limits.max_key_bytes).map_err(|reason| {
+                StorageError::InvalidKey {
+                    key: shown(prefix),
+                    reason,
+                }
+            })?;
+        }
+        if shared {
+            self.check_shared(prefix, false, "prefix")?;
+        }
+        let namespace = self.namespace(shared).0;
+        let after = match cursor {
+            Some(cursor) => Some(self.resolve(cursor, shared, false)?),
+            None => None,
+        };
+        let limit = usize::try_from(limit)
+            .unwrap_or(MAX_BATCH)
+            .clamp(1, MAX_BATCH);
+        let raw_prefix = identity::encode_key(namespace, prefix);
+        let page = self
+            .backend
+            .scan(&raw_prefix, after.as_deref(), limit)
+            .await?;
+        let full = page.len() == limit;
+        let keys: Vec<String> = page
+            .into_iter()
+            .filter_map(|e| identity::decode_key(&e.key).map(|(_, k)| k.to_owned()))
+            .collect();
+        let next = if full { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, next })
+    }
+
+    /// Adds `delta` to the counter under `key`; returns its new value.
+    pub async fn increment(
+        &self,
+        key: &str,
+        delta: i64,
+        shared: bool,
+    ) -> Result<i64, StorageError> {
+        let raw = self.resolve(key, shared, true)?;
+        let old = self.stored_len(&raw, key).await?;
+        // The longest counter is i64::MIN's 20 characters.
+        let longest = key.len() as u64 + 20;
+        self.check_quota(key, shared, old, longest.max(old)).await?;
+        match self.backend.increment(&raw, delta).await? {
+            super::Counted::Value(value) => {
+                let new = (key.len() + super::counter_bytes(value).len()) as u64;
+                self.namespace(shared).1.replace(old, new);
+                Ok(value)
+            }
+            super::Counted::NotACounter => Err(StorageError::InvalidValue(format!(
+                "the value under key {:?} is not a counter (a signed 64-bit integer in decimal)",
+                shown(key)
+            ))),
+            super::Counted::Overflow => Err(StorageError::InvalidValue(format!(
+                "adding {delta} to the counter under key {:?} would overflow 64 bits",
+                shown(key)
+            ))),
+        }
+    }
+
+    /// Replaces the value under `key` with `new` if it is `expected`.
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        shared: bool,
+    ) -> Result<bool, StorageError> {
+        let raw = self.resolve(key, shared, true)?;
+        if let Some(new) = new {
+            self.check_value(key, new)?;
+        }
+        let old = expected.map_or(0, |v| (key.len() + v.len()) as u64);
+        let new_len = new.map_or(0, |v| (key.len() + v.len()) as u64);
+        self.check_quota(key, shared, old, new_len).await?;
+        let swapped = self.backend.compare_and_swap(&raw, expected, new).await?;
+        if swapped {
+            self.namespace(shared).1.replace(old, new_len);
+        }
+        Ok(swapped)
+    }
+
+    /// The values under `keys`, in order.
+    pub async fn get_many(
+        &self,
+        keys: &[String],
+        shared: bool,
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        let raw = self.validate_all(keys.iter().map(String::as_str), shared, false)?;
+        let raw: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+        Ok(self.backend.get_many(&raw).await?)
+    }
+
+    /// Stores every pair, all or none.
+    pub async fn set_many(
+        &self,
+        entries: &[(String, Vec<u8>)],
+        expires_in: Option<Duration>,
+        shared: bool,
+    ) -> Result<(), StorageError> {
+        let raw = self.validate_all(entries.iter().map(|(k, _)| k.as_str()), shared, true)?;
+        let (mut old, mut new) = (0u64, 0u64);
+        for ((key, value), raw) in entries.iter().zip(&raw) {
+            self.check_value(key, value)?;
+            old += self.stored_len(raw, key).await?;
+            new += (key.len() + value.len()) as u64;
+        }
+        let first = entries.first().map_or("", |(k, _)| k.as_str());
+        self.check_quota(first, shared, old, new).await?;
+        let pairs: Vec<(&[u8], &[u8])> = raw
+            .iter()
+            .zip(entries)
+            .map(|(r, (_, v))| (r.as_slice(), v.as_slice()))
+            .collect();
+        self.backend.set_many(&pairs, expires_in).await?;
+        self.namespace(shared).1.replace(old, new);
+        Ok(())
+    }
+
+    /// Removes every key, all or none.
+    pub async fn delete_many(&self, keys: &[String], shared: bool) -> Result<(), StorageError> {
+        let raw = self.validate_all(keys.iter().map(String::as_str), shared, true)?;
+        let mut old = 0;
+        for (key, raw) in keys.iter().zip(&raw) {
+            old += self.stored_len(raw, key).await?;
+        }
+        let raw: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+        self.backend.delete_many(&raw).await?;
+        self.namespace(shared).1.replace(old, 0);
+        Ok(())
     }
 }
 

@@ -80,6 +80,43 @@ macro_rules! probe_plugin {
                 });
             }
 
+            #[respond_to(r"^(?P<shared>shared )?incr (?P<key>\S+) (?P<delta>-?\d+)$")]
+            fn incr(&self, msg: &Message, shared: Option<String>, key: &str, delta: &str) {
+                let Ok(delta) = delta.parse::<i64>() else {
+                    msg.say(format!("error: bad-delta: {delta} is not an i64"));
+                    return;
+                };
+                respond(msg, key, |key| {
+                    Ok(format!("value: {}", scope(self.storage(), &shared).increment(key, delta)?))
+                });
+            }
+
+            #[respond_to(r"^(?P<shared>shared )?cas (?P<key>\S+) (?P<expected>\S+) (?P<new>\S+)$")]
+            fn cas(&self, msg: &Message, shared: Option<String>, key: &str, expected: &str, new: &str) {
+                // `-` stands for "absent".
+                let opt = |v: &str| (v != "-").then(|| v.as_bytes().to_vec());
+                let (expected, new) = (opt(expected), opt(new));
+                respond(msg, key, |key| {
+                    let swapped = scope(self.storage(), &shared).compare_and_swap_bytes(
+                        key,
+                        expected.as_deref(),
+                        new.as_deref(),
+                    )?;
+                    Ok(format!("swapped: {swapped}"))
+                });
+            }
+
+            #[respond_to(r"^(?P<shared>shared )?list(?: (?P<prefix>\S+))?$")]
+            fn list(&self, msg: &Message, shared: Option<String>, prefix: Option<String>) {
+                let keys = scope(self.storage(), &shared).keys(prefix.unwrap_or_default());
+                msg.say(outcome(keys.map(|keys| format!("keys: {}", keys.join(",")))));
+            }
+
+            #[respond_to(r"^own size$")]
+            fn own_size(&self, msg: &Message) {
+                msg.say(outcome(self.storage().namespace_size().map(|n| format!("own: {n}"))));
+            }
+
             #[respond_to(r"^size$")]
             fn size(&self, msg: &Message) {
                 let storage = self.storage();
