@@ -1,24 +1,48 @@
 //! The `warden` command line: argument parsing and the commands it runs.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+use crate::adapters::http::kind_name;
 use crate::admin::{self, Scope};
 use crate::identity::PluginId;
+use crate::inspect::{Inspected, Inspector};
 use crate::storage::{Backend, human_size};
-use crate::{Config, Host};
+use crate::{Config, Host, LoadError};
 
 /// A WebAssembly plugin host with sandboxed, namespaced storage.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log format on standard error: `text` for people, `json` (one object
+    /// a line) for log collectors.
+    #[arg(
+        long,
+        env = "WARDEN_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// One line of text per event, with its span and fields.
+    Text,
+    /// One JSON object per event, with its span and fields.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -28,7 +52,7 @@ enum Command {
     /// Inspect and change the store directly, as the operator. On sled,
     /// stop `warden run` first: one process uses a data directory at a time.
     Storage(StorageArgs),
-    /// Manage plugins' identities.
+    /// Check plugin files, list what would load, and manage identities.
     Plugins(PluginsArgs),
 }
 
@@ -42,6 +66,23 @@ struct PluginsArgs {
 
 #[derive(Debug, Subcommand)]
 enum PluginsCommand {
+    /// Show what would load from a plugins directory, without serving: for
+    /// each `.wasm` file its identity, version, routes and binding, or why
+    /// it would be skipped. Bindings are read from the store when it can be
+    /// opened (on sled, not while `warden run` uses it).
+    List {
+        /// Directory of plugin components (`*.wasm`).
+        #[arg(long, env = "WARDEN_PLUGINS", value_name = "DIR")]
+        plugins: PathBuf,
+    },
+    /// Check that a file is a plugin Warden can load: a WebAssembly
+    /// component of the warden:plugin/plugin world with a valid identity
+    /// and valid routes. Prints what it declares; exits non-zero if it
+    /// cannot load.
+    Check {
+        /// The plugin file.
+        file: PathBuf,
+    },
     /// Bind a plugin identity to another file, so that file loads with that
     /// identity and its data (each identity is bound to the file that first
     /// declared it). On sled, stop `warden run` first.
@@ -56,7 +97,7 @@ enum PluginsCommand {
 /// Where the store is: the same options for every command.
 #[derive(Debug, clap::Args)]
 struct StoreArgs {
-    /// Configuration file (TOML): storage, grants, limits.
+    /// Configuration file (TOML): storage, grants, limits, http.
     #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Data directory of the sled store [default: the config's
@@ -66,11 +107,13 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The configuration file, if any, with the environment's
+    /// `WARDEN_<TABLE>_<FIELD>` overrides applied.
     fn load_config(&self) -> anyhow::Result<Config> {
-        Ok(match &self.config {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
-        })
+        Ok(Config::load_with_env(
+            self.config.as_deref(),
+            std::env::vars_os(),
+        )?)
     }
 }
 
@@ -82,7 +125,7 @@ struct RunArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Read messages from stdin, one a line, and print replies to stdout
-    /// (the default when no other adapter is chosen).
+    /// (the default when HTTP is not served).
     #[arg(long)]
     console: bool,
     /// Directory of compiled plugins, so that a restart with unchanged
@@ -96,6 +139,10 @@ struct RunArgs {
     /// Do not watch the plugins directory: load it once at start.
     #[arg(long)]
     no_watch: bool,
+    /// Serve HTTP on this address, e.g. 127.0.0.1:8080 (port 0 picks a free
+    /// port) [default: the config's http.listen; not served if neither].
+    #[arg(long, env = "WARDEN_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
 }
 
 /// The default compilation cache directory, if the environment names one.
@@ -199,13 +246,7 @@ enum StorageCommand {
 /// Runs the command line with the process's arguments.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    init_logs(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -217,9 +258,29 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Logs go to stderr, filtered by `WARDEN_LOG` (default `info`).
+fn init_logs(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        );
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
+
 async fn plugins(args: PluginsArgs) -> anyhow::Result<()> {
     let config = args.store.load_config()?;
     match args.command {
+        PluginsCommand::List { plugins } => list_plugins(&config, &args.store, &plugins).await?,
+        PluginsCommand::Check { file } => check_plugin(&config, &file).await?,
         PluginsCommand::Rebind { id, file } => {
             let id = PluginId::new(&id)?;
             let name = file
@@ -241,6 +302,7 @@ async fn plugins(args: PluginsArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let signal = shutdown_signal()?;
     let config = args.store.load_config()?;
     if !args.plugins.is_dir() {
         bail!(
@@ -248,6 +310,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.plugins.display()
         );
     }
+    let listen = args.listen.clone().or_else(|| config.http.listen.clone());
+    // HTTP is served when an address is given; the console runs when asked
+    // for, or when nothing else would.
+    let console = args.console || listen.is_none();
+    // Bind before loading plugins, so that a taken address fails at once.
+    let listener = match &listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let bound = listener
+                .local_addr()
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     let mut builder = Host::builder()
         .config(config)
         .plugins_dir(&args.plugins)
@@ -267,30 +346,303 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => {}
     }
-    let host = builder.build().await?;
+    let host = Arc::new(builder.build().await?);
     let loaded = host.plugins().len();
     if loaded == 0 {
         tracing::warn!("no plugin loaded from {}", args.plugins.display());
     } else {
-        tracing::info!("{loaded} plugin(s) loaded; reading messages from stdin");
+        tracing::info!("{loaded} plugin(s) loaded");
     }
-    // The console is the only adapter so far, so it runs whether or not
-    // --console was given.
-    let _ = args.console;
-    let console = crate::adapters::console::run(
-        &host,
-        tokio::io::BufReader::new(tokio::io::stdin()),
-        tokio::io::stdout(),
-    );
-    let result = tokio::select! {
-        r = console => r.context("console input/output failed"),
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted; shutting down");
-            Ok(())
+
+    tokio::pin!(signal);
+    let result = match listener {
+        None => {
+            tracing::info!("reading messages from stdin");
+            tokio::select! {
+                r = console_adapter(&host) => r,
+                why = &mut signal => {
+                    tracing::info!("{why}; shutting down");
+                    Ok(())
+                }
+            }
+        }
+        Some((listener, addr)) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn({
+                let host = host.clone();
+                async move {
+                    crate::adapters::http::serve(listener, host, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                }
+            });
+            tracing::info!("HTTP listening on http://{addr}");
+            let console_result = if console {
+                tracing::info!("reading messages from stdin");
+                tokio::select! {
+                    r = console_adapter(&host) => match r {
+                        // The end of the console's input ends the console
+                        // only: HTTP goes on until Ctrl-C or SIGTERM.
+                        Ok(()) => {
+                            tracing::info!(
+                                "end of console input; HTTP goes on until Ctrl-C or SIGTERM"
+                            );
+                            let why = (&mut signal).await;
+                            tracing::info!("{why}; shutting down");
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    why = &mut signal => {
+                        tracing::info!("{why}; shutting down");
+                        Ok(())
+                    }
+                }
+            } else {
+                let why = (&mut signal).await;
+                tracing::info!("{why}; shutting down");
+                Ok(())
+            };
+            // Requests under way finish before the store closes.
+            let _ = stop.send(());
+            let served = match server.await {
+                Ok(served) => served.context("the HTTP server failed"),
+                Err(e) => Err(e).context("the HTTP server failed"),
+            };
+            console_result.and(served)
         }
     };
-    host.shutdown().await.context("closing storage failed")?;
+    close(host).await?;
     result
+}
+
+/// Runs the console on stdin and stdout.
+async fn console_adapter(host: &Host) -> anyhow::Result<()> {
+    crate::adapters::console::run(
+        host,
+        tokio::io::BufReader::new(tokio::io::stdin()),
+        tokio::io::stdout(),
+    )
+    .await
+    .context("console input/output failed")
+}
+
+/// Watches for Ctrl-C and SIGTERM from now on; the future completes at
+/// the first, saying which. Watching starts before the future is polled, so
+/// a signal that comes while plugins load is not lost.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => "interrupted",
+                _ = terminate.recv() => "terminated",
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "interrupted",
+                Err(e) => {
+                    tracing::warn!("cannot watch for Ctrl-C: {e}");
+                    std::future::pending().await
+                }
+            }
+        })
+    }
+}
+
+/// Shuts the host down, closing the store. Every adapter has stopped, so
+/// this is the last handle.
+async fn close(host: Arc<Host>) -> anyhow::Result<()> {
+    let Some(host) = Arc::into_inner(host) else {
+        bail!("the host is still in use at shutdown; the store was not closed cleanly");
+    };
+    host.shutdown().await.context("closing storage failed")
+}
+
+/// `warden plugins check`.
+async fn check_plugin(config: &Config, file: &Path) -> anyhow::Result<()> {
+    let inspector = Inspector::new(config)?;
+    // The error names the file and says everything: no cause chain.
+    let plugin = inspector
+        .inspect(file)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if file.extension().is_none_or(|e| e != "wasm") {
+        eprintln!(
+            "warning: {} does not end in .wasm; Warden loads only *.wasm files",
+            file.display()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: ok, a Warden plugin", file.display())?;
+    describe_plugin(&mut out, &plugin)?;
+    Ok(())
+}
+
+/// Identity, version, description, digest and routes, one a line.
+fn describe_plugin(out: &mut impl Write, plugin: &Inspected) -> std::io::Result<()> {
+    writeln!(out, "  identity:    {}", plugin.id)?;
+    writeln!(out, "  version:     {}", plugin.version)?;
+    writeln!(out, "  description: {}", plugin.description)?;
+    writeln!(out, "  sha256:      {}", plugin.digest)?;
+    if plugin.routes.is_empty() {
+        writeln!(out, "  routes:      none")?;
+    }
+    for route in &plugin.routes {
+        writeln!(
+            out,
+            "  route:       {} {:?} -> {}",
+            kind_name(route.kind),
+            route.pattern(),
+            route.handler
+        )?;
+    }
+    Ok(())
+}
+
+/// Where identity bindings can be read from, for `warden plugins list`.
+enum Bindings {
+    Store(Arc<dyn Backend>),
+    /// The store does not exist yet, so nothing is bound.
+    Empty(String),
+    /// The store could not be opened.
+    Unknown(String),
+}
+
+impl Bindings {
+    async fn open(config: &Config, data: Option<&Path>) -> Self {
+        if config.storage.backend == crate::config::BackendKind::Sled {
+            let dir = data
+                .map(Path::to_path_buf)
+                .or_else(|| config.storage.path.clone())
+                .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_DATA_DIR));
+            // Listing never creates a store.
+            if !dir.exists() {
+                return Self::Empty(format!("no store in {} yet", dir.display()));
+            }
+        }
+        match crate::open_backend(config, data).await {
+            Ok(backend) => Self::Store(backend),
+            Err(e) => Self::Unknown(format!("cannot open the store: {e}")),
+        }
+    }
+
+    /// The binding of `id`, as a line for people; and whether it refuses
+    /// `file`.
+    async fn describe(&self, id: &PluginId, file: &Path) -> (String, bool) {
+        let name = file.file_name().map_or_else(
+            || file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let backend = match self {
+            Self::Store(backend) => backend,
+            Self::Empty(why) => {
+                return (
+                    format!("not bound ({why}); loading binds it to {name}"),
+                    false,
+                );
+            }
+            Self::Unknown(why) => return (format!("unknown ({why})"), false),
+        };
+        match backend.get(&crate::identity::binding_key(id)).await {
+            Ok(Some(bound)) if bound == name.as_bytes() => ("bound to this file".into(), false),
+            Ok(Some(bound)) => {
+                let bound = String::from_utf8_lossy(&bound);
+                (
+                    format!(
+                        "bound to {bound}; this file is refused until \
+                         `warden plugins rebind {id} {}`",
+                        file.display()
+                    ),
+                    true,
+                )
+            }
+            Ok(None) => (format!("not bound; loading binds it to {name}"), false),
+            Err(e) => (format!("unknown (reading the store failed: {e})"), false),
+        }
+    }
+
+    async fn close(self) -> anyhow::Result<()> {
+        if let Self::Store(backend) = self {
+            backend.close().await.context("closing storage failed")?;
+        }
+        Ok(())
+    }
+}
+
+/// `warden plugins list`.
+async fn list_plugins(config: &Config, store: &StoreArgs, dir: &Path) -> anyhow::Result<()> {
+    let files = crate::plugins::plugin_files(dir)
+        .with_context(|| format!("cannot read the plugins directory {}", dir.display()))?;
+    let inspector = Inspector::new(config)?;
+    let mut inspected = Vec::new();
+    for file in &files {
+        inspected.push(inspector.inspect(file).await);
+    }
+    let bindings = if inspected.iter().any(Result::is_ok) {
+        Bindings::open(config, store.data.as_deref()).await
+    } else {
+        Bindings::Empty("no plugin to bind".into())
+    };
+
+    let mut out = std::io::stdout().lock();
+    let mut first_file: HashMap<PluginId, PathBuf> = HashMap::new();
+    let mut loading = 0;
+    for (file, result) in files.iter().zip(&inspected) {
+        let name = file.display().to_string();
+        let plugin = match result {
+            Ok(plugin) => plugin,
+            Err(e) => {
+                writeln!(out, "{name}: skipped: {}", without_file(e, file))?;
+                continue;
+            }
+        };
+        let (binding, refused) = bindings.describe(&plugin.id, file).await;
+        let verdict = if let Some(first) = first_file.get(&plugin.id) {
+            format!(
+                "skipped: declares plugin identity {}, which {} already declared",
+                plugin.id,
+                first.display()
+            )
+        } else if refused {
+            format!(
+                "skipped: its identity {} is bound to another file",
+                plugin.id
+            )
+        } else {
+            first_file.insert(plugin.id.clone(), file.clone());
+            loading += 1;
+            format!("loads as {} {}", plugin.id, plugin.version)
+        };
+        writeln!(out, "{name}: {verdict}")?;
+        describe_plugin(&mut out, plugin)?;
+        writeln!(out, "  binding:     {binding}")?;
+    }
+    writeln!(
+        out,
+        "{loading} of {} file(s) would load from {}",
+        files.len(),
+        dir.display()
+    )?;
+    drop(out);
+    bindings.close().await
+}
+
+/// A load error's message without the file name it starts with.
+fn without_file(e: &LoadError, file: &Path) -> String {
+    let message = e.to_string();
+    let prefix = format!("{}: ", file.display());
+    message
+        .strip_prefix(&prefix)
+        .map_or_else(|| message.clone(), str::to_owned)
 }
 
 async fn storage(args: StorageArgs) -> anyhow::Result<()> {

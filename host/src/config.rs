@@ -17,12 +17,28 @@
 //! max_value_bytes = 1048576
 //! max_memory_bytes = 67108864
 //! handler_timeout_ms = 5000
+//!
+//! [http]
+//! listen = "127.0.0.1:8080" # serve HTTP here (not served by default)
+//! max_body_bytes = 65536    # largest request body
 //! ```
 //!
 //! Every table and field is optional; unknown fields are errors, so a typo
 //! never passes silently.
+//!
+//! # Environment overrides
+//!
+//! Every field of the `[storage]`, `[limits]` and `[http]` tables can be set
+//! by an environment variable named `WARDEN_<TABLE>_<FIELD>` in upper case,
+//! for example `WARDEN_STORAGE_BACKEND=memory` or
+//! `WARDEN_LIMITS_HANDLER_TIMEOUT_MS=2000`. A variable overrides the file;
+//! command-line flags override both. An empty variable is ignored, and an
+//! unknown field or an invalid value is an error naming the variable. The
+//! `[grants."ID"]`, `[plugin_limits."ID"]` and `[shared_data]` tables are
+//! keyed by plugin identity or by key, and are set in the file only.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,6 +68,34 @@ pub struct Config {
     /// as JSON (so the SDK's typed `get` reads it), replacing what was there.
     #[serde(default)]
     pub shared_data: BTreeMap<String, toml::Value>,
+    /// The HTTP adapter.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// The `[http]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Where the HTTP adapter listens, `HOST:PORT` (port 0 picks a free
+    /// port). HTTP is served only when this or `--listen` is set.
+    pub listen: Option<String>,
+    /// Largest request body accepted, in bytes (default 64 KiB): a body is
+    /// held whole in memory while it is parsed, so its size is bounded.
+    pub max_body_bytes: usize,
+}
+
+/// The default of [`HttpConfig::max_body_bytes`].
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
 }
 
 /// Which backend stores plugin data.
@@ -239,24 +283,216 @@ pub enum ConfigError {
         /// What is wrong and where.
         message: String,
     },
+    /// An environment override names no setting, or sets an invalid value.
+    #[error("invalid environment variable {var}: {message}")]
+    Env {
+        /// The variable (or variables, when several share the fault).
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The tables whose fields environment variables override, as
+/// `WARDEN_<TABLE>_<FIELD>`.
+pub const ENV_TABLES: [&str; 3] = ["storage", "limits", "http"];
+
+/// One environment override.
+#[derive(Debug)]
+struct Override {
+    var: String,
+    table: &'static str,
+    field: String,
+    value: String,
+}
+
+/// A broken rule, and the settings (table, field) that take part in it, so
+/// that the fault can be blamed on an environment variable where one set
+/// them.
+#[derive(Debug)]
+struct Fault {
+    fields: Vec<(&'static str, String)>,
+    message: String,
+}
+
+impl Fault {
+    fn new(fields: &[(&'static str, &str)], message: impl Into<String>) -> Self {
+        Self {
+            fields: fields.iter().map(|(t, f)| (*t, (*f).to_owned())).collect(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The overrides among `vars`, sorted by variable name.
+fn overrides(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Vec<Override>, ConfigError> {
+    let mut found = Vec::new();
+    for (name, value) in vars {
+        let Some(name) = name.to_str() else { continue };
+        let Some((table, field)) = ENV_TABLES.iter().find_map(|table| {
+            let prefix = format!("WARDEN_{}_", table.to_ascii_uppercase());
+            name.strip_prefix(&prefix).map(|field| (*table, field))
+        }) else {
+            continue;
+        };
+        let value = value.into_string().map_err(|_| ConfigError::Env {
+            var: name.to_owned(),
+            message: "the value is not valid UTF-8".into(),
+        })?;
+        if value.is_empty() {
+            continue;
+        }
+        found.push(Override {
+            var: name.to_owned(),
+            table,
+            field: field.to_ascii_lowercase(),
+            value,
+        });
+    }
+    found.sort_by(|a, b| a.var.cmp(&b.var));
+    Ok(found)
+}
+
+/// Sets `[table] field = value` in `root`.
+fn set_field(root: &mut toml::Table, table: &str, field: &str, value: toml::Value) {
+    let entry = root
+        .entry(table)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(fields) = entry {
+        fields.insert(field.to_owned(), value);
+    }
+}
+
+/// `raw` as a TOML value: an integer or a boolean where it reads as one,
+/// else a string.
+fn typed(raw: &str) -> toml::Value {
+    if let Ok(n) = raw.parse::<i64>() {
+        toml::Value::Integer(n)
+    } else if let Ok(b) = raw.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(raw.to_owned())
+    }
 }
 
 impl Config {
     /// Reads and validates the file at `path`. A relative `storage.path` is
     /// taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::read(path).map(|(config, _)| config)
+    }
+
+    /// Reads the file at `path`, if given, then applies the environment
+    /// overrides among `vars` (see the [module documentation](self)), and
+    /// validates the result. Pass `std::env::vars_os()` for the process's
+    /// environment. A relative `storage.path` from the file is taken
+    /// relative to the file's directory; one from the environment, relative
+    /// to the working directory.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Self, ConfigError> {
+        let (config, mut table) = match path {
+            Some(path) => Self::read(path)?,
+            None => (Self::default(), toml::Table::new()),
+        };
+        let overrides = overrides(vars)?;
+        if overrides.is_empty() {
+            return Ok(config);
+        }
+        let mut merged = config.clone();
+        for o in &overrides {
+            // A value that reads as a number may be meant as a string (a
+            // redis key prefix of digits, say): then it is tried as one.
+            let first = typed(&o.value);
+            let mut tries = vec![toml::Value::String(o.value.clone())];
+            if !first.is_str() {
+                tries.insert(0, first);
+            }
+            let mut error = None;
+            for value in tries {
+                set_field(&mut table, o.table, &o.field, value);
+                match table.clone().try_into::<Config>() {
+                    Ok(config) => {
+                        merged = config;
+                        error = None;
+                        break;
+                    }
+                    Err(e) => error = Some(e),
+                }
+            }
+            if let Some(e) = error {
+                let message = e.to_string().trim_end().to_owned();
+                return Err(ConfigError::Env {
+                    var: o.var.clone(),
+                    message: if message.contains("unknown field") {
+                        format!("[{}] has no field {:?}: {message}", o.table, o.field)
+                    } else {
+                        message
+                    },
+                });
+            }
+        }
+        let path_from_env = overrides
+            .iter()
+            .any(|o| o.table == "storage" && o.field == "path");
+        if !path_from_env {
+            merged.storage.path = config.storage.path;
+        }
+        merged.validate().map_err(|fault| {
+            let blamed: Vec<&str> = overrides
+                .iter()
+                .filter(|o| {
+                    fault
+                        .fields
+                        .iter()
+                        .any(|(t, f)| *t == o.table && *f == o.field)
+                })
+                .map(|o| o.var.as_str())
+                .collect();
+            match (blamed.is_empty(), path) {
+                (true, Some(path)) => ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: fault.message,
+                },
+                (true, None) => ConfigError::Env {
+                    var: overrides
+                        .iter()
+                        .map(|o| o.var.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    message: fault.message,
+                },
+                (false, _) => ConfigError::Env {
+                    var: blamed.join(", "),
+                    message: fault.message,
+                },
+            }
+        })?;
+        Ok(merged)
+    }
+
+    /// Reads and validates the file at `path`, returning it parsed and as
+    /// a table (for overrides).
+    fn read(path: &Path) -> Result<(Self, toml::Table), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
         let mut config = Self::parse(&text, path)?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
         if let Some(p) = &config.storage.path
             && p.is_relative()
         {
             let base = path.parent().unwrap_or(Path::new("."));
             config.storage.path = Some(base.join(p));
         }
-        Ok(config)
+        Ok((config, table))
     }
 
     /// Parses and validates `text`; `origin` names it in errors.
@@ -265,49 +501,87 @@ impl Config {
             path: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
+        config.validate().map_err(|fault| ConfigError::Invalid {
             path: origin.to_owned(),
-            message,
-        };
-        if config.storage.backend == BackendKind::Redis && config.storage.url.is_none() {
-            return Err(invalid(
-                "[storage] backend = \"redis\" needs url = \"redis://host:port/db\"".into(),
+            message: fault.message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks the rules the types alone do not.
+    fn validate(&self) -> Result<(), Fault> {
+        if self.storage.backend == BackendKind::Redis && self.storage.url.is_none() {
+            return Err(Fault::new(
+                &[("storage", "backend"), ("storage", "url")],
+                "[storage] backend = \"redis\" needs url = \"redis://host:port/db\"",
             ));
         }
-        if config.storage.sync_interval_ms == 0 {
-            return Err(invalid(
-                "[storage] sync_interval_ms must be greater than 0".into(),
+        if self.storage.sync_interval_ms == 0 {
+            return Err(Fault::new(
+                &[("storage", "sync_interval_ms")],
+                "[storage] sync_interval_ms must be greater than 0",
             ));
         }
-        for (id, grant) in &config.grants {
-            PluginId::new(id).map_err(|e| invalid(format!("[grants.{id:?}]: {e}")))?;
+        for (id, grant) in &self.grants {
+            PluginId::new(id).map_err(|e| Fault::new(&[], format!("[grants.{id:?}]: {e}")))?;
             for (list, prefixes) in [("read", &grant.read), ("write", &grant.write)] {
                 for prefix in prefixes {
-                    crate::identity::validate_key(prefix, config.limits.max_key_bytes).map_err(
-                        |e| invalid(format!("[grants.{id:?}] {list} prefix {prefix:?}: {e}")),
+                    crate::identity::validate_key(prefix, self.limits.max_key_bytes).map_err(
+                        |e| {
+                            Fault::new(
+                                &[("limits", "max_key_bytes")],
+                                format!("[grants.{id:?}] {list} prefix {prefix:?}: {e}"),
+                            )
+                        },
                     )?;
                 }
             }
         }
-        for key in config.shared_data.keys() {
-            crate::identity::validate_key(key, config.limits.max_key_bytes)
-                .map_err(|e| invalid(format!("[shared_data] key {key:?}: {e}")))?;
+        for key in self.shared_data.keys() {
+            crate::identity::validate_key(key, self.limits.max_key_bytes).map_err(|e| {
+                Fault::new(
+                    &[("limits", "max_key_bytes")],
+                    format!("[shared_data] key {key:?}: {e}"),
+                )
+            })?;
         }
-        for id in config.plugin_limits.keys() {
-            PluginId::new(id).map_err(|e| invalid(format!("[plugin_limits.{id:?}]: {e}")))?;
+        for id in self.plugin_limits.keys() {
+            PluginId::new(id)
+                .map_err(|e| Fault::new(&[], format!("[plugin_limits.{id:?}]: {e}")))?;
         }
-        let every = std::iter::once(("[limits]".to_owned(), config.limits)).chain(
-            config
-                .plugin_limits
-                .iter()
-                .map(|(id, o)| (format!("[plugin_limits.{id:?}]"), config.limits.with(o))),
-        );
-        for (table, limits) in every {
+        if let Some((name, _)) = self.limits.named().into_iter().find(|(_, v)| *v == 0) {
+            return Err(Fault::new(
+                &[("limits", name)],
+                format!("[limits] {name} must be greater than 0"),
+            ));
+        }
+        for (id, overrides) in &self.plugin_limits {
+            let limits = self.limits.with(overrides);
             if let Some((name, _)) = limits.named().into_iter().find(|(_, v)| *v == 0) {
-                return Err(invalid(format!("{table} {name} must be greater than 0")));
+                return Err(Fault::new(
+                    &[],
+                    format!("[plugin_limits.{id:?}] {name} must be greater than 0"),
+                ));
             }
         }
-        Ok(config)
+        if self.http.max_body_bytes == 0 {
+            return Err(Fault::new(
+                &[("http", "max_body_bytes")],
+                "[http] max_body_bytes must be greater than 0",
+            ));
+        }
+        if let Some(listen) = &self.http.listen {
+            let port = listen.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return Err(Fault::new(
+                    &[("http", "listen")],
+                    format!(
+                        "[http] listen = {listen:?} is not HOST:PORT (e.g. \"127.0.0.1:8080\")"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The limits in force for plugin `id`.
@@ -423,6 +697,163 @@ mod tests {
             (900, 100)
         );
         assert_eq!(slow.max_memory_bytes, Limits::default().max_memory_bytes);
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    fn with_env(file: Option<&str>, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file.map(|text| {
+            let path = dir.path().join("warden.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        Config::load_with_env(path.as_deref(), vars(pairs))
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = with_env(
+            Some("[storage]\nbackend = \"sled\"\nprefix = \"file\"\n[limits]\nmax_key_bytes = 100\nhandler_timeout_ms = 100\n"),
+            &[
+                ("WARDEN_STORAGE_BACKEND", "memory"),
+                ("WARDEN_STORAGE_PREFIX", "1234"),
+                ("WARDEN_LIMITS_HANDLER_TIMEOUT_MS", "2500"),
+                ("WARDEN_HTTP_LISTEN", "127.0.0.1:0"),
+                ("WARDEN_HTTP_MAX_BODY_BYTES", "100"),
+                // Not configuration: flags' variables and other programs'.
+                ("WARDEN_PLUGINS", "plugins"),
+                ("WARDEN_LOG_FORMAT", "json"),
+                ("HOME", "/root"),
+                // Empty is unset.
+                ("WARDEN_LIMITS_MAX_VALUE_BYTES", ""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.storage.backend, BackendKind::Memory);
+        assert_eq!(c.storage.prefix, "1234", "digits are taken as a string");
+        assert_eq!(c.limits.handler_timeout_ms, 2500);
+        assert_eq!(c.limits.max_key_bytes, 100, "the file's value stays");
+        assert_eq!(c.limits.max_value_bytes, Limits::default().max_value_bytes);
+        assert_eq!(c.http.listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(c.http.max_body_bytes, 100);
+    }
+
+    #[test]
+    fn every_setting_of_the_overridable_tables_has_a_variable() {
+        let c = with_env(
+            None,
+            &[
+                ("WARDEN_STORAGE_BACKEND", "redis"),
+                ("WARDEN_STORAGE_PATH", "elsewhere"),
+                ("WARDEN_STORAGE_SYNC", "periodic"),
+                ("WARDEN_STORAGE_SYNC_INTERVAL_MS", "7"),
+                ("WARDEN_STORAGE_URL", "redis://127.0.0.1:1/2"),
+                ("WARDEN_STORAGE_PREFIX", "p"),
+                ("WARDEN_LIMITS_MAX_KEY_BYTES", "1"),
+                ("WARDEN_LIMITS_MAX_VALUE_BYTES", "2"),
+                ("WARDEN_LIMITS_MAX_STORED_BYTES", "3"),
+                ("WARDEN_LIMITS_MAX_MEMORY_BYTES", "4"),
+                ("WARDEN_LIMITS_HANDLER_TIMEOUT_MS", "5"),
+                ("WARDEN_LIMITS_MAX_CALLS_IN_FLIGHT", "6"),
+                ("WARDEN_HTTP_LISTEN", "localhost:8080"),
+                ("WARDEN_HTTP_MAX_BODY_BYTES", "8"),
+            ],
+        )
+        .unwrap();
+        let s = &c.storage;
+        assert_eq!(
+            (s.backend, s.path.as_deref(), s.sync, s.sync_interval_ms),
+            (
+                BackendKind::Redis,
+                Some(Path::new("elsewhere")),
+                SyncPolicy::Periodic,
+                7
+            )
+        );
+        assert_eq!(
+            (s.url.as_deref(), s.prefix.as_str()),
+            (Some("redis://127.0.0.1:1/2"), "p")
+        );
+        let l = c.limits;
+        assert_eq!(
+            [
+                l.max_key_bytes as u64,
+                l.max_value_bytes as u64,
+                l.max_stored_bytes,
+                l.max_memory_bytes as u64,
+                l.handler_timeout_ms,
+                l.max_calls_in_flight as u64
+            ],
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(
+            c.http,
+            HttpConfig {
+                listen: Some("localhost:8080".into()),
+                max_body_bytes: 8
+            }
+        );
+    }
+
+    #[test]
+    fn environment_paths_are_not_moved_to_the_file() {
+        let c = with_env(Some("[storage]\npath = \"data\""), &[]).unwrap();
+        let from_file = c.storage.path.unwrap();
+        assert!(from_file.is_absolute() && from_file.ends_with("data"));
+        assert_ne!(from_file, Path::new("data"));
+        let c = with_env(
+            Some("[storage]\npath = \"data\""),
+            &[("WARDEN_STORAGE_PATH", "env-data")],
+        )
+        .unwrap();
+        assert_eq!(c.storage.path.unwrap(), Path::new("env-data"));
+        let c = with_env(
+            Some("[storage]\npath = \"data\""),
+            &[("WARDEN_LIMITS_MAX_KEY_BYTES", "9")],
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_key_bytes, 9);
+        let kept = c.storage.path.unwrap();
+        assert!(
+            kept.is_absolute() && kept.ends_with("data"),
+            "the file's path stays relative to the file: {}",
+            kept.display()
+        );
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        for (var, value, detail) in [
+            ("WARDEN_STORAGE_BACKEND", "floppy", "floppy"),
+            ("WARDEN_LIMITS_HANDLER_TIMEOUT_MS", "soon", "soon"),
+            ("WARDEN_LIMITS_MAX_KEY_BYTES", "-1", ""),
+            ("WARDEN_STORAGE_BAKEND", "memory", "bakend"),
+            ("WARDEN_LIMITS_MAX_KEY_BYTES", "0", "greater than 0"),
+            ("WARDEN_STORAGE_BACKEND", "redis", "url"),
+            ("WARDEN_HTTP_LISTEN", "8080", "HOST:PORT"),
+        ] {
+            let e = with_env(Some("[storage]\nbackend = \"memory\""), &[(var, value)]).unwrap_err();
+            assert!(matches!(e, ConfigError::Env { .. }), "{e}");
+            let e = e.to_string();
+            assert!(e.contains(var) && e.contains(detail), "{e}");
+        }
+        // A fault of the file alone still names the file.
+        let e = with_env(
+            Some("[limits]\nmax_key_bytes = 0"),
+            &[("WARDEN_STORAGE_BACKEND", "memory")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("warden.toml") && e.contains("max_key_bytes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod inspect;
+pub mod metrics;
 pub mod plugins;
 pub mod router;
 pub mod runtime;
@@ -439,14 +441,24 @@ impl Host {
     /// Runs every route that matches `msg` (see [`router`] for the rules)
     /// and returns one outcome per call, in route order. The calls run on
     /// the plugins loaded when it starts, whatever a reload does meanwhile.
+    ///
+    /// Each call runs in a `handler` span carrying the plugin's identity and
+    /// the handler's name, and is counted in [`metrics::global`].
     pub async fn dispatch(&self, msg: &Incoming) -> Vec<Outcome> {
+        use tracing::Instrument as _;
+        let metrics = metrics::global();
+        metrics.message_received();
         let snapshot = self.shared.snapshot();
         let mut calls = Vec::new();
         for kind in [RouteKind::ListenTo, RouteKind::RespondTo] {
             for plugin in snapshot.plugins.iter() {
                 for route in plugin.info().routes.iter().filter(|r| r.kind == kind) {
                     if let Some(captures) = route.matches(msg) {
-                        calls.push(plugin.call(route, msg, captures));
+                        let id = &plugin.info().id;
+                        let span =
+                            tracing::info_span!("handler", plugin = %id, handler = %route.handler);
+                        let call = plugin.call(route, msg, captures);
+                        calls.push(metrics.observe_call(id, call).instrument(span));
                     }
                 }
             }

@@ -22,7 +22,8 @@ where
         }
         let outcomes = host.dispatch(&Incoming::addressed(text)).await;
         if outcomes.is_empty() {
-            tracing::debug!("no route matched {text:?}");
+            // The text may hold what a user asked to store: log its size only.
+            tracing::debug!(bytes = text.len(), "no route matched the message");
         }
         for outcome in &outcomes {
             for reply in &outcome.replies {

@@ -1,3 +1,4 @@
 //! Ways messages reach the host.
 
 pub mod console;
+pub mod http;

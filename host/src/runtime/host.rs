@@ -6,6 +6,7 @@ use super::bindings::StorageErrorWit;
 use super::bindings::warden::plugin::{chat, logging, storage, types};
 use std::sync::Arc;
 
+use crate::metrics::{self, PluginMetrics, StorageFailure, StorageOp};
 use crate::storage::{PluginStorage, StorageError, human_size};
 
 /// Most replies one handler call may send; more are dropped and logged.
@@ -19,15 +20,21 @@ pub struct PluginHost {
     /// The plugin's identity, or its file while the manifest is read.
     id: Arc<str>,
     storage: Option<PluginStorage>,
+    /// The plugin's counters, when it has storage.
+    metrics: Option<Arc<PluginMetrics>>,
     /// `Some` while a handler call is under way.
     replies: Option<Vec<String>>,
 }
 
 impl PluginHost {
     pub(crate) fn new(id: Arc<str>, storage: Option<PluginStorage>) -> Self {
+        let metrics = storage
+            .as_ref()
+            .map(|s| metrics::global().plugin(s.plugin()));
         Self {
             id,
             storage,
+            metrics,
             replies: None,
         }
     }
@@ -46,6 +53,25 @@ impl PluginHost {
         self.storage.as_ref().ok_or_else(|| {
             StorageErrorWit::Backend("storage is not available while the manifest is read".into())
         })
+    }
+
+    /// Maps the outcome of storage operation `op` to what the plugin sees,
+    /// and counts it. Only the operation and the kind of error are counted:
+    /// never the key or the value.
+    fn done<T>(&self, op: StorageOp, r: Result<T, StorageError>) -> Result<T, StorageErrorWit> {
+        let r = r.map_err(|e| self.fail(op.wit_name(), e));
+        if let Some(metrics) = &self.metrics {
+            let failure = r.as_ref().err().map(|e| match e {
+                StorageErrorWit::AccessDenied(_) => StorageFailure::AccessDenied,
+                StorageErrorWit::InvalidKey(_) => StorageFailure::InvalidKey,
+                StorageErrorWit::TooLarge(_) => StorageFailure::TooLarge,
+                StorageErrorWit::QuotaExceeded(_) => StorageFailure::QuotaExceeded,
+                StorageErrorWit::InvalidValue(_) => StorageFailure::InvalidValue,
+                StorageErrorWit::Backend(_) => StorageFailure::Backend,
+            });
+            metrics.storage_op(op, failure);
+        }
+        r
     }
 
     fn fail(&self, op: &str, e: StorageError) -> StorageErrorWit {
@@ -74,37 +100,37 @@ impl storage::Host for PluginHost {
     ) -> Result<(), StorageErrorWit> {
         let ttl = expires_in_secs.map(Duration::from_secs);
         let r = self.storage()?.set(&key, &value, ttl, shared).await;
-        r.map_err(|e| self.fail("set", e))
+        self.done(StorageOp::Set, r)
     }
 
     async fn get(&mut self, key: String, shared: bool) -> Result<Option<Vec<u8>>, StorageErrorWit> {
         let r = self.storage()?.get(&key, shared).await;
-        r.map_err(|e| self.fail("get", e))
+        self.done(StorageOp::Get, r)
     }
 
     async fn has(&mut self, key: String, shared: bool) -> Result<bool, StorageErrorWit> {
         let r = self.storage()?.has(&key, shared).await;
-        r.map_err(|e| self.fail("has", e))
+        self.done(StorageOp::Has, r)
     }
 
     async fn delete(&mut self, key: String, shared: bool) -> Result<(), StorageErrorWit> {
         let r = self.storage()?.delete(&key, shared).await;
-        r.map_err(|e| self.fail("delete", e))
+        self.done(StorageOp::Delete, r)
     }
 
     async fn storage_size(&mut self) -> Result<u64, StorageErrorWit> {
         let r = self.storage()?.size().await;
-        r.map_err(|e| self.fail("storage-size", e))
+        self.done(StorageOp::Size, r)
     }
 
     async fn storage_size_human(&mut self) -> Result<String, StorageErrorWit> {
         let r = self.storage()?.size().await;
-        r.map(human_size)
-            .map_err(|e| self.fail("storage-size-human", e))
+        self.done(StorageOp::SizeHuman, r.map(human_size))
     }
 
     async fn namespace_size(&mut self) -> Result<u64, StorageErrorWit> {
-        Ok(self.storage()?.usage())
+        let usage = self.storage()?.usage();
+        self.done(StorageOp::NamespaceSize, Ok(usage))
     }
 
     async fn list_keys(
@@ -118,11 +144,11 @@ impl storage::Host for PluginHost {
             .storage()?
             .list_keys(&prefix, cursor.as_deref(), limit, shared)
             .await;
-        r.map(|page| storage::KeyPage {
+        let r = r.map(|page| storage::KeyPage {
             keys: page.keys,
             next: page.next,
-        })
-        .map_err(|e| self.fail("list-keys", e))
+        });
+        self.done(StorageOp::ListKeys, r)
     }
 
     async fn increment(
@@ -132,7 +158,7 @@ impl storage::Host for PluginHost {
         shared: bool,
     ) -> Result<i64, StorageErrorWit> {
         let r = self.storage()?.increment(&key, delta, shared).await;
-        r.map_err(|e| self.fail("increment", e))
+        self.done(StorageOp::Increment, r)
     }
 
     async fn compare_and_swap(
@@ -146,7 +172,7 @@ impl storage::Host for PluginHost {
             .storage()?
             .compare_and_swap(&key, expected.as_deref(), new.as_deref(), shared)
             .await;
-        r.map_err(|e| self.fail("compare-and-swap", e))
+        self.done(StorageOp::CompareAndSwap, r)
     }
 
     async fn get_many(
@@ -155,7 +181,7 @@ impl storage::Host for PluginHost {
         shared: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, StorageErrorWit> {
         let r = self.storage()?.get_many(&keys, shared).await;
-        r.map_err(|e| self.fail("get-many", e))
+        self.done(StorageOp::GetMany, r)
     }
 
     async fn set_many(
@@ -166,7 +192,7 @@ impl storage::Host for PluginHost {
     ) -> Result<(), StorageErrorWit> {
         let ttl = expires_in_secs.map(Duration::from_secs);
         let r = self.storage()?.set_many(&entries, ttl, shared).await;
-        r.map_err(|e| self.fail("set-many", e))
+        self.done(StorageOp::SetMany, r)
     }
 
     async fn delete_many(
@@ -175,7 +201,7 @@ impl storage::Host for PluginHost {
         shared: bool,
     ) -> Result<(), StorageErrorWit> {
         let r = self.storage()?.delete_many(&keys, shared).await;
-        r.map_err(|e| self.fail("delete-many", e))
+        self.done(StorageOp::DeleteMany, r)
     }
 }
 

@@ -1,0 +1,409 @@
+//! The HTTP adapter, driven with a real HTTP client against `warden run
+//! --listen` on a loopback port.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, Response};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use warden_tests::server::Server;
+use warden_tests::*;
+
+const STORAGE_ID: &str = "example.storage.StoragePlugin";
+const NOTES_ID: &str = "example.notes.NotesPlugin";
+const PROBE_ID: &str = "warden.tests.Probe";
+
+fn client() -> Client {
+    Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// `warden run --listen 127.0.0.1:0` over `plugins`, on sled in `data`,
+/// with `extra` arguments.
+fn serve(plugins: &Path, data: &Path, extra: &[&str]) -> Server {
+    let mut args: Vec<&OsStr> = vec![
+        "run".as_ref(),
+        "--plugins".as_ref(),
+        plugins.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    Server::start(warden_bin!(), args, &[])
+}
+
+fn post(server: &Server, body: Value) -> Value {
+    let response = client()
+        .post(server.url("/v1/messages"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().unwrap()
+}
+
+/// The JSON error of a failed request, checking its status.
+fn error_of(response: Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "errors are JSON"
+    );
+    let body: Value = response.json().unwrap();
+    body["error"].as_str().expect("an error message").to_owned()
+}
+
+/// The value of the metric sample `series` (name and labels, as written).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn messages_get_the_replies_and_errors_of_every_handler() {
+    let plugins = plugins_dir(&[STORAGE, NOTES, PROBE]);
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(plugins.path(), data.path(), &[]);
+
+    assert_eq!(
+        post(
+            &server,
+            json!({"text": "store hello world under greeting", "user": "ann", "channel": "general"})
+        ),
+        json!({
+            "replies": [{
+                "plugin": STORAGE_ID,
+                "handler": "store",
+                "text": "'hello world' stored under greeting!"
+            }],
+            "errors": []
+        })
+    );
+    assert_eq!(
+        post(&server, json!({"text": "retrieve greeting"}))["replies"],
+        json!([{
+            "plugin": STORAGE_ID,
+            "handler": "retrieve",
+            "text": "'hello world' retrieved from <greeting>!"
+        }])
+    );
+    // respond-to routes see only messages addressed to the bot.
+    assert_eq!(
+        post(
+            &server,
+            json!({"text": "retrieve greeting", "addressed": false})
+        ),
+        json!({"replies": [], "errors": []})
+    );
+    // A handler's failure is reported with its plugin and handler.
+    assert_eq!(
+        post(&server, json!({"text": "fail"})),
+        json!({
+            "replies": [],
+            "errors": [{"plugin": PROBE_ID, "handler": "fail", "error": "probe asked to fail"}]
+        })
+    );
+
+    let stopped = server.terminate();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(stopped.stderr.contains("terminated; shutting down"));
+
+    // The store was closed cleanly: the data is there for the next run.
+    let out = run_warden(
+        warden_bin!(),
+        [
+            "run".as_ref(),
+            "--plugins".as_ref(),
+            plugins.path().as_os_str(),
+            "--data".as_ref(),
+            data.path().as_os_str(),
+        ],
+        "retrieve greeting\n",
+    );
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert_eq!(
+        stdout_lines(&out),
+        ["'hello world' retrieved from <greeting>!"]
+    );
+}
+
+#[test]
+fn plugins_are_listed_with_their_digest_routes_and_grant() {
+    let plugins = plugins_dir(&[STORAGE, NOTES, BAD_IDENTITY]);
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!("[grants.\"{NOTES_ID}\"]\nshared = \"read-write\"\nwrite = [\"notes:\"]\n"),
+    )
+    .unwrap();
+    let server = serve(
+        plugins.path(),
+        &data.path().join("db"),
+        &["--config", config.to_str().unwrap()],
+    );
+
+    let response = client().get(server.url("/v1/plugins")).send().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().unwrap();
+    let listed = body["plugins"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{body:#}");
+    let notes = &listed[0];
+    let storage = &listed[1];
+    assert_eq!(notes["id"], NOTES_ID);
+    assert_eq!(
+        notes["grant"],
+        json!({"shared": "read-write", "read": [], "write": ["notes:"]})
+    );
+    assert_eq!(
+        storage["grant"],
+        json!({"shared": "none", "read": [], "write": []})
+    );
+
+    assert_eq!(storage["id"], STORAGE_ID);
+    assert_eq!(storage["version"], "0.1.0");
+    assert_eq!(
+        storage["description"],
+        "Stores, retrieves and deletes text by key"
+    );
+    let file = plugins.path().join(STORAGE);
+    assert_eq!(storage["file"], file.display().to_string());
+    let digest: String = Sha256::digest(std::fs::read(&file).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(storage["digest"], digest);
+    assert_eq!(
+        storage["routes"][0],
+        json!({
+            "kind": "respond-to",
+            "pattern": r"store (?P<text>.*) under (?P<key>\w+)",
+            "handler": "store"
+        })
+    );
+    assert_eq!(storage["routes"].as_array().unwrap().len(), 5);
+
+    let skipped = body["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{body:#}");
+    assert!(
+        skipped[0]
+            .as_str()
+            .unwrap()
+            .contains("bad_identity.wasm: invalid plugin identity"),
+        "{body:#}"
+    );
+}
+
+#[test]
+fn health_and_metrics_report_what_happened() {
+    let plugins = plugins_dir(&[STORAGE, NOTES]);
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(plugins.path(), data.path(), &[]);
+
+    let health = client().get(server.url("/healthz")).send().unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.text().unwrap(), "ok");
+
+    let scrape = || {
+        let response = client().get(server.url("/metrics")).send().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4"),
+        );
+        response.text().unwrap()
+    };
+    let before = scrape();
+    assert_eq!(metric(&before, "warden_messages_received_total"), Some(0.0));
+    assert_eq!(metric(&before, "warden_plugins_loaded"), Some(2.0));
+    let calls = format!("warden_handler_calls_total{{plugin=\"{STORAGE_ID}\"}}");
+    assert_eq!(metric(&before, &calls), Some(0.0), "{before}");
+
+    post(
+        &server,
+        json!({"text": "store s3cretvalue under s3cretkey"}),
+    );
+    post(&server, json!({"text": "retrieve s3cretkey"}));
+    // Without a grant, the notes plugin's shared write is denied.
+    post(
+        &server,
+        json!({"text": "publish s3cretnote as s3cretshared"}),
+    );
+    post(&server, json!({"text": "nothing matches this"}));
+
+    let after = scrape();
+    assert_eq!(
+        metric(&after, "warden_messages_received_total"),
+        Some(4.0),
+        "{after}"
+    );
+    assert_eq!(metric(&after, &calls), Some(2.0), "{after}");
+    let errors = format!("warden_handler_errors_total{{plugin=\"{STORAGE_ID}\"}}");
+    assert_eq!(metric(&after, &errors), Some(0.0), "{after}");
+    let count = format!("warden_handler_duration_seconds_count{{plugin=\"{STORAGE_ID}\"}}");
+    assert_eq!(metric(&after, &count), Some(2.0), "{after}");
+    let inf =
+        format!("warden_handler_duration_seconds_bucket{{plugin=\"{STORAGE_ID}\",le=\"+Inf\"}}");
+    assert_eq!(metric(&after, &inf), Some(2.0), "{after}");
+    for (op, n) in [("set", 1.0), ("get", 1.0), ("delete", 0.0)] {
+        let series =
+            format!("warden_storage_operations_total{{plugin=\"{STORAGE_ID}\",op=\"{op}\"}}");
+        assert_eq!(metric(&after, &series), Some(n), "{series}\n{after}");
+    }
+    let denied = format!(
+        "warden_storage_errors_total{{plugin=\"{NOTES_ID}\",op=\"set\",error=\"access-denied\"}}"
+    );
+    assert_eq!(metric(&after, &denied), Some(1.0), "{after}");
+    // Keys and values never appear in metrics.
+    assert!(!after.contains("s3cret"), "{after}");
+}
+
+#[test]
+fn bad_requests_get_json_errors_with_fitting_status() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("warden.toml");
+    std::fs::write(&config, "[http]\nmax_body_bytes = 2048\n").unwrap();
+    let server = serve(
+        plugins.path(),
+        &data.path().join("db"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let post_raw = |body: &str| {
+        client()
+            .post(server.url("/v1/messages"))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .unwrap()
+    };
+
+    let e = error_of(post_raw("{\"text\": "), StatusCode::BAD_REQUEST);
+    assert!(e.contains("invalid JSON") && e.contains("EOF"), "{e}");
+    let e = error_of(post_raw("{\"user\": \"ann\"}"), StatusCode::BAD_REQUEST);
+    assert!(e.contains("missing field `text`"), "{e}");
+    let e = error_of(post_raw("{\"txt\": \"hi\"}"), StatusCode::BAD_REQUEST);
+    assert!(e.contains("unknown field `txt`"), "{e}");
+    let e = error_of(post_raw("{\"text\": 5}"), StatusCode::BAD_REQUEST);
+    assert!(e.contains("invalid type: integer `5`"), "{e}");
+    let e = error_of(post_raw("{\"text\": \"  \"}"), StatusCode::BAD_REQUEST);
+    assert!(e.contains("text"), "{e}");
+
+    // Over the limit: refused whole. At the limit: accepted.
+    let long = format!("{{\"text\": \"{}\"}}", "a".repeat(8 * 1024));
+    let e = error_of(post_raw(&long), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(e.contains("2048 bytes"), "{e}");
+    let padding = 2048 - "{\"text\": \"store x under k\"}".len();
+    let fits = format!("{{\"text\": \"store x under k\"}}{}", " ".repeat(padding));
+    assert_eq!(fits.len(), 2048);
+    assert_eq!(post_raw(&fits).status(), StatusCode::OK);
+
+    let not_json = client()
+        .post(server.url("/v1/messages"))
+        .header("content-type", "text/plain")
+        .body("{\"text\": \"store x under k\"}")
+        .send()
+        .unwrap();
+    let e = error_of(not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(e.contains("application/json"), "{e}");
+
+    let e = error_of(
+        client().get(server.url("/v2/nothing")).send().unwrap(),
+        StatusCode::NOT_FOUND,
+    );
+    assert!(e.contains("/v2/nothing"), "{e}");
+    let wrong_method = client().get(server.url("/v1/messages")).send().unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "POST");
+    let e = error_of(wrong_method, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(e.contains("GET"), "{e}");
+    let e = error_of(
+        client().delete(server.url("/v1/plugins")).send().unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+    );
+    assert!(e.contains("DELETE"), "{e}");
+
+    // The server still serves after all that.
+    assert_eq!(
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn console_and_http_run_together_until_sigterm() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let mut server = serve(plugins.path(), data.path(), &["--console"]);
+    let wait = Duration::from_secs(60);
+
+    server.write_stdin("store from the console under k\n");
+    assert_eq!(
+        server.stdout_line(wait).as_deref(),
+        Some("'from the console' stored under k!")
+    );
+    assert_eq!(
+        post(&server, json!({"text": "retrieve k"}))["replies"][0]["text"],
+        "'from the console' retrieved from <k>!"
+    );
+    post(&server, json!({"text": "store from HTTP under k"}));
+    server.write_stdin("retrieve k\n");
+    assert_eq!(
+        server.stdout_line(wait).as_deref(),
+        Some("'from HTTP' retrieved from <k>!")
+    );
+
+    // The end of the console's input leaves HTTP serving.
+    server.close_stdin();
+    let started = std::time::Instant::now();
+    while !server.stderr().contains("end of console input") {
+        assert!(started.elapsed() < wait, "{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.is_running());
+    assert_eq!(
+        post(&server, json!({"text": "retrieve k"}))["replies"][0]["text"],
+        "'from HTTP' retrieved from <k>!"
+    );
+
+    let stopped = server.terminate();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}
+
+#[test]
+fn a_taken_address_fails_at_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let out = run_warden(
+        warden_bin!(),
+        [
+            "run".as_ref(),
+            "--plugins".as_ref(),
+            plugins.path().as_os_str(),
+            "--data".as_ref(),
+            data.path().as_os_str(),
+            "--listen".as_ref(),
+            OsStr::new(&addr),
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = stderr_text(&out);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
