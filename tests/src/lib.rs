@@ -9,6 +9,7 @@ use tempfile::TempDir;
 
 pub mod conformance;
 pub mod redis_server;
+pub mod server;
 
 /// The example storage plugin (`example.storage.StoragePlugin`).
 pub const STORAGE: &str = "storage.wasm";
@@ -24,6 +25,12 @@ pub const PROBE_B: &str = "probe_b.wasm";
 pub const HOSTILE: &str = "hostile.wasm";
 /// A plugin declaring the invalid identity `not a valid id!`.
 pub const BAD_IDENTITY: &str = "bad_identity.wasm";
+/// The benchmark plugin (`warden.bench.Bench00`); see [`bench_plugin`].
+pub const BENCH: &str = "bench.wasm";
+
+/// The marker that ends the benchmark plugin's identity and starts each of
+/// its routes.
+pub const BENCH_MARKER: &str = "Bench00";
 
 /// The seed transcript and the replies Warden must print for it.
 pub const TRANSCRIPT: &str = "store hello world under greeting
@@ -58,6 +65,46 @@ pub fn plugins_dir(names: &[&str]) -> TempDir {
     let dir = tempfile::tempdir().expect("temporary directory");
     for name in names {
         std::fs::copy(wasm(name), dir.path().join(name)).expect("copy component");
+    }
+    dir
+}
+
+/// Copy number `n` (0 to 99) of the benchmark plugin: every occurrence of
+/// [`BENCH_MARKER`] in the component replaced by `Bench{n:02}`. The marker
+/// keeps its length, so the copy is a valid component with its own identity
+/// (`warden.bench.Bench07`), routes (`Bench07 get ...`) and digest.
+pub fn bench_plugin(n: usize) -> Vec<u8> {
+    assert!(n < 100, "the marker has room for two digits");
+    let original = std::fs::read(wasm(BENCH)).expect("read the benchmark plugin");
+    let marker = BENCH_MARKER.as_bytes();
+    let replacement = format!("Bench{n:02}");
+    let mut out = Vec::with_capacity(original.len());
+    let mut rest = &original[..];
+    let mut found = 0;
+    while let Some(at) = rest.windows(marker.len()).position(|w| w == marker) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(replacement.as_bytes());
+        rest = &rest[at + marker.len()..];
+        found += 1;
+    }
+    out.extend_from_slice(rest);
+    assert!(
+        found > 0,
+        "{BENCH} does not contain the marker {BENCH_MARKER}"
+    );
+    out
+}
+
+/// A temporary plugins directory holding copies 0 to `count - 1` of the
+/// benchmark plugin (see [`bench_plugin`]), as `bench00.wasm`, ...
+pub fn bench_plugins_dir(count: usize) -> TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for n in 0..count {
+        std::fs::write(
+            dir.path().join(format!("bench{n:02}.wasm")),
+            bench_plugin(n),
+        )
+        .expect("write a benchmark plugin");
     }
     dir
 }

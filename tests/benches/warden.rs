@@ -1,0 +1,944 @@
+//! Warden's performance against its targets. BENCHMARKS.md explains each
+//! figure.
+//!
+//! ```sh
+//! cargo bench -p warden-tests --bench warden                    # everything
+//! cargo bench -p warden-tests --bench warden -- quick           # a quick, smaller run
+//! cargo bench -p warden-tests --bench warden -- throughput      # one section
+//! ```
+//!
+//! The sections are `overhead`, `throughput`, `startup` and `memory`; name
+//! any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
+//! fewer, shorter repetitions. Environment variables:
+//!
+//! - `WARDEN_BENCH_TASKS`: concurrent senders of the throughput section
+//!   (default: twice the number of cores);
+//! - `WARDEN_BENCH_ONLY`: runs only the overhead and throughput figures
+//!   whose name contains this text (case-insensitive), e.g. `get overhead`
+//!   or `20 plugins, sled Periodic`;
+//! - `WARDEN_BENCH_CACHE`: the compilation cache directory of the overhead
+//!   and throughput hosts (default: a fresh one), so that repeated runs, for
+//!   example under a profiler, skip compiling.
+//!
+//! Each figure is the median of several repetitions. The bench runs only
+//! when Cargo passes `--bench` (as `cargo bench` does), so that test runs
+//! never execute it.
+//!
+//! Two more modes serve profiling (see BENCHMARKS.md):
+//!
+//! - `--write-plugins DIR COUNT` writes copies 0 to COUNT - 1 of the bench
+//!   plugin into DIR;
+//! - `--start-host PLUGINS_DIR CACHE_DIR COUNT` starts a host on a fresh
+//!   sled database with the plugins of PLUGINS_DIR (COUNT of them), leaves
+//!   them idle for 200 ms, prints `resident BYTES` and stops. The memory
+//!   section runs it in a fresh process for each figure.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use tempfile::TempDir;
+use warden::identity::{Namespace, PluginId, encode_key};
+use warden::storage::{Backend, SledBackend, SledOptions, SyncPolicy};
+use warden::{Config, Host, Incoming};
+use warden_tests::bench_plugins_dir;
+
+/// The value the bench plugin's `set` writes: 100 bytes.
+const VALUE: [u8; 100] = [b'x'; 100];
+/// The key every storage-overhead call uses.
+const KEY: &str = "k";
+
+/// How much work each section does.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Repetitions of the storage-overhead measurements.
+    overhead_repeats: usize,
+    /// How long N direct calls should take: N is calibrated to it, since a
+    /// `set` that waits for the disk can cost a thousand times a `get`.
+    overhead_run: Duration,
+    /// Repetitions of each throughput run.
+    throughput_repeats: usize,
+    /// Length of one throughput run.
+    throughput_run: Duration,
+    /// Plugins of the larger throughput host.
+    throughput_plugins: usize,
+    /// Concurrent senders.
+    tasks: usize,
+    /// Plugins loaded by the start-up section.
+    startup_plugins: usize,
+    startup_repeats: usize,
+    /// Plugins of the memory section's host.
+    memory_plugins: usize,
+    memory_repeats: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool, cores: usize) -> Self {
+        let tasks = std::env::var("WARDEN_BENCH_TASKS")
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(2 * cores);
+        if quick {
+            Self {
+                overhead_repeats: 2,
+                overhead_run: Duration::from_millis(5),
+                throughput_repeats: 1,
+                throughput_run: Duration::from_millis(300),
+                throughput_plugins: 20,
+                tasks,
+                startup_plugins: 10,
+                startup_repeats: 1,
+                memory_plugins: 20,
+                memory_repeats: 1,
+            }
+        } else {
+            Self {
+                overhead_repeats: 7,
+                overhead_run: Duration::from_millis(40),
+                throughput_repeats: 3,
+                throughput_run: Duration::from_secs(2),
+                throughput_plugins: 20,
+                tasks,
+                startup_plugins: 50,
+                startup_repeats: 3,
+                memory_plugins: 100,
+                memory_repeats: 3,
+            }
+        }
+    }
+}
+
+/// One figure compared with its target.
+#[derive(Debug)]
+struct Check {
+    what: String,
+    figure: String,
+    target: String,
+    /// `None` for a figure without a target.
+    pass: Option<bool>,
+}
+
+/// Every figure of the run, and the checks against the targets.
+#[derive(Debug, Default)]
+struct Report {
+    checks: Vec<Check>,
+}
+
+impl Report {
+    fn check(&mut self, what: impl Into<String>, figure: String, target: &str, pass: bool) {
+        let check = Check {
+            what: what.into(),
+            figure,
+            target: target.to_owned(),
+            pass: Some(pass),
+        };
+        println!(
+            "  => {}: {} (target {}) {}",
+            check.what,
+            check.figure,
+            check.target,
+            verdict(check.pass)
+        );
+        self.checks.push(check);
+    }
+
+    /// A figure reported without a target.
+    fn info(&mut self, what: impl Into<String>, figure: String) {
+        self.checks.push(Check {
+            what: what.into(),
+            figure,
+            target: "—".to_owned(),
+            pass: None,
+        });
+    }
+
+    fn print(&self, quick: bool) {
+        println!();
+        println!("## Targets");
+        if quick {
+            println!(
+                "(quick run: smaller sizes, fewer repetitions; the verdicts are indicative only)"
+            );
+        }
+        println!();
+        println!("| figure | measured | target | verdict |");
+        println!("|---|---|---|---|");
+        for c in &self.checks {
+            println!(
+                "| {} | {} | {} | {} |",
+                c.what,
+                c.figure,
+                c.target,
+                verdict(c.pass)
+            );
+        }
+    }
+}
+
+fn verdict(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "PASS",
+        Some(false) => "MISS",
+        None => "—",
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("--start-host") => return start_host(&args[1..]),
+        Some("--write-plugins") => return write_plugins(&args[1..]),
+        _ => {}
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!(
+            "warden bench: not run (run it with `cargo bench -p warden-tests --bench warden`)"
+        );
+        return Ok(());
+    }
+    let quick = args.iter().any(|a| a == "quick")
+        || std::env::var("WARDEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    const SECTIONS: [&str; 4] = ["overhead", "throughput", "startup", "memory"];
+    let mut sections: Vec<&str> = Vec::new();
+    for arg in args.iter().filter(|a| !a.starts_with('-') && *a != "quick") {
+        match SECTIONS.iter().find(|s| **s == arg.as_str()) {
+            Some(s) => sections.push(s),
+            None => bail!("unknown section {arg:?}; the sections are {SECTIONS:?} and `quick`"),
+        }
+    }
+    if sections.is_empty() {
+        sections = SECTIONS.to_vec();
+    }
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let sizes = Sizes::new(quick, cores);
+    println!("# Warden benchmarks");
+    println!(
+        "{cores} cores, {}{}; load average {}",
+        cpu_model(),
+        if quick { ", quick run" } else { "" },
+        load_average()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()?;
+    // Compiled plugins are shared by every host of the run, except where
+    // the start-up and memory sections measure compilation itself.
+    let scratch = tempfile::tempdir()?;
+    let cache = match std::env::var_os("WARDEN_BENCH_CACHE") {
+        Some(dir) => dir.into(),
+        None => scratch.path().join("compile-cache"),
+    };
+    let mut report = Report::default();
+    let started = Instant::now();
+    for section in sections {
+        let t = Instant::now();
+        match section {
+            "overhead" => runtime.block_on(overhead(&sizes, &cache, &mut report))?,
+            "throughput" => runtime.block_on(throughput(&sizes, &cache, &mut report))?,
+            "startup" => runtime.block_on(startup(&sizes, &mut report))?,
+            "memory" => memory(&sizes, &mut report)?,
+            _ => unreachable!(),
+        }
+        println!("  ({section} took {:.1} s)", t.elapsed().as_secs_f64());
+    }
+    report.print(quick);
+    println!(
+        "\nthe whole run took {:.1} s; load average {}",
+        started.elapsed().as_secs_f64(),
+        load_average()
+    );
+    Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews
+/// every figure.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Whether the figure named `name` is to be measured (`WARDEN_BENCH_ONLY`).
+fn selected(name: &str) -> bool {
+    std::env::var("WARDEN_BENCH_ONLY").map_or(true, |only| {
+        name.to_lowercase().contains(&only.to_lowercase())
+    })
+}
+
+/// `--write-plugins DIR COUNT`.
+fn write_plugins(args: &[String]) -> anyhow::Result<()> {
+    let [dir, count] = args else {
+        bail!("usage: --write-plugins DIR COUNT");
+    };
+    let dir = Path::new(dir);
+    std::fs::create_dir_all(dir)?;
+    for n in 0..count.parse()? {
+        std::fs::write(
+            dir.join(format!("bench{n:02}.wasm")),
+            warden_tests::bench_plugin(n),
+        )?;
+    }
+    Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+// ---------------------------------------------------------------------------
+// Hosts
+
+/// A host over a fresh sled database with `sync`, loading every plugin in
+/// `plugins` and compiling through `cache`. Handler calls may take a minute,
+/// for the long loops of the storage-overhead section.
+async fn sled_host(
+    plugins: &Path,
+    sync: SyncPolicy,
+    cache: &Path,
+) -> anyhow::Result<(Host, TempDir)> {
+    let data = tempfile::tempdir()?;
+    let options = SledOptions {
+        sync,
+        ..SledOptions::default()
+    };
+    let backend = Arc::new(SledBackend::open_with(data.path(), options)?);
+    let mut config = Config::default();
+    config.limits.handler_timeout_ms = 60_000;
+    let host = Host::builder()
+        .config(config)
+        .backend(backend)
+        .plugins_dir(plugins)
+        .cache_dir(cache)
+        .build()
+        .await?;
+    ensure!(
+        host.skipped().is_empty(),
+        "plugins skipped: {:?}",
+        host.skipped()
+    );
+    Ok((host, data))
+}
+
+/// Sends `text` and returns the one reply it must get.
+async fn ask(host: &Host, text: &str) -> anyhow::Result<String> {
+    let outcomes = host.dispatch(&Incoming::addressed(text)).await;
+    match &outcomes[..] {
+        [one] if one.error.is_none() && one.replies.len() == 1 => Ok(one.replies[0].clone()),
+        _ => bail!("{text:?} was answered with {outcomes:?}"),
+    }
+}
+
+async fn expect(host: &Host, text: &str, reply: &str) -> anyhow::Result<()> {
+    let got = ask(host, text).await?;
+    ensure!(got == reply, "{text:?}: expected {reply:?}, got {got:?}");
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+// ---------------------------------------------------------------------------
+// 1. Storage overhead
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Get,
+    Set,
+    Has,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::Has => "has",
+        }
+    }
+
+    fn reply(self, n: u64) -> String {
+        match self {
+            Op::Get if n == 0 => "got 0 x 0 bytes".to_owned(),
+            Op::Get => format!("got {n} x {} bytes", VALUE.len()),
+            Op::Set => format!("set {n}"),
+            Op::Has => format!("has {n}/{n}"),
+        }
+    }
+}
+
+/// One handler call making `n` calls of `op`, timed from the caller.
+async fn guest_run(host: &Host, op: Op, n: u64) -> anyhow::Result<Duration> {
+    let text = format!("Bench00 {} {n} {KEY}", op.name());
+    let msg = Incoming::addressed(text.as_str());
+    let t = Instant::now();
+    let outcomes = host.dispatch(&msg).await;
+    let elapsed = t.elapsed();
+    let reply = op.reply(n);
+    match &outcomes[..] {
+        [one] if one.error.is_none() && one.replies == [reply.as_str()] => Ok(elapsed),
+        _ => bail!("{text:?}: expected {reply:?}, got {outcomes:?}"),
+    }
+}
+
+/// `n` direct calls of `op` on the backend, with the key the plugin's calls
+/// reach.
+async fn native_run(backend: &dyn Backend, raw: &[u8], op: Op, n: u64) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    match op {
+        Op::Get => {
+            for _ in 0..n {
+                let value = backend.get(raw).await?;
+                ensure!(value.as_deref() == Some(&VALUE[..]), "the value is missing");
+            }
+        }
+        Op::Set => {
+            for _ in 0..n {
+                backend.set(raw, &VALUE, None).await?;
+            }
+        }
+        Op::Has => {
+            for _ in 0..n {
+                ensure!(backend.has(raw).await?, "the key is missing");
+            }
+        }
+    }
+    Ok(t.elapsed())
+}
+
+/// The median time of an empty handler call (`op` with a count of 0).
+async fn empty_call(host: &Host, op: Op, samples: usize) -> anyhow::Result<Duration> {
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        times.push(guest_run(host, op, 0).await?.as_secs_f64());
+    }
+    Ok(Duration::from_secs_f64(median(&mut times)))
+}
+
+/// Per-call times of `op` through the plugin and direct, their ratio, the
+/// time of an empty handler call and the number of calls per run.
+async fn compare(host: &Host, op: Op, run: Duration, repeats: usize) -> anyhow::Result<Compared> {
+    let raw = encode_key(
+        &Namespace::Plugin(PluginId::new("warden.bench.Bench00")?),
+        KEY,
+    );
+    let backend = host.backend().clone();
+    // Make sure the key holds its 100 bytes, and warm up both paths.
+    guest_run(host, Op::Set, 1).await?;
+    guest_run(host, op, 20).await?;
+    let probe = native_run(&*backend, &raw, op, 20).await?;
+    // Calls of about `run` on the direct path.
+    let n = (run.as_secs_f64() / (probe.as_secs_f64() / 20.0)).clamp(20.0, 200_000.0) as u64;
+    guest_run(host, op, n.div_ceil(10)).await?;
+    native_run(&*backend, &raw, op, n.div_ceil(10)).await?;
+    let (mut guest, mut native, mut ratios, mut empties) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..repeats {
+        let empty = empty_call(host, op, 15).await?;
+        let full = guest_run(host, op, n).await?;
+        let direct = native_run(&*backend, &raw, op, n).await?;
+        let g = micros(full.saturating_sub(empty)) / n as f64;
+        let d = micros(direct) / n as f64;
+        guest.push(g);
+        native.push(d);
+        ratios.push(g / d);
+        empties.push(micros(empty));
+    }
+    Ok(Compared {
+        guest: median(&mut guest),
+        native: median(&mut native),
+        ratio: median(&mut ratios),
+        empty: median(&mut empties),
+        n,
+    })
+}
+
+/// What [`compare`] measured: times in microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Compared {
+    /// One call through the plugin, the empty handler call subtracted.
+    guest: f64,
+    /// One direct call.
+    native: f64,
+    /// The median of the repetitions' ratios.
+    ratio: f64,
+    /// An empty handler call.
+    empty: f64,
+    /// Calls per run.
+    n: u64,
+}
+
+async fn overhead(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow::Result<()> {
+    println!(
+        "\n## 1. Guest storage overhead (one handler call making N calls, against N direct Backend calls)"
+    );
+    let plugins = bench_plugins_dir(1);
+    let name = |op: Op, sync: SyncPolicy| format!("{} overhead, sled {sync:?}", op.name());
+    let runs: Vec<_> = [
+        (SyncPolicy::Always, Op::Get),
+        (SyncPolicy::Always, Op::Has),
+        (SyncPolicy::Always, Op::Set),
+        (SyncPolicy::Periodic, Op::Set),
+    ]
+    .into_iter()
+    .filter(|&(sync, op)| selected(&name(op, sync)))
+    .collect();
+    for sync in [SyncPolicy::Always, SyncPolicy::Periodic] {
+        if !runs.iter().any(|r| r.0 == sync) {
+            continue;
+        }
+        let (host, _data) = sled_host(plugins.path(), sync, cache).await?;
+        for &(_, op) in runs.iter().filter(|r| r.0 == sync) {
+            let Compared {
+                guest,
+                native,
+                ratio,
+                empty,
+                n,
+            } = compare(&host, op, sizes.overhead_run, sizes.overhead_repeats).await?;
+            let what = match op {
+                Op::Set => format!("{} per call, sled sync {sync:?}", op.name()),
+                _ => format!("{} per call, sled", op.name()),
+            };
+            println!(
+                "  {what}: N = {n}, through the plugin {guest:.3} µs, direct {native:.3} µs, \
+                 ratio {ratio:.2} (empty handler call {empty:.1} µs)"
+            );
+            report.check(
+                name(op, sync),
+                format!("{ratio:.2}× ({guest:.2} µs vs {native:.2} µs, N = {n})"),
+                "≤ 1.5×",
+                ratio <= 1.5,
+            );
+            report.info(
+                format!("empty handler call ({} 0), sled {sync:?}", op.name()),
+                format!("{empty:.1} µs"),
+            );
+        }
+        host.shutdown().await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 2. Throughput and latency
+
+/// Messages per second and latency percentiles of one run.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    /// CPU time this process used during the run, in cores (wall time
+    /// times cores): below the number of cores, the senders waited or other
+    /// processes had the CPU.
+    cores: f64,
+}
+
+/// CPU time (user and system) this process has used so far, in seconds,
+/// from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // The fields after the command name (which may contain spaces): utime
+    // and stime are the 12th and 13th, in clock ticks of 1/100 s (USER_HZ).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `tasks` senders dispatch the seed's `store` to the `plugins` plugins in
+/// turn for `length`.
+async fn drive(
+    host: &Arc<Host>,
+    plugins: usize,
+    tasks: usize,
+    length: Duration,
+) -> anyhow::Result<Run> {
+    // Message i goes to plugin i % plugins: consecutive messages of a
+    // sender, and the senders among themselves, spread over the plugins.
+    let messages: Arc<Vec<Incoming>> = Arc::new(
+        (0..plugins * 16)
+            .map(|i| {
+                Incoming::addressed(format!(
+                    "Bench{:02} store hello world under k{}",
+                    i % plugins,
+                    i / plugins
+                ))
+            })
+            .collect(),
+    );
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let deadline = start + length;
+    let senders: Vec<_> = (0..tasks)
+        .map(|task| {
+            let host = host.clone();
+            let messages = messages.clone();
+            tokio::spawn(async move {
+                let mut latencies: Vec<u32> = Vec::with_capacity(1 << 18);
+                let mut failed = 0u64;
+                let mut i = task;
+                while Instant::now() < deadline {
+                    let msg = &messages[i % messages.len()];
+                    let t = Instant::now();
+                    let outcomes = host.dispatch(msg).await;
+                    latencies.push(u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX));
+                    if outcomes.len() != 1 || outcomes[0].error.is_some() {
+                        failed += 1;
+                    }
+                    i += tasks;
+                }
+                (latencies, failed, Instant::now())
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut end = start;
+    for sender in senders {
+        let (latencies, failed, done) = sender.await?;
+        ensure!(failed == 0, "{failed} messages failed");
+        all.extend(latencies);
+        end = end.max(done);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| f64::from(all[((all.len() - 1) as f64 * p) as usize]) / 1e3;
+    let wall = (end - start).as_secs_f64();
+    Ok(Run {
+        rate: all.len() as f64 / wall,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        cores: (cpu_seconds() - cpu) / wall,
+    })
+}
+
+async fn throughput(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow::Result<()> {
+    println!(
+        "\n## 2. Message throughput and latency (`BenchNN store hello world under kM` through Host::dispatch, {} concurrent senders)",
+        sizes.tasks
+    );
+    let name = |plugins: usize, sync: SyncPolicy| {
+        let s = if plugins == 1 { "" } else { "s" };
+        format!("{plugins} plugin{s}, sled {sync:?}")
+    };
+    let configs = [
+        (1, SyncPolicy::Periodic),
+        (sizes.throughput_plugins, SyncPolicy::Periodic),
+        (1, SyncPolicy::Always),
+        (sizes.throughput_plugins, SyncPolicy::Always),
+    ];
+    for (plugins, sync) in configs {
+        let what = name(plugins, sync);
+        if !selected(&format!("throughput, {what}")) {
+            continue;
+        }
+        let dir = bench_plugins_dir(plugins);
+        let (host, _data) = sled_host(dir.path(), sync, cache).await?;
+        let host = Arc::new(host);
+        for p in 0..plugins {
+            expect(
+                &host,
+                &format!("Bench{p:02} store hello world under greeting"),
+                "'hello world' stored under greeting!",
+            )
+            .await?;
+        }
+        // Warm up: one sender, then all of them.
+        let warm = sizes.throughput_run / 4;
+        drive(&host, plugins, 1, warm).await?;
+        drive(&host, plugins, sizes.tasks, warm).await?;
+
+        let mut one = Vec::new();
+        let mut loaded = Vec::new();
+        for _ in 0..sizes.throughput_repeats {
+            loaded.push(drive(&host, plugins, sizes.tasks, sizes.throughput_run).await?);
+            one.push(drive(&host, plugins, 1, sizes.throughput_run / 2).await?);
+        }
+        let med =
+            |runs: &[Run], f: fn(&Run) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+        let (rate, p50, p99, cores) = (
+            med(&loaded, |r| r.rate),
+            med(&loaded, |r| r.p50),
+            med(&loaded, |r| r.p99),
+            med(&loaded, |r| r.cores),
+        );
+        let (rate1, p50_1, p99_1) = (
+            med(&one, |r| r.rate),
+            med(&one, |r| r.p50),
+            med(&one, |r| r.p99),
+        );
+        println!(
+            "  {what}: {rate:.0} msg/s, p50 {p50:.1} µs, p99 {p99:.1} µs \
+             ({} senders, {cores:.2} cores busy); one sender: {rate1:.0} msg/s, \
+             p50 {p50_1:.1} µs, p99 {p99_1:.1} µs",
+            sizes.tasks
+        );
+        if plugins == sizes.throughput_plugins && sync == SyncPolicy::Periodic {
+            report.check(
+                format!("throughput, {what}"),
+                format!("{rate:.0} msg/s"),
+                "≥ 100000 msg/s",
+                rate >= 100_000.0,
+            );
+            report.check(
+                format!("p99 latency, {what}"),
+                format!("{p99:.1} µs (p50 {p50:.1} µs)"),
+                "< 100 µs",
+                p99 < 100.0,
+            );
+        } else {
+            report.info(
+                format!("throughput, {what}"),
+                format!("{rate:.0} msg/s, p50 {p50:.1} µs, p99 {p99:.1} µs"),
+            );
+        }
+        report.info(
+            format!("one sender, {what}"),
+            format!("{rate1:.0} msg/s, p50 {p50_1:.1} µs, p99 {p99_1:.1} µs"),
+        );
+        report.info(
+            format!("CPU busy, {} senders, {what}", sizes.tasks),
+            format!(
+                "{cores:.2} cores; {:.1} µs of CPU a message",
+                cores * 1e6 / rate
+            ),
+        );
+        Arc::into_inner(host)
+            .context("a sender still holds the host")?
+            .shutdown()
+            .await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 3. Start-up
+
+/// Builds a host over `backend` with the plugins of `dir` and the cache in
+/// `cache`; returns the time `build` took.
+async fn timed_start(
+    dir: &Path,
+    cache: &Path,
+    backend: &Arc<SledBackend>,
+    count: usize,
+) -> anyhow::Result<(Duration, Host)> {
+    let t = Instant::now();
+    let host = Host::builder()
+        .backend(backend.clone())
+        .plugins_dir(dir)
+        .cache_dir(cache)
+        .build()
+        .await?;
+    let elapsed = t.elapsed();
+    ensure!(
+        host.skipped().is_empty() && host.plugins().len() == count,
+        "loaded {} plugins of {count}; skipped {:?}",
+        host.plugins().len(),
+        host.skipped()
+    );
+    Ok((elapsed, host))
+}
+
+async fn startup(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let n = sizes.startup_plugins;
+    println!(
+        "\n## 3. Start-up: {n} distinct plugins, cold (empty compilation cache) and warm (the same cache again)"
+    );
+    let dir = bench_plugins_dir(n);
+    let empty = tempfile::tempdir()?;
+    let last = format!("Bench{:02} get 0 {KEY}", n - 1);
+    let (mut cold, mut warm, mut bare) = (vec![], vec![], vec![]);
+    for _ in 0..sizes.startup_repeats {
+        let data = tempfile::tempdir()?;
+        let cache = tempfile::tempdir()?;
+        let backend = Arc::new(SledBackend::open(data.path())?);
+
+        let (t, host) = timed_start(empty.path(), cache.path(), &backend, 0).await?;
+        bare.push(t.as_secs_f64() * 1e3);
+        host.shutdown().await?;
+
+        let (t, host) = timed_start(dir.path(), cache.path(), &backend, n).await?;
+        let cache_stats = host.cache().map(|c| (c.hits(), c.misses()));
+        ensure!(
+            cache_stats == Some((0, n as u64)),
+            "cold start: cache {cache_stats:?}"
+        );
+        expect(&host, &last, "got 0 x 0 bytes").await?;
+        cold.push(t.as_secs_f64() * 1e3);
+        host.shutdown().await?;
+
+        let (t, host) = timed_start(dir.path(), cache.path(), &backend, n).await?;
+        let cache_stats = host.cache().map(|c| (c.hits(), c.misses()));
+        ensure!(
+            cache_stats == Some((n as u64, 0)),
+            "warm start: cache {cache_stats:?}"
+        );
+        expect(&host, &last, "got 0 x 0 bytes").await?;
+        warm.push(t.as_secs_f64() * 1e3);
+        host.shutdown().await?;
+        println!(
+            "  run: no plugins {:.1} ms, cold {:.0} ms, warm {:.1} ms",
+            bare.last().unwrap_or(&0.0),
+            cold.last().unwrap_or(&0.0),
+            warm.last().unwrap_or(&0.0)
+        );
+    }
+    let (cold, warm, bare) = (median(&mut cold), median(&mut warm), median(&mut bare));
+    let speedup = cold / warm;
+    println!(
+        "  {n} plugins: cold {cold:.0} ms ({:.1} ms a plugin), warm {warm:.1} ms ({:.2} ms a plugin), \
+         {speedup:.1}× faster warm; a host with no plugins starts in {bare:.1} ms",
+        cold / n as f64,
+        warm / n as f64
+    );
+    // The target is 50 ms for 50 plugins; a quick run, with fewer, scales it.
+    let warm_target = n as f64;
+    report.check(
+        format!("warm start, {n} plugins"),
+        format!("{warm:.1} ms"),
+        &format!("< {warm_target:.0} ms"),
+        warm < warm_target,
+    );
+    report.check(
+        format!("cold / warm start, {n} plugins"),
+        format!("{speedup:.1}× (cold {cold:.0} ms)"),
+        "≥ 20×",
+        speedup >= 20.0,
+    );
+    report.info("start of a host with no plugins", format!("{bare:.1} ms"));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 4. Memory
+
+/// Resident memory of this process in bytes, from /proc/self/statm.
+fn resident_bytes() -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("statm has no resident field")?
+        .parse()?;
+    // The base page size on x86_64 and on most aarch64 Linux kernels.
+    Ok(pages * 4096)
+}
+
+/// `--start-host PLUGINS_DIR CACHE_DIR COUNT`: starts a host with the
+/// plugins of the directory, leaves them idle and prints its resident
+/// memory.
+fn start_host(args: &[String]) -> anyhow::Result<()> {
+    let [dir, cache, count] = args else {
+        bail!("usage: --start-host PLUGINS_DIR CACHE_DIR COUNT");
+    };
+    let count: usize = count.parse()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let data = tempfile::tempdir()?;
+        let backend = Arc::new(SledBackend::open(data.path())?);
+        let (_, host) = timed_start(dir.as_ref(), cache.as_ref(), &backend, count).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        println!("resident {}", resident_bytes()?);
+        host.shutdown().await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Runs `--start-host` in a fresh process and returns the resident memory it reported.
+fn child_resident(dir: &Path, cache: &Path, count: usize) -> anyhow::Result<u64> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .arg("--start-host")
+        .arg(dir)
+        .arg(cache)
+        .arg(count.to_string())
+        .env("WARDEN_LOG", "warn")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "--start-host failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("resident "))
+        .context("--start-host printed no figure")?
+        .parse()
+        .context("the figure --start-host printed")
+}
+
+fn memory(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let n = sizes.memory_plugins;
+    println!(
+        "\n## 4. Memory: resident memory of a host with {n} idle plugins against one with none (each in a fresh process, compiled code from a warm cache)"
+    );
+    let dir = bench_plugins_dir(n);
+    let empty = tempfile::tempdir()?;
+    let cache = tempfile::tempdir()?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    // The first start compiles and fills the cache.
+    let first = child_resident(dir.path(), cache.path(), n)?;
+    println!(
+        "  first start ({n} plugins, compiling): {:.1} MiB resident",
+        mib(first)
+    );
+    let (mut none, mut full) = (vec![], vec![]);
+    for _ in 0..sizes.memory_repeats {
+        none.push(child_resident(empty.path(), cache.path(), 0)? as f64);
+        full.push(child_resident(dir.path(), cache.path(), n)? as f64);
+    }
+    let (none, full) = (median(&mut none) as u64, median(&mut full) as u64);
+    let per = full.saturating_sub(none) as f64 / n as f64;
+    println!(
+        "  no plugins {:.1} MiB, {n} plugins {:.1} MiB: {:.0} KiB a plugin",
+        mib(none),
+        mib(full),
+        per / 1024.0
+    );
+    report.check(
+        format!("resident memory per idle plugin ({n} plugins)"),
+        format!(
+            "{:.0} KiB ({:.1} MiB with none, {:.1} MiB with {n})",
+            per / 1024.0,
+            mib(none),
+            mib(full)
+        ),
+        "< 1024 KiB",
+        per < 1024.0 * 1024.0,
+    );
+    Ok(())
+}
