@@ -1,0 +1,369 @@
+"""Tests of the Python SDK on plain CPython, against an in-memory stand-in
+for the host:
+
+    python3 -m unittest discover -s guest-sdk/python/tests
+"""
+
+import asyncio
+import contextlib
+import datetime
+import io
+import os
+import re
+import sys
+import types
+import unittest
+from dataclasses import dataclass
+from enum import Enum
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import warden  # noqa: E402
+from warden import _host  # noqa: E402
+from warden.storage import decode_value, encode_value  # noqa: E402
+
+
+class Err(Exception):
+    def __init__(self, value):
+        super().__init__(value)
+        self.value = value
+
+
+@dataclass
+class Error_AccessDenied:  # noqa: N801 - componentize-py's names
+    value: str
+
+
+@dataclass
+class Error_QuotaExceeded:  # noqa: N801
+    value: str
+
+
+class FakeStorage:
+    def __init__(self):
+        self.data = {}
+        self.calls = []
+
+    def _check(self, key, shared):
+        if shared:
+            raise Err(Error_AccessDenied("no shared grant"))
+        if key == "full":
+            raise Err(Error_QuotaExceeded("quota of 10 bytes"))
+
+    def set(self, key, value, expires, shared):
+        self._check(key, shared)
+        self.calls.append(("set", key, value, expires))
+        self.data[key] = bytes(value)
+
+    def get(self, key, shared):
+        self._check(key, shared)
+        return self.data.get(key)
+
+    def has(self, key, shared):
+        self._check(key, shared)
+        return key in self.data
+
+    def delete(self, key, shared):
+        self._check(key, shared)
+        self.data.pop(key, None)
+
+    def storage_size(self):
+        return 2048
+
+    def storage_size_human(self):
+        return "2.0 KiB"
+
+
+class FakeChat:
+    def __init__(self):
+        self.said = []
+
+    def say(self, text):
+        self.said.append(text)
+
+
+class RouteKind(Enum):
+    RESPOND_TO = 0
+    LISTEN_TO = 1
+
+
+@dataclass
+class Route:
+    kind: RouteKind
+    pattern: str
+    ignore_case: bool
+    handler: str
+
+
+@dataclass
+class Manifest:
+    id: str
+    version: str
+    description: str
+    routes: list
+
+
+@dataclass
+class WitMessage:
+    text: str
+    user: str = "alice"
+    channel: str = "general"
+    addressed: bool = True
+
+
+@dataclass
+class Capture:
+    name: str
+    value: object
+
+
+FAKE_TYPES = types.SimpleNamespace(RouteKind=RouteKind, Route=Route, Manifest=Manifest)
+
+
+def run(coroutine):
+    return warden.run(coroutine)
+
+
+def top_level(cls):
+    """Gives a class defined in a test the identity of a top-level one."""
+    cls.__qualname__ = cls.__name__
+    return cls
+
+
+class HostTest(unittest.TestCase):
+    def setUp(self):
+        self.storage = FakeStorage()
+        self.chat = FakeChat()
+        _host.install(storage=self.storage, chat=self.chat, types=FAKE_TYPES, err=Err)
+
+
+class Values(HostTest):
+    def roundtrip(self, value):
+        run(warden.Plugin.storage.set("k", value))
+        return run(warden.Plugin.storage.get("k"))
+
+    def test_basic_types_round_trip(self):
+        for value in ["hello world", "", "héllo ✓", 0, -7, 2**70, 1.5, True, False, None,
+                      [1, "two", [3.0]], {"a": {"b": [None, True]}}, b"\x00\xff", bytearray(b"ab"),
+                      {"blob": b"\x01", "list": [b""]}]:
+            expected = bytes(value) if isinstance(value, bytearray) else value
+            self.assertEqual(self.roundtrip(value), expected, repr(value))
+
+    def test_tuples_read_back_as_lists(self):
+        self.assertEqual(self.roundtrip((1, (2, 3))), [1, [2, 3]])
+
+    def test_strings_are_stored_as_rust_would(self):
+        # serde_json's compact form: what a Rust plugin's typed get reads.
+        self.assertEqual(encode_value("hello world"), b'"hello world"')
+        self.assertEqual(encode_value('say "hi" \\ ✓\n'), '"say \\"hi\\" \\\\ ✓\\n"'.encode())
+        self.assertEqual(encode_value({"a": [1, 2.5, None]}), b'{"a":[1,2.5,null]}')
+        self.assertEqual(encode_value(b"\x00\xff"), b'{"$bytes":"AP8="}')
+
+    def test_values_stored_by_rust_are_read(self):
+        self.assertEqual(decode_value(b'"hello world"'), "hello world")
+        self.assertEqual(decode_value(b"42"), 42)  # a counter from increment
+        self.assertEqual(decode_value(b"[1,2,3]"), [1, 2, 3])
+
+    def test_unsupported_values_raise_encode(self):
+        for value in [{1, 2}, object(), datetime.date(2024, 1, 1), float("nan"), float("inf"),
+                      {1: "int key"}, {"$bytes": "reserved"}, "\ud800"]:
+            with self.assertRaises(warden.Encode, msg=repr(value)):
+                encode_value(value)
+        with self.assertRaises(warden.Encode):
+            run(warden.Plugin.storage.set("k", {1, 2}))
+        self.assertEqual(self.storage.data, {})
+
+    def test_non_json_values_raise_decode(self):
+        for raw in [b"\xff\x00", b"raw text", b'{"$bytes":"not base64!"}']:
+            with self.assertRaises(warden.Decode, msg=repr(raw)):
+                decode_value(raw)
+
+    def test_expiry_in_seconds_or_timedelta(self):
+        storage = warden.Plugin.storage
+        run(storage.set("a", 1))
+        run(storage.set("b", 1, expires=30))
+        run(storage.set("c", 1, expires=datetime.timedelta(minutes=2)))
+        run(storage.set("d", 1, expires=datetime.timedelta(seconds=1, microseconds=1)))
+        run(storage.set("e", 1, expires=0))
+        self.assertEqual([c[3] for c in self.storage.calls], [None, 30, 120, 2, 0])
+        for bad in [-1, datetime.timedelta(seconds=-1)]:
+            with self.assertRaises(ValueError):
+                run(storage.set("x", 1, expires=bad))
+        for bad in [1.5, "10", True]:
+            with self.assertRaises(TypeError):
+                run(storage.set("x", 1, expires=bad))
+
+    def test_has_delete_and_sizes(self):
+        storage = warden.Plugin.storage
+        self.assertFalse(run(storage.has("k")))
+        run(storage.set("k", "v"))
+        self.assertTrue(run(storage.has("k")))
+        run(storage.delete("k"))
+        run(storage.delete("k"))
+        self.assertIsNone(run(storage.get("k")))
+        self.assertEqual(run(storage.get_storage_size()), 2048)
+        self.assertEqual(run(storage.get_storage_size_human()), "2.0 KiB")
+
+    def test_host_errors_raise_the_named_exceptions(self):
+        storage = warden.Plugin.storage
+        with self.assertRaises(warden.AccessDenied) as denied:
+            run(storage.get("k", shared=True))
+        self.assertEqual(denied.exception.message, "no shared grant")
+        self.assertIsInstance(denied.exception, warden.StorageError)
+        with self.assertRaises(warden.QuotaExceeded):
+            run(storage.set("full", "x"))
+
+    def test_keys_must_be_strings(self):
+        with self.assertRaises(TypeError):
+            run(warden.Plugin.storage.get(1))
+
+
+class Greeter(warden.Plugin):
+    """Greets people.
+
+    More text that is not part of the description."""
+
+    __version__ = "1.2.3"
+
+    async def init(self):
+        self.greeted = 0
+
+    @warden.respond_to(r"hello (?P<name>\w+)(?: from (?P<place>\w+))?")
+    async def hello(self, msg, name, place):
+        self.greeted += 1
+        await self.storage.set("last", name)
+        await msg.say(f"hello {name} from {place} ({msg.user} in {msg.channel}, #{self.greeted})")
+
+    @warden.listen_to(r"^ping$", flags=0)
+    @warden.listen_to(r"^pong$", flags=re.IGNORECASE | re.MULTILINE)
+    def ping(self, msg):
+        return "sync handlers work too"
+
+    @warden.respond_to(r"fail")
+    async def fail(self, msg):
+        await self.storage.get("k", shared=True)
+
+    @warden.respond_to(r"sleep")
+    async def sleep(self, msg):
+        await asyncio.sleep(1)
+
+
+class Components(HostTest):
+    def world(self, cls=Greeter):
+        return warden.component(cls)()
+
+    def test_manifest(self):
+        manifest = self.world().manifest()
+        self.assertEqual(manifest.id, f"{__name__}.Greeter")
+        self.assertEqual(manifest.version, "1.2.3")
+        self.assertEqual(manifest.description, "Greets people.")
+        self.assertEqual(
+            [(r.kind, r.pattern, r.ignore_case, r.handler) for r in manifest.routes],
+            [
+                (RouteKind.RESPOND_TO, r"hello (?P<name>\w+)(?: from (?P<place>\w+))?", True, "hello"),
+                (RouteKind.LISTEN_TO, "^ping$", False, "ping"),
+                (RouteKind.LISTEN_TO, "(?m)^pong$", True, "ping"),
+                (RouteKind.RESPOND_TO, "fail", True, "fail"),
+                (RouteKind.RESPOND_TO, "sleep", True, "sleep"),
+            ],
+        )
+
+    def test_captures_become_keyword_arguments(self):
+        world = self.world()
+        world.handle(0, WitMessage("hello bob"), [Capture("name", "bob"), Capture("place", None)])
+        world.handle(0, WitMessage("hello eve from paris"), [Capture("name", "eve"), Capture("place", "paris")])
+        self.assertEqual(
+            self.chat.said,
+            ["hello bob from None (alice in general, #1)", "hello eve from paris (alice in general, #2)"],
+        )
+        self.assertEqual(self.storage.data["last"], b'"eve"')
+
+    def test_errors_become_handler_errors(self):
+        world = self.world()
+        log = io.StringIO()
+        with contextlib.redirect_stderr(log):
+            with self.assertRaises(Err) as failed:
+                world.handle(3, WitMessage("fail"), [])
+            self.assertEqual(failed.exception.value, "AccessDenied: no shared grant")
+            with self.assertRaises(Err) as slept:
+                world.handle(4, WitMessage("sleep"), [])
+            self.assertIn("RuntimeError", slept.exception.value)
+            with self.assertRaises(Err):
+                world.handle(99, WitMessage("nothing"), [])
+            world.handle(1, WitMessage("ping"), [])
+        # The tracebacks go to stderr, which the host logs.
+        self.assertIn("Traceback", log.getvalue())
+        self.assertIn("warden.storage.AccessDenied: no shared grant", log.getvalue())
+
+    def test_identity_must_be_valid(self):
+        def local():
+            class Inner(warden.Plugin):
+                pass
+
+            return Inner
+
+        with self.assertRaisesRegex(ValueError, "not a valid Warden identity"):
+            warden.component(local())
+
+    def test_handlers_must_take_the_named_groups(self):
+        @top_level
+        class Missing(warden.Plugin):
+            @warden.respond_to(r"(?P<key>\w+)")
+            async def handler(self, msg):
+                pass
+
+        with self.assertRaisesRegex(TypeError, "no parameter for the named group 'key'"):
+            warden.component(Missing)
+
+        @top_level
+        class Extra(warden.Plugin):
+            @warden.respond_to(r"(?P<key>\w+)")
+            async def handler(self, msg, key, other):
+                pass
+
+        with self.assertRaisesRegex(TypeError, "parameter 'other' is not a named group"):
+            warden.component(Extra)
+
+        @top_level
+        class Flexible(warden.Plugin):
+            @warden.respond_to(r"(?P<key>\w+) (?P<value>\w+)")
+            async def handler(self, msg, key, other=None, **rest):
+                pass
+
+        warden.component(Flexible)
+
+    def test_patterns_the_host_cannot_match_are_refused(self):
+        for pattern, what in [(r"a(?=b)", "look-around"), (r"(?P<x>a)(?P=x)", "back-references")]:
+
+            @top_level
+            class Bad(warden.Plugin):
+                @warden.respond_to(pattern)
+                async def handler(self, msg, **groups):
+                    pass
+
+            with self.assertRaisesRegex(ValueError, what):
+                warden.component(Bad)
+        with self.assertRaisesRegex(ValueError, "unsupported flags"):
+            warden.respond_to("x", flags=re.LOCALE | re.IGNORECASE)
+
+    def test_the_module_must_define_one_plugin(self):
+        module = types.ModuleType("two_plugins")
+        for name in ["A", "B"]:
+            module.__dict__[name] = type(name, (warden.Plugin,), {"__module__": "two_plugins"})
+        with self.assertRaisesRegex(LookupError, "found: A, B"):
+            warden.component(module)
+        self.assertEqual(warden.component(module, "B").identity, "two_plugins.B")
+
+    def test_a_package_may_define_its_plugin_in_a_submodule(self):
+        package = types.ModuleType("echo")
+        package.Echo = type("Echo", (warden.Plugin,), {"__module__": "echo.plugin"})
+        package.Plugin = warden.Plugin
+        self.assertEqual(warden.component(package).identity, "echo.plugin.Echo")
+
+    def test_msg_say_takes_text(self):
+        with self.assertRaises(TypeError):
+            run(warden.Message("x").say(3))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,114 @@
+"""Exercises the Python SDK inside a real component: values of every
+supported type, storage errors, expiry, handler failures and logging."""
+
+import asyncio
+import datetime
+import json
+
+import warden
+from warden import Plugin, listen_to, log, respond_to
+
+__version__ = "2.0.0"
+
+
+def show(value):
+    return f"{type(value).__name__} {value!r}"
+
+
+class Probe(Plugin):
+    """Exercises the Python SDK."""
+
+    async def init(self):
+        self.inits = getattr(self, "inits", 0) + 1
+        self.calls = 0
+
+    @respond_to(r"^py set (?P<key>\S+) = (?P<value>.*)$")
+    async def set_json(self, msg, key, value):
+        await self.storage.set(key, json.loads(value))
+        await msg.say("ok")
+
+    @respond_to(r"^py set-bytes (?P<key>\S+) = (?P<hex>[0-9a-f]*)$")
+    async def set_bytes(self, msg, key, hex):
+        await self.storage.set(key, bytes.fromhex(hex))
+        await msg.say("ok")
+
+    @respond_to(r"^py set-tuple (?P<key>\S+)$")
+    async def set_tuple(self, msg, key):
+        await self.storage.set(key, ("a", (1, b"\x00")))
+        await msg.say("ok")
+
+    @respond_to(r"^py expire (?P<key>\S+) in (?P<seconds>\d+)(?P<unit> ms)?$")
+    async def expire(self, msg, key, seconds, unit):
+        if unit:
+            expires = datetime.timedelta(milliseconds=int(seconds))
+        else:
+            expires = int(seconds)
+        await self.storage.set(key, "expiring", expires=expires)
+        await msg.say("ok")
+
+    @respond_to(r"^py get (?P<key>\S+)$")
+    async def get(self, msg, key):
+        await msg.say(show(await self.storage.get(key)))
+
+    @respond_to(r"^py has (?P<key>\S+)$")
+    async def has(self, msg, key):
+        await msg.say(show(await self.storage.has(key)))
+
+    @respond_to(r"^py delete (?P<key>\S+)$")
+    async def delete(self, msg, key):
+        await self.storage.delete(key)
+        await msg.say("ok")
+
+    @respond_to(r"^py shared (?P<op>get|set) (?P<key>\S+)$")
+    async def shared(self, msg, op, key):
+        try:
+            if op == "get":
+                await msg.say(show(await self.storage.get(key, shared=True)))
+            else:
+                await self.storage.set(key, "shared value", shared=True)
+                await msg.say("ok")
+        except warden.StorageError as e:
+            await msg.say(f"{type(e).__name__}: {e.message}")
+
+    @respond_to(r"^py store (?P<what>set|bad key|too large)$")
+    async def store_error(self, msg, what):
+        try:
+            if what == "set":
+                await self.storage.set("k", {1, 2})
+            elif what == "bad key":
+                await self.storage.set("", "empty key")
+            else:
+                await self.storage.set("big", "x" * 2_000_000)
+        except warden.StorageError as e:
+            await msg.say(f"{type(e).__name__}: {e.message}")
+
+    @respond_to(r"^py sizes$")
+    async def sizes(self, msg):
+        size = await self.storage.get_storage_size()
+        human = await self.storage.get_storage_size_human()
+        await msg.say(f"{type(size).__name__} {type(human).__name__}")
+
+    @respond_to(r"^py fail$")
+    async def fail(self, msg):
+        await msg.say("about to fail")
+        raise ValueError("boom")
+
+    @respond_to(r"^py sleep$")
+    async def sleep(self, msg):
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+
+    @respond_to(r"^py state$")
+    def state(self, msg):
+        self.calls += 1
+        warden.run(msg.say(f"inits {self.inits} calls {self.calls}"))
+
+    @respond_to(r"^py log (?P<text>.+)$")
+    async def log(self, msg, text):
+        log.info(f"logged {text}")
+        print(f"printed {text}")
+        await msg.say("ok")
+
+    @listen_to(r"^py message(?: (?P<extra>\w+))?$", flags=0)
+    async def message(self, msg, extra):
+        await msg.say(f"{msg.text} | {msg.user} | {msg.channel} | {msg.is_addressed} | {extra!r}")

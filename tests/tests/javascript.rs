@@ -1,0 +1,361 @@
+//! Plugins written in JavaScript: a probe plugin exercising the SDK inside
+//! a real component (tests/js-plugins/js_probe.js), and the JavaScript
+//! storage example (example-plugins/js-storage, built by its `build.sh`)
+//! answering like the Rust one, through the library and the command line.
+//!
+//! The components are built with componentize-js into target/js-plugins,
+//! once per test binary and only when their sources changed; their compiled
+//! code is cached there too.
+//!
+//! These need Node.js and componentize-js (`npm ci --prefix guest-sdk/js`).
+//! Without them the tests say so on standard error and pass; with
+//! `WARDEN_REQUIRE_JS=1` they fail instead.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use warden::identity::{Namespace, PluginId, encode_key};
+use warden::storage::{Backend, MemoryBackend};
+use warden::{Host, Incoming};
+use warden_tests::*;
+
+const JS_ID: &str = "js_storage.StoragePlugin";
+const PROBE_ID: &str = "js_probe.Probe";
+const RUST_ID: &str = "example.storage.StoragePlugin";
+const REQUIRE_VAR: &str = "WARDEN_REQUIRE_JS";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// Where the JavaScript components are built, next to the Rust plugins.
+fn build_dir() -> PathBuf {
+    root().join("target").join("js-plugins")
+}
+
+/// The compilation cache of these tests, emptied whenever a plugin is
+/// rebuilt (a new build never has the old build's bytes).
+fn cache_dir() -> PathBuf {
+    build_dir().join("compiled")
+}
+
+/// `None` after a notice, or a panic under `WARDEN_REQUIRE_JS=1`.
+fn unavailable<T>(why: &str) -> Option<T> {
+    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+        panic!("{why}; {REQUIRE_VAR}=1 makes this a failure");
+    }
+    let test = std::thread::current()
+        .name()
+        .map_or_else(|| "a JavaScript test".to_owned(), str::to_owned);
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {test}: {why}, or set {REQUIRE_VAR}=1 to fail instead"
+    );
+    None
+}
+
+/// A JavaScript component these tests build.
+struct Component {
+    /// Its file name under [`build_dir`].
+    wasm: &'static str,
+    /// Its module.
+    source: &'static str,
+    /// The build command, from the repository root; the output path is
+    /// appended.
+    command: &'static [&'static str],
+}
+
+const STORAGE_EXAMPLE: Component = Component {
+    wasm: "js_storage.wasm",
+    source: "example-plugins/js-storage/js_storage.js",
+    command: &["sh", "example-plugins/js-storage/build.sh"],
+};
+
+const PROBE_PLUGIN: Component = Component {
+    wasm: "js_probe.wasm",
+    source: "tests/js-plugins/js_probe.js",
+    command: &[
+        "node",
+        "guest-sdk/js/build.mjs",
+        "tests/js-plugins/js_probe.js",
+        "-o",
+    ],
+};
+
+fn fingerprint(component: &Component) -> String {
+    let root = root();
+    let mut files = vec![
+        root.join("guest-sdk/js/warden.js"),
+        root.join("guest-sdk/js/build.mjs"),
+        root.join("guest-sdk/js/package-lock.json"),
+        root.join("example-plugins/js-storage/build.sh"),
+        root.join(component.source),
+    ];
+    let mut wit: Vec<PathBuf> = std::fs::read_dir(root.join("wit"))
+        .expect("list wit/")
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    wit.sort();
+    files.extend(wit);
+    let mut hasher = DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
+            .hash(&mut hasher);
+    }
+    format!("{:016x}", hasher.finish())
+}
+
+/// The built storage example and probe, or `None` (after a notice).
+fn js_plugins() -> Option<(PathBuf, PathBuf)> {
+    static BUILT: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
+    match BUILT.get_or_init(build_js_plugins) {
+        Ok(built) => Some(built.clone()),
+        Err(why) => unavailable(why),
+    }
+}
+
+fn build_js_plugins() -> Result<(PathBuf, PathBuf), String> {
+    let node = Command::new("node")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output();
+    if !node.is_ok_and(|out| out.status.success()) {
+        return Err("node is not installed".into());
+    }
+    let sdk = root().join("guest-sdk/js");
+    if !sdk
+        .join("node_modules/@bytecodealliance/componentize-js")
+        .is_dir()
+    {
+        return Err(format!(
+            "componentize-js is not installed: npm ci --prefix {}",
+            sdk.display()
+        ));
+    }
+    let dir = build_dir();
+    std::fs::create_dir_all(&dir).expect("create the build directory");
+    let stale: Vec<&Component> = [&STORAGE_EXAMPLE, &PROBE_PLUGIN]
+        .into_iter()
+        .filter(|c| {
+            let stamp = std::fs::read_to_string(dir.join(c.wasm).with_extension("inputs"));
+            !dir.join(c.wasm).is_file() || !stamp.is_ok_and(|s| s.trim() == fingerprint(c))
+        })
+        .collect();
+    if !stale.is_empty() {
+        let _ = std::fs::remove_dir_all(cache_dir());
+        for component in &stale {
+            build_one(component, &dir);
+        }
+    }
+    let built = (dir.join(STORAGE_EXAMPLE.wasm), dir.join(PROBE_PLUGIN.wasm));
+    if !stale.is_empty() || !cache_dir().is_dir() {
+        warm_cache(&[&built.0, &built.1]);
+    }
+    Ok(built)
+}
+
+fn build_one(component: &Component, dir: &Path) {
+    let wasm = dir.join(component.wasm);
+    let stamp = wasm.with_extension("inputs");
+    let _ = std::fs::remove_file(&stamp);
+    let out = Command::new(component.command[0])
+        .args(&component.command[1..])
+        .arg(&wasm)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the build");
+    assert!(
+        out.status.success(),
+        "building {} failed ({}):\n{}\n{}",
+        component.source,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&stamp, fingerprint(component)).expect("write the build stamp");
+}
+
+/// Loads the components once, so that the tests find them compiled.
+fn warm_cache(files: &[&Path]) {
+    let files: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        runtime.block_on(async {
+            let mut builder = Host::builder()
+                .backend(Arc::new(MemoryBackend::new()))
+                .cache_dir(cache_dir());
+            for file in files {
+                builder = builder.plugin_file(file);
+            }
+            let host = builder.build().await.expect("start a host");
+            assert!(host.skipped().is_empty(), "{:?}", host.skipped());
+            host.shutdown().await.expect("shut down");
+        });
+    })
+    .join()
+    .expect("loading the JavaScript plugins panicked");
+}
+
+async fn host_with(
+    rust_plugins: &[&str],
+    js: &Path,
+    backend: Arc<MemoryBackend>,
+) -> (Host, tempfile::TempDir) {
+    let dir = plugins_dir(rust_plugins);
+    let host = Host::builder()
+        .plugins_dir(dir.path())
+        .plugin_file(js)
+        .backend(backend)
+        .cache_dir(cache_dir())
+        .build()
+        .await
+        .expect("start a host");
+    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
+    (host, dir)
+}
+
+fn raw(id: &str, key: &str) -> Vec<u8> {
+    encode_key(&Namespace::Plugin(PluginId::new(id).unwrap()), key)
+}
+
+#[tokio::test]
+async fn js_plugin_replies_like_the_rust_plugin() {
+    let Some((js, _)) = js_plugins() else {
+        return;
+    };
+    let backend = Arc::new(MemoryBackend::new());
+    let (host, _dir) = host_with(&[STORAGE], &js, backend.clone()).await;
+
+    let (mut from_js, mut from_rust) = (Vec::new(), Vec::new());
+    for line in TRANSCRIPT.lines() {
+        let outcomes = host.dispatch(&Incoming::addressed(line)).await;
+        assert_eq!(outcomes.len(), 2, "{line:?}: {outcomes:?}");
+        for o in outcomes {
+            assert_eq!(o.error, None, "{} failed on {line:?}", o.plugin);
+            match o.plugin.as_str() {
+                JS_ID => from_js.push(o.replies),
+                RUST_ID => from_rust.push(o.replies),
+                other => panic!("unexpected plugin {other}"),
+            }
+        }
+    }
+    assert_eq!(from_js, from_rust);
+    let from_js: Vec<String> = from_js.into_iter().flatten().collect();
+    assert_eq!(from_js[..6], TRANSCRIPT_REPLIES);
+    assert!(from_js[6].starts_with("storage size: "), "{from_js:?}");
+
+    // Both store text as the same JSON, so each reads the other's values.
+    for text in ["hello world", r#"héllo "wörld" \ ✓"#] {
+        host.dispatch(&Incoming::addressed(format!("store {text} under same")))
+            .await;
+        let stored = backend.get(&raw(JS_ID, "same")).await.unwrap();
+        assert_eq!(stored, backend.get(&raw(RUST_ID, "same")).await.unwrap());
+        let json = format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+        assert_eq!(stored.as_deref(), Some(json.as_bytes()));
+    }
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn js_sdk_works_inside_a_component() {
+    let Some((_, probe)) = js_plugins() else {
+        return;
+    };
+    let backend = Arc::new(MemoryBackend::new());
+    let (host, _dir) = host_with(&[], &probe, backend.clone()).await;
+    assert_eq!(host.plugins()[0].version, "3.0.0");
+    let expect = [
+        ("js set a = \"héllo\"", "ok"),
+        ("js get a", "String \"héllo\""),
+        (r#"js set b = {"n":[1,2.5,null,true]}"#, "ok"),
+        ("js get b", r#"Object {"n":[1,2.5,null,true]}"#),
+        ("js set-bytes c", "ok"),
+        ("js get c", "Uint8Array 0,255,16"),
+        ("js get never-set", "null"),
+        ("js has a", "true"),
+        (
+            "js shared get x",
+            "AccessDenied true: plugin js_probe.Probe may not read",
+        ),
+        ("js bad value", "Encode: value: cannot store Map"),
+        ("js bad key", "InvalidKey: invalid key"),
+        ("js state", "inits 1 calls 1"),
+        ("js state", "inits 1 calls 2"),
+        ("js expire gone in 0", "ok"),
+        ("js has gone", "false"),
+        ("js expire kept in 0.5", "ok"),
+        ("js has kept", "true"),
+        ("js message", "js message | console | true | undefined"),
+        ("js message xyz", "js message xyz | console | true | xyz"),
+    ];
+    for (text, reply) in expect {
+        let outcomes = host.dispatch(&Incoming::addressed(text)).await;
+        assert_eq!(outcomes.len(), 1, "{text}");
+        assert_eq!(outcomes[0].error, None, "{text}");
+        let replies = &outcomes[0].replies;
+        assert!(
+            replies.len() == 1 && replies[0].starts_with(reply),
+            "{text}: {replies:?}"
+        );
+    }
+    let outcomes = host.dispatch(&Incoming::addressed("js fail")).await;
+    assert_eq!(outcomes[0].replies, ["about to fail"]);
+    assert_eq!(outcomes[0].error.as_deref(), Some("RangeError: boom"));
+    let outcomes = host.dispatch(&Incoming::addressed("js state")).await;
+    assert_eq!(outcomes[0].replies, ["inits 1 calls 3"]);
+
+    assert_eq!(
+        backend.get(&raw(PROBE_ID, "b")).await.unwrap().as_deref(),
+        Some(&br#"{"n":[1,2.5,null,true]}"#[..])
+    );
+    assert_eq!(
+        backend.get(&raw(PROBE_ID, "c")).await.unwrap().as_deref(),
+        Some(&br#"{"$bytes":"AP8Q"}"#[..])
+    );
+    host.shutdown().await.unwrap();
+}
+
+#[test]
+fn js_plugin_answers_the_transcript_through_the_cli() {
+    let Some((js, _)) = js_plugins() else {
+        return;
+    };
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(&js, plugins.path().join("js_storage.wasm")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cache = cache_dir();
+    let out = run_warden(
+        warden_bin!(),
+        [
+            "run".as_ref(),
+            "--plugins".as_ref(),
+            plugins.path().as_os_str(),
+            "--data".as_ref(),
+            data.path().as_os_str(),
+            "--cache-dir".as_ref(),
+            cache.as_os_str(),
+            "--no-watch".as_ref(),
+        ],
+        TRANSCRIPT,
+    );
+    let log = stderr_text(&out);
+    assert!(out.status.success(), "{log}");
+    let lines = stdout_lines(&out);
+    assert_eq!(lines.len(), 7, "{lines:#?}\n{log}");
+    assert_eq!(lines[..6], TRANSCRIPT_REPLIES, "{log}");
+    assert!(lines[6].starts_with("storage size: "), "{lines:?}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("plugin loaded") && l.contains(JS_ID)),
+        "{log}"
+    );
+}

@@ -1,0 +1,596 @@
+//! Plugins written in Python: the SDK's own unit tests, a probe plugin
+//! exercising the SDK inside a real component
+//! (tests/python-plugins/python_probe.py), and the Python storage example
+//! (example-plugins/python-storage, built by its `build.sh`) answering like
+//! the Rust one, through the library and through the command line.
+//!
+//! The components are built with componentize-py into
+//! target/python-plugins, once per test binary and only when their sources
+//! changed; their compiled code is cached there too.
+//!
+//! These need `python3`, and componentize-py 0.25.1 or pip to install it.
+//! Without them the tests say so on standard error and pass; with
+//! `WARDEN_REQUIRE_PYTHON=1` they fail instead.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use warden::identity::{Namespace, PluginId, encode_key};
+use warden::storage::{Backend, MemoryBackend};
+use warden::{Host, Incoming};
+use warden_tests::*;
+
+const PYTHON_ID: &str = "python_storage.StoragePlugin";
+const RUST_ID: &str = "example.storage.StoragePlugin";
+const REQUIRE_VAR: &str = "WARDEN_REQUIRE_PYTHON";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// Where the Python components are built, next to the Rust plugins.
+fn build_dir() -> PathBuf {
+    root().join("target").join("python-plugins")
+}
+
+/// The compilation cache of these tests. Each componentize-py build gives
+/// different bytes, so its entries are dropped whenever a plugin is
+/// rebuilt.
+fn cache_dir() -> PathBuf {
+    build_dir().join("compiled")
+}
+
+/// Writes `message` past the test harness's capture.
+fn notice(message: &str) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+/// `None` after a notice, or a panic under `WARDEN_REQUIRE_PYTHON=1`.
+fn unavailable<T>(why: &str) -> Option<T> {
+    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+        panic!("{why}; {REQUIRE_VAR}=1 makes this a failure");
+    }
+    let test = std::thread::current()
+        .name()
+        .map_or_else(|| "a Python test".to_owned(), str::to_owned);
+    notice(&format!(
+        "skipping {test}: {why}, or set {REQUIRE_VAR}=1 to fail instead"
+    ));
+    None
+}
+
+fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn python_available() -> bool {
+    succeeds("python3", &["--version"])
+}
+
+/// A Python component these tests build.
+struct Component {
+    /// Its file name under [`build_dir`].
+    wasm: &'static str,
+    /// Its module.
+    source: &'static str,
+    /// The build command, from the repository root; the output path is
+    /// appended.
+    command: &'static [&'static str],
+}
+
+/// The storage example, built by its documented command.
+const STORAGE_EXAMPLE: Component = Component {
+    wasm: "python_storage.wasm",
+    source: "example-plugins/python-storage/python_storage.py",
+    command: &["sh", "example-plugins/python-storage/build.sh"],
+};
+
+/// A plugin exercising the SDK (`python_probe.Probe`).
+const PROBE_PLUGIN: Component = Component {
+    wasm: "python_probe.wasm",
+    source: "tests/python-plugins/python_probe.py",
+    command: &[
+        "python3",
+        "guest-sdk/python/build.py",
+        "tests/python-plugins/python_probe.py",
+        "-o",
+    ],
+};
+
+/// A fingerprint of the files `component` is built from.
+fn fingerprint(component: &Component) -> String {
+    let root = root();
+    let mut files = vec![
+        root.join("guest-sdk/python/build.py"),
+        root.join("example-plugins/python-storage/build.sh"),
+        root.join(component.source),
+    ];
+    for dir in ["guest-sdk/python/warden", "wit"] {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
+            .map(|entry| entry.expect("directory entry").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "py" || e == "wit"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    let mut hasher = DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
+            .hash(&mut hasher);
+    }
+    format!("{:016x}", hasher.finish())
+}
+
+/// Why the Python plugins are not there.
+#[derive(Debug, Clone)]
+enum NotBuilt {
+    /// Python or componentize-py is missing here: skip, unless required.
+    Unavailable(String),
+    /// A build failed.
+    Failed(String),
+}
+
+/// The built components: the storage example and the probe.
+type Built = (PathBuf, PathBuf);
+
+/// The built components, or `None` (after a notice) when they cannot be
+/// built here. Built once per test binary, and only when their sources
+/// changed since the last build.
+fn python_plugins() -> Option<Built> {
+    static BUILT: OnceLock<Result<Built, NotBuilt>> = OnceLock::new();
+    match BUILT.get_or_init(build_python_plugins) {
+        Ok(built) => Some(built.clone()),
+        Err(NotBuilt::Unavailable(why)) => unavailable(why),
+        Err(NotBuilt::Failed(why)) => panic!("{why}"),
+    }
+}
+
+/// The Python storage example.
+fn python_plugin() -> Option<PathBuf> {
+    python_plugins().map(|(storage, _)| storage)
+}
+
+/// The Python probe.
+fn python_probe() -> Option<PathBuf> {
+    python_plugins().map(|(_, probe)| probe)
+}
+
+fn build_python_plugins() -> Result<Built, NotBuilt> {
+    if !python_available() {
+        return Err(NotBuilt::Unavailable("python3 is not installed".into()));
+    }
+    // Without componentize-py, build.py installs it with pip.
+    let has_componentize_py = succeeds("componentize-py", &["--version"])
+        || succeeds("python3", &["-c", "import componentize_py"]);
+    if !has_componentize_py && !succeeds("python3", &["-m", "pip", "--version"]) {
+        return Err(NotBuilt::Unavailable(
+            "componentize-py is not installed and pip is not available to install it \
+             (pip install componentize-py==0.25.1)"
+                .into(),
+        ));
+    }
+    let dir = build_dir();
+    std::fs::create_dir_all(&dir).expect("create the build directory");
+    let stale: Vec<&Component> = [&STORAGE_EXAMPLE, &PROBE_PLUGIN]
+        .into_iter()
+        .filter(|c| {
+            let stamp = std::fs::read_to_string(dir.join(c.wasm).with_extension("inputs"));
+            !dir.join(c.wasm).is_file() || !stamp.is_ok_and(|s| s.trim() == fingerprint(c))
+        })
+        .collect();
+    if !stale.is_empty() {
+        // The cache's entries for the old builds would never be used again.
+        let _ = std::fs::remove_dir_all(cache_dir());
+        let results: Vec<Result<(), NotBuilt>> = if has_componentize_py {
+            std::thread::scope(|scope| {
+                let builds: Vec<_> = stale
+                    .iter()
+                    .map(|c| scope.spawn(|| build_one(c, &dir)))
+                    .collect();
+                builds.into_iter().map(|b| b.join().unwrap()).collect()
+            })
+        } else {
+            // The first build installs componentize-py; the others wait.
+            stale.iter().map(|c| build_one(c, &dir)).collect()
+        };
+        results.into_iter().collect::<Result<(), NotBuilt>>()?;
+    }
+    let built = (dir.join(STORAGE_EXAMPLE.wasm), dir.join(PROBE_PLUGIN.wasm));
+    if !stale.is_empty() || !cache_dir().is_dir() {
+        warm_cache(&[&built.0, &built.1]);
+    }
+    Ok(built)
+}
+
+fn build_one(component: &Component, dir: &Path) -> Result<(), NotBuilt> {
+    let wasm = dir.join(component.wasm);
+    let stamp = wasm.with_extension("inputs");
+    let _ = std::fs::remove_file(&stamp);
+    let out = Command::new(component.command[0])
+        .args(&component.command[1..])
+        .arg(&wasm)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the build");
+    let report = format!(
+        "building {} failed ({}):\n{}\n{}",
+        component.source,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0) => {}
+        // build.py could not install componentize-py.
+        Some(3) => return Err(NotBuilt::Unavailable(report)),
+        _ => return Err(NotBuilt::Failed(report)),
+    }
+    std::fs::write(&stamp, fingerprint(component)).expect("write the build stamp");
+    Ok(())
+}
+
+/// Loads the components once, so that the tests, which load them at the
+/// same time, find them compiled in the cache instead of each compiling
+/// them.
+fn warm_cache(files: &[&Path]) {
+    let files: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        runtime.block_on(async {
+            let mut builder = Host::builder()
+                .backend(Arc::new(MemoryBackend::new()))
+                .cache_dir(cache_dir());
+            for file in files {
+                builder = builder.plugin_file(file);
+            }
+            let host = builder.build().await.expect("start a host");
+            assert!(host.skipped().is_empty(), "{:?}", host.skipped());
+            host.shutdown().await.expect("shut down");
+        });
+    })
+    .join()
+    .expect("loading the Python plugins panicked");
+}
+
+async fn host_with(
+    rust_plugins: &[&str],
+    python: Option<&Path>,
+    backend: Arc<MemoryBackend>,
+) -> (Host, tempfile::TempDir) {
+    let dir = plugins_dir(rust_plugins);
+    let mut builder = Host::builder()
+        .plugins_dir(dir.path())
+        .backend(backend)
+        .cache_dir(cache_dir());
+    if let Some(python) = python {
+        builder = builder.plugin_file(python);
+    }
+    let host = builder.build().await.expect("start a host");
+    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
+    (host, dir)
+}
+
+/// Sends `text` to the bot; the replies of each plugin that answered.
+async fn say_each(host: &Host, text: &str) -> Vec<(String, Vec<String>)> {
+    host.dispatch(&Incoming::addressed(text))
+        .await
+        .into_iter()
+        .map(|o| {
+            assert_eq!(o.error, None, "{} failed on {text:?}", o.plugin);
+            (o.plugin.to_string(), o.replies)
+        })
+        .collect()
+}
+
+/// Sends `text` to a host with one plugin; its replies.
+async fn say(host: &Host, text: &str) -> Vec<String> {
+    let mut each = say_each(host, text).await;
+    assert_eq!(each.len(), 1, "{each:?}");
+    each.remove(0).1
+}
+
+fn raw(id: &str, key: &str) -> Vec<u8> {
+    encode_key(&Namespace::Plugin(PluginId::new(id).unwrap()), key)
+}
+
+#[tokio::test]
+async fn python_plugin_replies_like_the_rust_plugin() {
+    let Some(python) = python_plugin() else {
+        return;
+    };
+    let backend = Arc::new(MemoryBackend::new());
+    let (host, _dir) = host_with(&[STORAGE], Some(&python), backend.clone()).await;
+
+    let (mut from_python, mut from_rust) = (Vec::new(), Vec::new());
+    for line in TRANSCRIPT.lines() {
+        let each = say_each(&host, line).await;
+        assert_eq!(each.len(), 2, "{line:?}: {each:?}");
+        for (plugin, replies) in each {
+            match plugin.as_str() {
+                PYTHON_ID => from_python.push(replies),
+                RUST_ID => from_rust.push(replies),
+                other => panic!("unexpected plugin {other}"),
+            }
+        }
+    }
+    assert_eq!(from_python, from_rust);
+    let from_python: Vec<String> = from_python.into_iter().flatten().collect();
+    assert_eq!(from_python[..6], TRANSCRIPT_REPLIES);
+    assert!(
+        from_python[6].starts_with("storage size: "),
+        "{from_python:?}"
+    );
+
+    // Both store text as the same JSON, so each reads the other's values.
+    for text in ["hello world", r#"héllo "wörld" \ ✓ {"$bytes": 1}"#] {
+        say_each(&host, &format!("store {text} under same")).await;
+        let stored = backend.get(&raw(PYTHON_ID, "same")).await.unwrap();
+        assert_eq!(
+            stored,
+            backend.get(&raw(RUST_ID, "same")).await.unwrap(),
+            "{text}"
+        );
+        let json = format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
+        assert_eq!(stored.as_deref(), Some(json.as_bytes()));
+    }
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn python_and_rust_plugins_keep_their_own_keys() {
+    let Some(python) = python_plugin() else {
+        return;
+    };
+    // Two hosts, each with one of the plugins, on one store.
+    let backend = Arc::new(MemoryBackend::new());
+    let (py, _py_dir) = host_with(&[], Some(&python), backend.clone()).await;
+    let (rs, _rs_dir) = host_with(&[STORAGE], None, backend.clone()).await;
+
+    assert_eq!(
+        say(&py, "store from python under greeting").await,
+        ["'from python' stored under greeting!"]
+    );
+    assert_eq!(
+        say(&rs, "store from rust under greeting").await,
+        ["'from rust' stored under greeting!"]
+    );
+    assert_eq!(
+        say(&py, "retrieve greeting").await,
+        ["'from python' retrieved from <greeting>!"]
+    );
+    assert_eq!(
+        say(&rs, "retrieve greeting").await,
+        ["'from rust' retrieved from <greeting>!"]
+    );
+    assert_eq!(
+        say(&py, "delete greeting").await,
+        ["data in <greeting> deleted!"]
+    );
+    assert_eq!(
+        say(&py, "does greeting exist?").await,
+        ["<greeting> does not exist!"]
+    );
+    assert_eq!(
+        say(&rs, "does greeting exist?").await,
+        ["<greeting> exists."]
+    );
+    assert_eq!(
+        say(&rs, "retrieve greeting").await,
+        ["'from rust' retrieved from <greeting>!"]
+    );
+    assert_eq!(
+        say(&rs, "store only rust under other").await,
+        ["'only rust' stored under other!"]
+    );
+    assert_eq!(say(&py, "retrieve other").await, ["Key not found!"]);
+
+    assert_eq!(
+        backend.get(&raw(PYTHON_ID, "greeting")).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        backend
+            .get(&raw(RUST_ID, "greeting"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"\"from rust\""[..])
+    );
+    py.shutdown().await.unwrap();
+    rs.shutdown().await.unwrap();
+}
+
+#[test]
+fn python_plugin_answers_the_transcript_through_the_cli() {
+    let Some(python) = python_plugin() else {
+        return;
+    };
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(&python, plugins.path().join("python_storage.wasm")).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let cache = cache_dir();
+    let out = run_warden(
+        warden_bin!(),
+        [
+            "run".as_ref(),
+            "--plugins".as_ref(),
+            plugins.path().as_os_str(),
+            "--data".as_ref(),
+            data.path().as_os_str(),
+            "--cache-dir".as_ref(),
+            cache.as_os_str(),
+            "--no-watch".as_ref(),
+        ],
+        TRANSCRIPT,
+    );
+    let log = stderr_text(&out);
+    assert!(out.status.success(), "{log}");
+    let lines = stdout_lines(&out);
+    assert_eq!(lines.len(), 7, "{lines:#?}\n{log}");
+    assert_eq!(lines[..6], TRANSCRIPT_REPLIES, "{log}");
+    let size = lines[6].strip_prefix("storage size: ").expect("size reply");
+    let (number, unit) = size.split_once(' ').expect("a number and a unit");
+    assert!(number.parse::<f64>().unwrap() > 0.0, "{size}");
+    assert!(["B", "KiB", "MiB", "GiB"].contains(&unit), "{size}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("plugin loaded") && l.contains(PYTHON_ID)),
+        "{log}"
+    );
+}
+
+const PROBE_ID: &str = "python_probe.Probe";
+
+/// The SDK inside a real component: values, errors, expiry, failures,
+/// state and logging (tests/python-plugins/python_probe.py).
+#[tokio::test]
+async fn python_sdk_works_inside_a_component() {
+    let Some(probe) = python_probe() else {
+        return;
+    };
+    let backend = Arc::new(MemoryBackend::new());
+    let (host, _dir) = host_with(&[], Some(&probe), backend.clone()).await;
+    let info = host.plugins();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].id.as_str(), PROBE_ID);
+    assert_eq!(info[0].version, "2.0.0");
+    assert_eq!(info[0].description, "Exercises the Python SDK.");
+
+    let expect = [
+        // Values of each type, stored as JSON and read back.
+        ("py set s = \"héllo\"", "ok"),
+        ("py get s", "str 'héllo'"),
+        (r#"py set d = {"n": [1, 2.5, null, true], "e": {}}"#, "ok"),
+        ("py get d", "dict {'n': [1, 2.5, None, True], 'e': {}}"),
+        ("py set i = -12345678901234567890", "ok"),
+        ("py get i", "int -12345678901234567890"),
+        ("py set-bytes b = 00ff10", "ok"),
+        ("py get b", "bytes b'\\x00\\xff\\x10'"),
+        ("py set-tuple t", "ok"),
+        ("py get t", "list ['a', [1, b'\\x00']]"),
+        ("py has s", "bool True"),
+        ("py delete s", "ok"),
+        ("py delete s", "ok"),
+        ("py has s", "bool False"),
+        ("py get s", "NoneType None"),
+        ("py get never-set", "NoneType None"),
+        // Expiry in seconds or as a timedelta.
+        ("py expire gone in 0", "ok"),
+        ("py has gone", "bool False"),
+        ("py expire kept in 3600", "ok"),
+        ("py has kept", "bool True"),
+        ("py expire kept-too in 1500 ms", "ok"),
+        ("py has kept-too", "bool True"),
+        // Storage errors, as the exceptions named after the WIT cases.
+        (
+            "py store set",
+            "Encode: value: cannot store a value of type set",
+        ),
+        ("py store bad key", "InvalidKey: invalid key"),
+        ("py store too large", "TooLarge: "),
+        (
+            "py shared get motd",
+            "AccessDenied: plugin python_probe.Probe may not read",
+        ),
+        (
+            "py shared set motd",
+            "AccessDenied: plugin python_probe.Probe may not write",
+        ),
+        ("py sizes", "int str"),
+        // One instance serves every message; `init` ran once.
+        ("py state", "inits 1 calls 1"),
+        ("py state", "inits 1 calls 2"),
+        ("py log hello log", "ok"),
+        ("py message", "py message | console | console | True | None"),
+        (
+            "py message xyz",
+            "py message xyz | console | console | True | 'xyz'",
+        ),
+    ];
+    for (text, reply) in expect {
+        let replies = say(&host, text).await;
+        assert_eq!(replies.len(), 1, "{text}: {replies:?}");
+        assert!(replies[0].starts_with(reply), "{text}: {replies:?}");
+    }
+
+    // listen_to routes see messages not addressed to the bot.
+    let outcomes = host
+        .dispatch(&Incoming {
+            text: "py message".into(),
+            user: "ada".into(),
+            channel: "general".into(),
+            addressed: false,
+        })
+        .await;
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(
+        outcomes[0].replies,
+        ["py message | ada | general | False | None"]
+    );
+
+    // An exception fails the handler, not the plugin.
+    for (text, error) in [
+        ("py fail", "ValueError: boom"),
+        ("py sleep", "RuntimeError: "),
+    ] {
+        let outcomes = host.dispatch(&Incoming::addressed(text)).await;
+        assert_eq!(outcomes.len(), 1);
+        let failed = outcomes[0].error.as_deref().unwrap_or_default();
+        assert!(failed.starts_with(error), "{text}: {failed}");
+    }
+    assert_eq!(say(&host, "py state").await, ["inits 1 calls 3"]);
+
+    // What Rust plugins and the operator's tools see.
+    let stored = |key: &str| {
+        let backend = backend.clone();
+        let key = raw(PROBE_ID, key);
+        async move { backend.get(&key).await.unwrap() }
+    };
+    assert_eq!(
+        stored("d").await.as_deref(),
+        Some(&br#"{"n":[1,2.5,null,true],"e":{}}"#[..])
+    );
+    assert_eq!(
+        stored("b").await.as_deref(),
+        Some(&br#"{"$bytes":"AP8Q"}"#[..])
+    );
+    assert_eq!(stored("gone").await, None);
+    host.shutdown().await.unwrap();
+}
+
+/// The SDK's unit tests (guest-sdk/python/tests), on the host's Python.
+#[test]
+fn python_sdk_unit_tests_pass() {
+    if !python_available() {
+        let _: Option<()> = unavailable("python3 is not installed");
+        return;
+    }
+    let out: Output = Command::new("python3")
+        .args(["-B", "-m", "unittest", "discover", "-s"])
+        .arg(root().join("guest-sdk/python/tests"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
