@@ -6,7 +6,7 @@
 //! | `POST /v1/messages` | the replies and errors of every handler the message reached |
 //! | `GET /v1/plugins` | the loaded plugins: identity, version, file, digest, routes, grant; and the files skipped |
 //! | `GET /healthz` | `ok` |
-//! | `GET /metrics` | the [metrics](crate::metrics) in the Prometheus text format |
+//! | `GET /metrics` | the [`metrics`] in the Prometheus text format |
 //!
 //! Errors are JSON, `{"error": "..."}`, with a fitting status: 400 for a
 //! body that is not the expected JSON, 404 for an unknown path, 405 for a
