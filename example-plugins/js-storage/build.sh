@@ -4,7 +4,7 @@
 #   example-plugins/js-storage/build.sh [OUT.wasm]
 #
 # OUT defaults to example-plugins/target/js/js_storage.wasm. Needs Node.js
-# 18+ and componentize-js, installed once with npm ci --prefix guest-sdk/js.
+# 20+ and componentize-js, installed once with npm ci --prefix guest-sdk/js.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/../target/js/js_storage.wasm}

@@ -10,7 +10,7 @@
 // (StarlingMonkey), and is written to OUT (default: MODULE.wasm) in one
 // step, so it can be built straight into a watched plugins directory.
 //
-// It needs Node.js 18 or later and componentize-js 0.23.0, installed once
+// It needs Node.js 20 or later and componentize-js 0.23.0, installed once
 // with `npm ci --prefix guest-sdk/js`; the build itself downloads nothing.
 
 import { copyFile, mkdtemp, readFile, rename, rm, writeFile, mkdir } from 'node:fs/promises';

@@ -95,7 +95,7 @@ def componentize_py():
         f"build.py: {why}; installing componentize-py=={COMPONENTIZE_PY} into {private}",
         file=sys.stderr,
     )
-    partial = f"{private}.partial"
+    partial = f"{private}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     pip = [
         sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--quiet",
@@ -110,7 +110,13 @@ def componentize_py():
         )
         sys.exit(INSTALL_FAILED)
     os.makedirs(os.path.dirname(private), exist_ok=True)
-    os.replace(partial, private)
+    try:
+        os.replace(partial, private)
+    except OSError:
+        # Another build installed it meanwhile.
+        shutil.rmtree(partial, ignore_errors=True)
+        if not os.path.isdir(os.path.join(private, "componentize_py")):
+            raise
     return run_from(private)
 
 

@@ -3,7 +3,6 @@
 A plugin is one class, built into a WebAssembly component with
 `guest-sdk/python/build.py`::
 
-    import re
     from warden import Plugin, respond_to, listen_to
 
     class GreeterPlugin(Plugin):
