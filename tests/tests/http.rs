@@ -407,3 +407,87 @@ fn a_taken_address_fails_at_start() {
     let err = stderr_text(&out);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+/// The texts of the replies `text` gets.
+fn replies_to(server: &Server, text: &str) -> Vec<String> {
+    let answer = post(server, json!({ "text": text }));
+    answer["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls until `check` holds, for at most ten seconds; returns how long.
+fn within_seconds(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not within 10 s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_plugin_dropped_into_a_running_host_answers_over_http_then_is_replaced_and_removed() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let server = serve(plugins.path(), data.path(), &[]);
+    assert!(replies_to(&server, "remember hi as k").is_empty());
+
+    // Dropped in: written under another name, then renamed into place.
+    let dest = plugins.path().join(NOTES);
+    let stage = |bytes: &[u8]| {
+        let tmp = plugins.path().join("notes.partial");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &dest).unwrap();
+    };
+    let original = std::fs::read(wasm(NOTES)).unwrap();
+    stage(&original);
+    let took = within_seconds("the new plugin answers", || {
+        replies_to(&server, "remember hi as k") == ["noted 'hi' as <k>."]
+    });
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Replaced by a new build (a custom section appended): same identity,
+    // same data.
+    let digest_of = |server: &Server| -> String {
+        let listed: Value = client()
+            .get(server.url("/v1/plugins"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let notes = listed["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == NOTES_ID)
+            .cloned();
+        notes
+            .map(|p| p["digest"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let before = digest_of(&server);
+    let mut rebuilt = original.clone();
+    rebuilt.extend_from_slice(&[0, 3, 1, b't', 9]);
+    stage(&rebuilt);
+    let expected = format!("{:x}", Sha256::digest(&rebuilt));
+    within_seconds("the new build is loaded", || digest_of(&server) == expected);
+    assert_ne!(before, expected);
+    assert_eq!(replies_to(&server, "recall k"), ["<k> is 'hi'."]);
+
+    // Removed: it stops answering; the other plugin goes on.
+    std::fs::remove_file(&dest).unwrap();
+    within_seconds("the removed plugin is gone", || {
+        replies_to(&server, "recall k").is_empty()
+    });
+    assert_eq!(
+        replies_to(&server, "store v under k"),
+        ["'v' stored under k!"]
+    );
+}
