@@ -465,10 +465,14 @@ async fn compare(host: &Host, op: Op, run: Duration, repeats: usize) -> anyhow::
         ratios.push(g / d);
         empties.push(micros(empty));
     }
+    let ratio = median(&mut ratios);
     Ok(Compared {
         guest: median(&mut guest),
         native: median(&mut native),
-        ratio: median(&mut ratios),
+        ratio,
+        // `median` sorted them.
+        lowest: ratios[0],
+        highest: ratios[ratios.len() - 1],
         empty: median(&mut empties),
         n,
     })
@@ -483,6 +487,9 @@ struct Compared {
     native: f64,
     /// The median of the repetitions' ratios.
     ratio: f64,
+    /// The lowest and highest ratio of the repetitions.
+    lowest: f64,
+    highest: f64,
     /// An empty handler call.
     empty: f64,
     /// Calls per run.
@@ -514,6 +521,8 @@ async fn overhead(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow::R
                 guest,
                 native,
                 ratio,
+                lowest,
+                highest,
                 empty,
                 n,
             } = compare(&host, op, sizes.overhead_run, sizes.overhead_repeats).await?;
@@ -523,7 +532,7 @@ async fn overhead(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow::R
             };
             println!(
                 "  {what}: N = {n}, through the plugin {guest:.3} µs, direct {native:.3} µs, \
-                 ratio {ratio:.2} (empty handler call {empty:.1} µs)"
+                 ratio {ratio:.2} ({lowest:.2} to {highest:.2}; empty handler call {empty:.1} µs)"
             );
             report.check(
                 name(op, sync),
@@ -691,15 +700,18 @@ async fn throughput(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow:
             med(&loaded, |r| r.p99),
             med(&loaded, |r| r.cores),
         );
-        let (rate1, p50_1, p99_1) = (
+        let (rate1, p50_1, p99_1, cores1) = (
             med(&one, |r| r.rate),
             med(&one, |r| r.p50),
             med(&one, |r| r.p99),
+            med(&one, |r| r.cores),
         );
+        let rates: Vec<String> = loaded.iter().map(|r| format!("{:.0}", r.rate)).collect();
         println!(
-            "  {what}: {rate:.0} msg/s, p50 {p50:.1} µs, p99 {p99:.1} µs \
+            "  {what}: {rate:.0} msg/s (runs: {}), p50 {p50:.1} µs, p99 {p99:.1} µs \
              ({} senders, {cores:.2} cores busy); one sender: {rate1:.0} msg/s, \
-             p50 {p50_1:.1} µs, p99 {p99_1:.1} µs",
+             p50 {p50_1:.1} µs, p99 {p99_1:.1} µs ({cores1:.2} cores busy)",
+            rates.join(", "),
             sizes.tasks
         );
         if plugins == sizes.throughput_plugins && sync == SyncPolicy::Periodic {
@@ -723,7 +735,11 @@ async fn throughput(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow:
         }
         report.info(
             format!("one sender, {what}"),
-            format!("{rate1:.0} msg/s, p50 {p50_1:.1} µs, p99 {p99_1:.1} µs"),
+            format!(
+                "{rate1:.0} msg/s, p50 {p50_1:.1} µs, p99 {p99_1:.1} µs; \
+                 {:.1} µs of CPU a message",
+                cores1 * 1e6 / rate1
+            ),
         );
         report.info(
             format!("CPU busy, {} senders, {what}", sizes.tasks),
