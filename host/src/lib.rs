@@ -55,7 +55,6 @@ use identity::Namespace;
 use plugins::LoadedPlugin;
 use plugins::cache::CompileCache;
 use runtime::Runtime;
-use runtime::bindings::RouteKind;
 use storage::{Backend, BackendError, MemoryBackend, SledBackend, Usage};
 
 /// The data directory used when neither `--data` nor the config names one.
@@ -319,6 +318,8 @@ impl std::fmt::Debug for Watcher {
 #[derive(Debug, Default, Clone)]
 struct Snapshot {
     plugins: Arc<Vec<Arc<LoadedPlugin>>>,
+    /// The routes of `plugins`.
+    routes: Arc<router::Routes>,
     skipped: Arc<Vec<Arc<LoadError>>>,
 }
 
@@ -366,7 +367,9 @@ impl Shared {
         };
         let synced = plugins::sync(&current.plugins, &files, loader).await;
         let errors: Vec<Arc<LoadError>> = synced.errors.into_iter().map(Arc::new).collect();
+        let routes = router::Routes::new(synced.plugins.iter().map(|p| &p.info().routes[..]));
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
+            routes: Arc::new(routes),
             plugins: Arc::new(synced.plugins),
             skipped: Arc::new(errors.clone()),
         };
@@ -449,20 +452,19 @@ impl Host {
         let metrics = metrics::global();
         metrics.message_received();
         let snapshot = self.shared.snapshot();
-        let mut calls = Vec::new();
-        for kind in [RouteKind::ListenTo, RouteKind::RespondTo] {
-            for plugin in snapshot.plugins.iter() {
-                for route in plugin.info().routes.iter().filter(|r| r.kind == kind) {
-                    if let Some(captures) = route.matches(msg) {
-                        let id = &plugin.info().id;
-                        let span =
-                            tracing::info_span!("handler", plugin = %id, handler = %route.handler);
-                        let call = plugin.call(route, msg, captures);
-                        calls.push(metrics.observe_call(id, call).instrument(span));
-                    }
-                }
-            }
-        }
+        let plugins = &snapshot.plugins;
+        let calls: Vec<_> = snapshot
+            .routes
+            .matching(|p| &plugins[p].info().routes, msg)
+            .into_iter()
+            .map(|(p, route, captures)| {
+                let plugin = &plugins[p];
+                let id = &plugin.info().id;
+                let span = tracing::info_span!("handler", plugin = %id, handler = %route.handler);
+                let call = plugin.call(route, msg, captures);
+                metrics.observe_call(id, call).instrument(span)
+            })
+            .collect();
         futures::future::join_all(calls).await
     }
 

@@ -13,7 +13,9 @@
 //! - Named groups become the handler's arguments; a group that did not take
 //!   part in the match is passed as `none` (Python's `None`).
 
-use regex::{Regex, RegexBuilder};
+use regex_automata::util::captures::Captures;
+use regex_automata::util::pool::{Pool, PoolGuard};
+use regex_automata::{Input, PatternID, meta};
 
 use crate::runtime::bindings::warden::plugin::types::Capture;
 use crate::runtime::bindings::{Route, RouteKind};
@@ -89,33 +91,131 @@ pub struct CompiledRoute {
     pub kind: RouteKind,
     /// The handler's name.
     pub handler: String,
-    regex: Regex,
+    pattern: String,
+    regex: meta::Regex,
 }
 
 impl CompiledRoute {
     /// The pattern as declared.
     pub fn pattern(&self) -> &str {
-        self.regex.as_str()
+        &self.pattern
     }
 
     /// The captures if the route matches `msg`.
     pub fn matches(&self, msg: &Incoming) -> Option<Vec<Capture>> {
+        self.matches_with(&mut self.regex.create_cache(), msg)
+    }
+
+    /// [`matches`](Self::matches) with a search cache of this route's
+    /// regex, so that a router matching many messages reuses its caches.
+    fn matches_with(&self, cache: &mut meta::Cache, msg: &Incoming) -> Option<Vec<Capture>> {
         if self.kind == RouteKind::RespondTo && !msg.addressed {
             return None;
         }
-        let caps = self.regex.captures(&msg.text)?;
+        // Most routes do not match: tell that first, without the cost of
+        // finding the groups.
+        let input = Input::new(&msg.text);
+        self.regex
+            .search_half_with(cache, &input.clone().earliest(true))?;
+        let mut caps = Captures::all(self.regex.group_info().clone());
+        self.regex.search_captures_with(cache, &input, &mut caps);
+        if !caps.is_match() {
+            return None;
+        }
         Some(
             self.regex
-                .capture_names()
+                .group_info()
+                .pattern_names(PatternID::ZERO)
                 .enumerate()
                 .filter_map(|(i, name)| {
                     name.map(|name| Capture {
                         name: name.to_owned(),
-                        value: caps.get(i).map(|m| m.as_str().to_owned()),
+                        value: caps
+                            .get_group(i)
+                            .map(|span| msg.text[span.range()].to_owned()),
                     })
                 })
                 .collect(),
         )
+    }
+}
+
+/// Builds the search caches of a [`Routes`] table, one a route.
+type CacheFactory = Box<
+    dyn Fn() -> Vec<meta::Cache> + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+>;
+
+/// Every route of a set of plugins, in the order [`Routes::matching`] runs
+/// them, with search caches reused from one message to the next.
+///
+/// A regex needs scratch space (its cache) for each search. Taking one
+/// cache per route from each regex's own pool would cost two atomic
+/// operations per route and message, and make the cores that route
+/// messages at once contend for the same pool entries; the table instead
+/// takes one set of caches, for all its routes, per message.
+pub struct Routes {
+    /// `(plugin, route)` positions, listen-to routes first.
+    order: Vec<(usize, usize)>,
+    caches: Pool<Vec<meta::Cache>, CacheFactory>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("routes", &self.order.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::new(std::iter::empty())
+    }
+}
+
+impl Routes {
+    /// The table of `plugins`' routes, each plugin given as its routes.
+    /// Listen-to routes run first, in plugin order, then respond-to routes
+    /// in plugin order; each plugin's in the order it declared them.
+    pub fn new<'a>(plugins: impl IntoIterator<Item = &'a [CompiledRoute]> + Clone) -> Self {
+        let mut order = Vec::new();
+        let mut regexes = Vec::new();
+        for kind in [RouteKind::ListenTo, RouteKind::RespondTo] {
+            for (p, routes) in plugins.clone().into_iter().enumerate() {
+                for (r, route) in routes.iter().enumerate() {
+                    if route.kind == kind {
+                        order.push((p, r));
+                        regexes.push(route.regex.clone());
+                    }
+                }
+            }
+        }
+        let factory: CacheFactory =
+            Box::new(move || regexes.iter().map(meta::Regex::create_cache).collect());
+        Self {
+            order,
+            caches: Pool::new(factory),
+        }
+    }
+
+    /// The routes matching `msg`, in order, as `(plugin, route,
+    /// captures)`: `plugin` is the plugin's position as given to
+    /// [`Routes::new`], and `routes_of(plugin)` must return the same routes
+    /// as were given there.
+    pub fn matching<'a>(
+        &self,
+        routes_of: impl Fn(usize) -> &'a [CompiledRoute],
+        msg: &Incoming,
+    ) -> Vec<(usize, &'a CompiledRoute, Vec<Capture>)> {
+        let mut caches: PoolGuard<'_, Vec<meta::Cache>, CacheFactory> = self.caches.get();
+        let mut found = Vec::new();
+        for (&(p, r), cache) in self.order.iter().zip(caches.iter_mut()) {
+            let route = &routes_of(p)[r];
+            if let Some(captures) = route.matches_with(cache, msg) {
+                found.push((p, route, captures));
+            }
+        }
+        found
     }
 }
 
@@ -145,15 +245,28 @@ pub fn compile(routes: &[Route]) -> Result<Vec<CompiledRoute>, RouteError> {
             if route.pattern.len() > MAX_PATTERN_BYTES {
                 return Err(bad(format!("longer than {MAX_PATTERN_BYTES} bytes")));
             }
-            let regex = RegexBuilder::new(&route.pattern)
+            // Parsed first for regex-syntax's errors, which point at the
+            // fault in the pattern.
+            let hir = regex_syntax::ParserBuilder::new()
                 .case_insensitive(route.ignore_case)
-                .size_limit(REGEX_SIZE_LIMIT)
                 .build()
+                .parse(&route.pattern)
                 .map_err(|e| bad(e.to_string()))?;
+            let regex = meta::Builder::new()
+                .configure(meta::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+                .build_from_hir(&hir)
+                .map_err(|e| match e.size_limit() {
+                    Some(limit) => bad(format!(
+                        "too complex: compiled, it would exceed the limit of {} KiB",
+                        limit / 1024
+                    )),
+                    None => bad(e.to_string()),
+                })?;
             Ok(CompiledRoute {
                 index: u32::try_from(index).expect("bounded by MAX_ROUTES"),
                 kind: route.kind,
                 handler: cut(&route.handler, 100),
+                pattern: route.pattern.clone(),
                 regex,
             })
         })
@@ -245,6 +358,80 @@ mod tests {
         let many = vec![route(RouteKind::ListenTo, "x"); MAX_ROUTES + 1];
         assert!(matches!(compile(&many), Err(RouteError::TooMany(_))));
         let huge = "a{1000}{1000}";
-        assert!(compile(&[route(RouteKind::ListenTo, huge)]).is_err());
+        let e = compile(&[route(RouteKind::ListenTo, huge)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too complex") && e.contains("1024 KiB"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_fault() {
+        let e = compile(&[route(RouteKind::ListenTo, r"get (?P<key>\S+")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unclosed group"), "{e}");
+    }
+
+    #[test]
+    fn a_table_runs_listen_to_routes_first_and_reuses_its_caches() {
+        let a = compile(&[
+            route(RouteKind::RespondTo, r"^hello (?P<who>\w+)"),
+            route(RouteKind::ListenTo, "hello"),
+        ])
+        .unwrap();
+        let b = compile(&[
+            route(RouteKind::ListenTo, "HELLO"),
+            route(RouteKind::RespondTo, "bye"),
+            route(RouteKind::RespondTo, r"(?P<all>.*)"),
+        ])
+        .unwrap();
+        let plugins = [a.as_slice(), b.as_slice()];
+        let table = Routes::new(plugins);
+        let found = |msg: &Incoming| {
+            table
+                .matching(|p| plugins[p], msg)
+                .into_iter()
+                .map(|(p, route, caps)| (p, route.index, args(caps)))
+                .collect::<Vec<_>>()
+        };
+        let addressed = Incoming::addressed("hello world");
+        let expected = [
+            (0, 1, vec![]),
+            (1, 0, vec![]),
+            (0, 0, vec![("who".into(), Some("world".into()))]),
+            (1, 2, vec![("all".into(), Some("hello world".into()))]),
+        ];
+        // The second round runs on the caches the first one left.
+        for _ in 0..2 {
+            assert_eq!(found(&addressed), expected);
+        }
+        assert_eq!(
+            found(&Incoming::overheard("hello world")),
+            [(0, 1, vec![]), (1, 0, vec![])]
+        );
+        assert_eq!(
+            found(&Incoming::addressed("bye")),
+            [
+                (1, 1, vec![]),
+                (1, 2, vec![("all".into(), Some("bye".into()))])
+            ]
+        );
+        // Each route's result is the same as matching it alone.
+        for msg in [
+            addressed,
+            Incoming::overheard("bye"),
+            Incoming::addressed(""),
+        ] {
+            let alone: Vec<_> = [0, 1]
+                .into_iter()
+                .flat_map(|p| plugins[p].iter().map(move |r| (p, r)))
+                .filter_map(|(p, r)| r.matches(&msg).map(|c| (p, r.index, args(c))))
+                .collect();
+            let mut via_table = found(&msg);
+            via_table.sort_by_key(|(p, i, _)| (*p, *i));
+            let mut alone = alone;
+            alone.sort_by_key(|(p, i, _)| (*p, *i));
+            assert_eq!(via_table, alone, "{msg:?}");
+        }
     }
 }

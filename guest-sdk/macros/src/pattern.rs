@@ -1,6 +1,6 @@
 //! Reading the named groups of a route's regular expression.
 //!
-//! The host compiles patterns with Rust's `regex` crate; this module only
+//! The host compiles patterns with Rust's `regex` syntax; this module only
 //! needs to find the groups, so it understands escapes, character classes
 //! (nested ones and POSIX ones too) and the two spellings of a named group,
 //! `(?P<name>...)` and `(?<name>...)`. Anything else is left to the host.
