@@ -278,6 +278,30 @@ pub async fn overwrite_replaces_expiry(s: &Subject) {
     assert_eq!(listed[0].expires_at, None);
 }
 
+/// `replace` and `remove` write as `set` and `delete` do, and report the
+/// length of the live value they replaced or removed: none for a missing
+/// or expired key.
+pub async fn replace_and_remove_report_the_old_length(s: &Subject) {
+    let b = &s.backend;
+    let replace = |key: &'static [u8], value: &'static [u8], ttl| async move {
+        b.replace(key, value, ttl).await.expect("replace")
+    };
+    assert_eq!(replace(b"k", b"12345", None).await, None);
+    assert_eq!(get(s, b"k").await.as_deref(), Some(&b"12345"[..]));
+    assert_eq!(replace(b"k", b"", None).await, Some(5));
+    assert_eq!(replace(b"k", b"abc", Some(SHORT_TTL)).await, Some(0));
+    assert_eq!(b.remove(b"k").await.expect("remove"), Some(3));
+    assert!(!has(s, b"k").await);
+    assert_eq!(b.remove(b"k").await.expect("remove"), None);
+
+    replace(b"expiring", b"old value", Some(SHORT_TTL)).await;
+    replace(b"expiring-removed", b"old value", Some(SHORT_TTL)).await;
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    assert_eq!(replace(b"expiring", b"new", None).await, None);
+    assert_eq!(get(s, b"expiring").await.as_deref(), Some(&b"new"[..]));
+    assert_eq!(b.remove(b"expiring-removed").await.expect("remove"), None);
+}
+
 /// `purge_expired` removes at most the expired keys and never a live one.
 pub async fn purge_keeps_live_keys(s: &Subject) {
     for i in 0..20u8 {

@@ -42,6 +42,7 @@ conformance! {
         short_expiry,
         zero_expiry,
         overwrite_replaces_expiry,
+        replace_and_remove_report_the_old_length,
         purge_keeps_live_keys,
         size_follows_data,
         concurrent_writers_lose_nothing,

@@ -74,24 +74,38 @@ impl Backend for MemoryBackend {
         value: &[u8],
         expires_in: Option<Duration>,
     ) -> Result<(), BackendError> {
+        self.replace(key, value, expires_in).await.map(drop)
+    }
+
+    async fn replace(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<Option<u64>, BackendError> {
         let now = Instant::now();
         let expires_at = expires_in.map(|d| {
             now.checked_add(d)
                 .unwrap_or(now + Duration::from_secs(u32::MAX.into()))
         });
-        self.map().insert(
+        let old = self.map().insert(
             key.to_vec(),
             Entry {
                 value: value.to_vec(),
                 expires_at,
             },
         );
-        Ok(())
+        Ok(old.filter(|e| e.live(now)).map(|e| e.value.len() as u64))
     }
 
     async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
-        self.map().remove(key);
-        Ok(())
+        self.remove(key).await.map(drop)
+    }
+
+    async fn remove(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        let now = Instant::now();
+        let old = self.map().remove(key);
+        Ok(old.filter(|e| e.live(now)).map(|e| e.value.len() as u64))
     }
 
     async fn value_len(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {

@@ -136,6 +136,30 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<(), BackendError>;
     /// Removes `key`; removing a missing key succeeds.
     async fn delete(&self, key: &[u8]) -> Result<(), BackendError>;
+    /// Stores `value` under `key` as [`set`](Backend::set) does, and returns
+    /// the length of the live value it replaced, if there was one: Warden
+    /// counts each namespace's bytes for its quota with it. The default
+    /// asks [`value_len`](Backend::value_len), then sets; a backend that
+    /// learns the old value as it writes (sled's `insert` returns it) should
+    /// override it and save the read.
+    async fn replace(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<Option<u64>, BackendError> {
+        let old = self.value_len(key).await?;
+        self.set(key, value, expires_in).await?;
+        Ok(old)
+    }
+    /// Removes `key` as [`delete`](Backend::delete) does, and returns the
+    /// length of the live value it removed, if there was one. The default
+    /// asks [`value_len`](Backend::value_len), then deletes.
+    async fn remove(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        let old = self.value_len(key).await?;
+        self.delete(key).await?;
+        Ok(old)
+    }
     /// The length of the live value under `key`, if any. The default reads
     /// the value; backends that can tell the length without copying it
     /// should say so.

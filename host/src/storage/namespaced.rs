@@ -286,11 +286,7 @@ impl PluginStorage {
 
     /// The key and value bytes now stored under `raw` (bare key `key`).
     async fn stored_len(&self, raw: &[u8], key: &str) -> Result<u64, StorageError> {
-        Ok(self
-            .backend
-            .value_len(raw)
-            .await?
-            .map_or(0, |len| key.len() as u64 + len))
+        Ok(stored_bytes(key, self.backend.value_len(raw).await?))
     }
 
     /// The plugin this storage belongs to.
@@ -397,11 +393,16 @@ impl PluginStorage {
     ) -> Result<(), StorageError> {
         let raw = self.resolve(key, shared, true)?;
         self.check_value(key, value)?;
-        let old = self.stored_len(&raw, key).await?;
         let new = (key.len() + value.len()) as u64;
-        self.check_quota(key, shared, old, new).await?;
-        self.backend.set(&raw, value, expires_in).await?;
-        self.namespace(shared).1.replace(old, new);
+        let usage = self.namespace(shared).1;
+        // A write that fits even if the key holds nothing now fits whatever
+        // it holds; only a write near the quota reads the old value first.
+        if usage.bytes().saturating_add(new) > self.limits.max_stored_bytes {
+            let old = self.stored_len(&raw, key).await?;
+            self.check_quota(key, shared, old, new).await?;
+        }
+        let old = self.backend.replace(&raw, value, expires_in).await?;
+        usage.replace(stored_bytes(key, old), new);
         Ok(())
     }
 
@@ -420,9 +421,8 @@ impl PluginStorage {
     /// Removes `key`.
     pub async fn delete(&self, key: &str, shared: bool) -> Result<(), StorageError> {
         let raw = self.resolve(key, shared, true)?;
-        let old = self.stored_len(&raw, key).await?;
-        self.backend.delete(&raw).await?;
-        self.namespace(shared).1.replace(old, 0);
+        let old = self.backend.remove(&raw).await?;
+        self.namespace(shared).1.replace(stored_bytes(key, old), 0);
         Ok(())
     }
 
@@ -574,6 +574,12 @@ impl PluginStorage {
         self.namespace(shared).1.replace(old, 0);
         Ok(())
     }
+}
+
+/// The bytes key `key` counts for in its namespace's usage when it holds a
+/// value of `len` bytes.
+fn stored_bytes(key: &str, len: Option<u64>) -> u64 {
+    len.map_or(0, |len| key.len() as u64 + len)
 }
 
 fn grant_name(grant: Grant) -> &'static str {

@@ -95,6 +95,12 @@ fn live(expires_at: u64, now: u64) -> bool {
     expires_at == NEVER || now < expires_at
 }
 
+/// The length of the value in `stored` if it was live at `now`.
+fn live_len(stored: Option<&[u8]>, now: u64) -> Option<u64> {
+    let (expires_at, value) = split(stored?)?;
+    live(expires_at, now).then_some(value.len() as u64)
+}
+
 impl SledBackend {
     /// Opens (creating if needed) the database in directory `path` with the
     /// default options: every write on disk before it is acknowledged.
@@ -223,9 +229,19 @@ impl Backend for SledBackend {
         value: &[u8],
         expires_in: Option<Duration>,
     ) -> Result<(), BackendError> {
+        self.replace(key, value, expires_in).await.map(drop)
+    }
+
+    async fn replace(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<Option<u64>, BackendError> {
+        let now = now_millis();
         let expires_at = match expires_in {
             // A deadline of exactly 0 would read as "never".
-            Some(d) => deadline_millis(now_millis(), d).max(1),
+            Some(d) => deadline_millis(now, d).max(1),
             None => NEVER,
         };
         if expires_at != NEVER {
@@ -238,13 +254,20 @@ impl Backend for SledBackend {
         let mut stored = Vec::with_capacity(HEADER + value.len());
         stored.extend_from_slice(&expires_at.to_be_bytes());
         stored.extend_from_slice(value);
-        self.data.insert(key, stored).map_err(err)?;
-        self.sync_write().await
+        let old = self.data.insert(key, stored).map_err(err)?;
+        self.sync_write().await?;
+        Ok(live_len(old.as_deref(), now))
     }
 
     async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
-        self.data.remove(key).map_err(err)?;
-        self.sync_write().await
+        self.remove(key).await.map(drop)
+    }
+
+    async fn remove(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        let now = now_millis();
+        let old = self.data.remove(key).map_err(err)?;
+        self.sync_write().await?;
+        Ok(live_len(old.as_deref(), now))
     }
 
     async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
