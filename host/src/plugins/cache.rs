@@ -4,11 +4,13 @@
 //! An entry is named after the SHA-256 digest of the component and a hash
 //! of everything in the engine that compiled code depends on (wasmtime's
 //! version, target and settings), so a changed file or a new Warden simply
-//! misses. An entry holds a magic string, the SHA-256 digest of the
-//! compiled artifact and the artifact itself. It is used only if the digest
-//! matches and wasmtime accepts the artifact for this engine; a corrupt,
-//! truncated or foreign entry is ignored, logged, and replaced by a fresh
-//! compilation.
+//! misses. An entry holds a magic string, a CRC-32 checksum of the
+//! compiled artifact and the artifact itself. It is used only if the
+//! checksum matches and wasmtime accepts the artifact for this engine; a
+//! corrupt, truncated or foreign entry is ignored, logged, and replaced by
+//! a fresh compilation. (The checksum catches damage, not tampering: no
+//! checksum could, since whoever can write an entry can write its checksum
+//! too. It is cheap, so loading a plugin from the cache stays fast.)
 //!
 //! Compiled code is run as it is found, so the cache directory must be
 //! writable only by the operator, like the store.
@@ -22,8 +24,11 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The first bytes of every entry; a new layout gets a new magic.
-const MAGIC: &[u8; 8] = b"WARDENC1";
-const DIGEST: usize = 32;
+const MAGIC: &[u8; 8] = b"WARDENC2";
+/// The magic of entries written by earlier versions, which are replaced.
+const OLD_MAGIC: &[u8; 8] = b"WARDENC1";
+/// The bytes of the checksum after the magic.
+const CHECKSUM: usize = 4;
 
 /// What became of one lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,11 +131,14 @@ impl CompileCache {
 
     /// Checks an entry and deserializes its artifact.
     fn open(&self, engine: &Engine, entry: &[u8]) -> Result<Component, String> {
+        if entry.starts_with(OLD_MAGIC) {
+            return Err("written by an earlier version of Warden".into());
+        }
         let rest = entry
             .strip_prefix(MAGIC)
             .ok_or("not a Warden cache entry")?;
-        let (digest, artifact) = rest.split_at_checked(DIGEST).ok_or("truncated")?;
-        if sha256(artifact) != digest {
+        let (checksum, artifact) = rest.split_at_checked(CHECKSUM).ok_or("truncated")?;
+        if crc32fast::hash(artifact).to_le_bytes() != checksum {
             return Err("its checksum does not match: corrupt or truncated".into());
         }
         // SAFETY: wasmtime requires that deserialized bytes come from
@@ -147,9 +155,9 @@ impl CompileCache {
     /// new entry.
     fn store(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let mut entry = Vec::with_capacity(MAGIC.len() + DIGEST + artifact.len());
+        let mut entry = Vec::with_capacity(MAGIC.len() + CHECKSUM + artifact.len());
         entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&sha256(artifact));
+        entry.extend_from_slice(&crc32fast::hash(artifact).to_le_bytes());
         entry.extend_from_slice(artifact);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, &entry)?;
@@ -202,15 +210,19 @@ mod tests {
 
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 0xff;
-        let mut foreign = b"WARDENC1".to_vec();
+        let mut foreign = MAGIC.to_vec();
         let junk = b"not an artifact of this engine";
-        foreign.extend_from_slice(&sha256(junk));
+        foreign.extend_from_slice(&crc32fast::hash(junk).to_le_bytes());
         foreign.extend_from_slice(junk);
+        let mut old = OLD_MAGIC.to_vec();
+        old.extend_from_slice(&[0; 32]);
+        old.extend_from_slice(&good[MAGIC.len() + CHECKSUM..]);
         for bad in [
             flipped,
             good[..good.len() / 2].to_vec(),
             b"garbage".to_vec(),
             foreign,
+            old,
         ] {
             std::fs::write(&entry, &bad).unwrap();
             assert_eq!(lookup(&cache, &engine), CacheOutcome::Miss);
