@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Limits};
 use crate::identity::PluginId;
-use crate::plugins::cache;
-use crate::router::{self, CompiledRoute};
+use crate::plugins::{self, cache};
+use crate::router::CompiledRoute;
 use crate::runtime::Runtime;
-use crate::runtime::bindings::PluginPre;
 use crate::{HostError, LoadError};
 
 /// What a plugin file declares.
@@ -66,77 +65,23 @@ impl Inspector {
     /// would. Binding the identity to the file and the store are not
     /// involved.
     pub async fn inspect(&self, file: &Path) -> Result<Inspected, LoadError> {
-        let path = file.to_path_buf();
         let bytes = tokio::fs::read(file)
             .await
             .map_err(|source| LoadError::Read {
-                file: path.clone(),
+                file: file.to_path_buf(),
                 source,
             })?;
-        let digest = cache::hex(&cache::sha256(&bytes));
-        let not_a_component = |message: String| LoadError::NotAComponent {
-            file: path.clone(),
-            message,
-        };
-        let engine = self.runtime.engine().clone();
-        // Compiling is CPU-bound: keep it off the async workers.
-        let component = tokio::task::spawn_blocking(move || {
-            wasmtime::component::Component::new(&engine, &bytes)
-        })
-        .await
-        .map_err(|e| not_a_component(e.to_string()))?
-        .map_err(|e| not_a_component(format!("{e:#}")))?;
-
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            file: path.clone(),
-            message: format!("{e:#}"),
-        };
-        let pre = self
-            .runtime
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
-        let pre = PluginPre::new(pre).map_err(wrong_world)?;
-
-        let start = |e: wasmtime::Error| LoadError::Start {
-            file: path.clone(),
-            message: describe_failure(&e, &self.limits),
-        };
-        let mut store = self
-            .runtime
-            .new_store(&path.display().to_string(), None, &self.limits);
-        let bindings = pre.instantiate_async(&mut store).await.map_err(start)?;
-        let manifest = bindings.call_manifest(&mut store).await.map_err(start)?;
-
-        let id = PluginId::new(&manifest.id).map_err(|source| LoadError::InvalidId {
-            file: path.clone(),
-            source,
-        })?;
-        let routes = router::compile(&manifest.routes).map_err(|source| LoadError::BadRoute {
-            file: path.clone(),
-            id: id.clone(),
-            source,
-        })?;
+        let digest = cache::sha256(&bytes);
+        let prepared =
+            plugins::prepare(&self.runtime, file, bytes, digest, None, &self.limits).await?;
         Ok(Inspected {
-            file: path,
-            digest,
-            id,
-            version: manifest.version,
-            description: manifest.description,
-            routes,
+            file: prepared.file,
+            digest: cache::hex(&digest),
+            id: prepared.id,
+            version: prepared.version,
+            description: prepared.description,
+            routes: prepared.routes,
         })
-    }
-}
-
-/// A readable account of a failure while starting or reading the manifest.
-fn describe_failure(e: &wasmtime::Error, limits: &Limits) -> String {
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => format!(
-            "trapped: ran longer than its time limit of {} ms",
-            limits.handler_timeout_ms
-        ),
-        Some(trap) => format!("trapped: {trap}"),
-        None => format!("{e:#}"),
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use tokio::sync::{Mutex, Semaphore};
 use wasmtime::Store;
 
@@ -448,10 +449,26 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
         .map(|p| (p.info.id.clone(), p.info.file.clone()))
         .collect();
     let mut loaded: HashMap<PathBuf, Arc<LoadedPlugin>> = HashMap::new();
-    for (file, bytes, digest) in work {
-        progress.start(&file);
+    // Files are prepared several at a time, their compilation on the
+    // blocking pool, and then loaded one by one in name order, so that of
+    // two files declaring one identity the first in name order wins.
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let limits = &loader.config.limits;
+    let bar = &progress;
+    let mut prepared = futures::stream::iter(work)
+        .map(|(file, bytes, digest)| async move {
+            bar.start(&file);
+            let result = prepare(loader.runtime, &file, bytes, digest, loader.cache, limits).await;
+            (file, result)
+        })
+        .buffered(parallel);
+    while let Some((file, result)) = prepared.next().await {
         let old = old_by_file.get(file.as_path()).copied();
-        match load_one(&file, bytes, digest, loader, &by_id).await {
+        let result = match result {
+            Ok(prepared) => finish(prepared, loader, &by_id).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(plugin) => {
                 tracing::info!(plugin = %plugin.info.id, version = %plugin.info.version,
                     file = %file.display(), routes = plugin.info.routes.len(),
@@ -480,6 +497,7 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
         }
         progress.done();
     }
+    drop(prepared);
     progress.finish();
 
     for file in files {
@@ -542,20 +560,39 @@ impl Progress {
     }
 }
 
-async fn load_one(
+/// A plugin file compiled, started and asked for its manifest, with its
+/// identity and routes checked: all of loading that does not depend on the
+/// other plugins or the store, so files are prepared side by side.
+pub(crate) struct Prepared {
+    /// The file.
+    pub file: PathBuf,
+    /// Its SHA-256 digest.
+    pub digest: [u8; 32],
+    pre: PluginPre<PluginState>,
+    /// The instance that read the manifest; it goes on to serve.
+    instance: Instance,
+    /// The declared identity, validated.
+    pub id: PluginId,
+    /// The declared version.
+    pub version: String,
+    /// The declared description.
+    pub description: String,
+    /// The declared routes, compiled.
+    pub routes: Vec<CompiledRoute>,
+}
+
+/// Compiles `bytes` (the contents of `file`, whose SHA-256 is `digest`),
+/// through `cache` when given, checks that it implements the plugin world,
+/// starts it without storage, reads its manifest, and validates its
+/// identity and routes. `limits` bound the start and the manifest call.
+pub(crate) async fn prepare(
+    runtime: &Runtime,
     file: &Path,
     bytes: Vec<u8>,
     digest: [u8; 32],
-    loader: Loader<'_>,
-    loaded: &HashMap<PluginId, PathBuf>,
-) -> Result<LoadedPlugin, LoadError> {
-    let Loader {
-        runtime,
-        backend,
-        config,
-        shared_usage,
-        cache,
-    } = loader;
+    cache: Option<&Arc<CompileCache>>,
+    limits: &Limits,
+) -> Result<Prepared, LoadError> {
     let path = file.to_path_buf();
     let (component, outcome) = {
         let runtime = runtime.clone();
@@ -588,24 +625,68 @@ async fn load_one(
         tracing::debug!(file = %path.display(), "compiled code from the cache");
     }
 
-    let start = |limits: &Limits, e: wasmtime::Error| LoadError::Start {
+    let start = |e: wasmtime::Error| LoadError::Start {
         file: path.clone(),
         message: describe_trap(&e, limits),
     };
-    let mut store = runtime.new_store(&path.display().to_string(), None, &config.limits);
-    let bindings = pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|e| start(&config.limits, e))?;
-    let manifest = bindings
-        .call_manifest(&mut store)
-        .await
-        .map_err(|e| start(&config.limits, e))?;
+    let mut store = runtime.new_store(&path.display().to_string(), None, limits);
+    let bindings = pre.instantiate_async(&mut store).await.map_err(start)?;
+    let manifest = bindings.call_manifest(&mut store).await.map_err(start)?;
 
     let id = PluginId::new(&manifest.id).map_err(|source| LoadError::InvalidId {
         file: path.clone(),
         source,
     })?;
+    // Compiling patterns is CPU-bound too.
+    let declared = manifest.routes;
+    let routes = tokio::task::spawn_blocking(move || router::compile(&declared))
+        .await
+        .map_err(|e| LoadError::Start {
+            file: path.clone(),
+            message: format!("compiling its routes failed: {e}"),
+        })?
+        .map_err(|source| LoadError::BadRoute {
+            file: path.clone(),
+            id: id.clone(),
+            source,
+        })?;
+    Ok(Prepared {
+        file: path,
+        digest,
+        pre,
+        instance: Instance { store, bindings },
+        id,
+        version: manifest.version,
+        description: manifest.description,
+        routes,
+    })
+}
+
+/// Loads a prepared plugin: refuses an identity that another file declares
+/// (`loaded`: the identities loaded so far, and their files) or is bound
+/// to, gives the instance its storage, and binds the identity to the file.
+async fn finish(
+    prepared: Prepared,
+    loader: Loader<'_>,
+    loaded: &HashMap<PluginId, PathBuf>,
+) -> Result<LoadedPlugin, LoadError> {
+    let Loader {
+        runtime,
+        backend,
+        config,
+        shared_usage,
+        cache: _,
+    } = loader;
+    let Prepared {
+        file: path,
+        digest,
+        pre,
+        mut instance,
+        id,
+        version,
+        description,
+        routes,
+    } = prepared;
     if let Some(first) = loaded.get(&id) {
         return Err(LoadError::DuplicateId {
             file: path,
@@ -613,11 +694,6 @@ async fn load_one(
             first: first.clone(),
         });
     }
-    let routes = router::compile(&manifest.routes).map_err(|source| LoadError::BadRoute {
-        file: path.clone(),
-        id: id.clone(),
-        source,
-    })?;
     let bound = check_binding(backend, &id, &path).await?;
     let limits = config.limits_for(&id);
     let storage = PluginStorage::new(
@@ -631,13 +707,21 @@ async fn load_one(
         file: path.clone(),
         message: e.to_string(),
     })?;
-    drop((store, bindings));
-    let plugin = LoadedPlugin {
+    // The instance that read the manifest serves the messages, tagged with
+    // the identity and given its storage.
+    instance
+        .store
+        .data_mut()
+        .serve_as(id.as_str(), storage.clone(), &limits);
+    if !bound {
+        bind(backend, &id, &path).await?;
+    }
+    Ok(LoadedPlugin {
         info: PluginInfo {
             id,
-            version: manifest.version,
-            description: manifest.description,
-            file: path.clone(),
+            version,
+            description,
+            file: path,
             digest: cache::hex(&digest),
             routes,
         },
@@ -646,18 +730,10 @@ async fn load_one(
         runtime: runtime.clone(),
         storage,
         limits,
-        instance: Mutex::new(None),
+        instance: Mutex::new(Some(instance)),
         in_flight: Semaphore::new(limits.max_calls_in_flight),
         health: std::sync::Mutex::default(),
-    };
-    // A fresh instance, tagged with the identity and given its storage,
-    // serves the messages; starting it now surfaces failures at load time.
-    let instance = plugin.instantiate().await.map_err(|e| start(&limits, e))?;
-    *plugin.instance.lock().await = Some(instance);
-    if !bound {
-        bind(backend, &plugin.info.id, &path).await?;
-    }
-    Ok(plugin)
+    })
 }
 
 /// The name under which a plugin file is bound to its identity: its file

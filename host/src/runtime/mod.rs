@@ -25,8 +25,36 @@ pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// How its output names the plugin.
+    tag: stdio::Tag,
     /// Warden's own interfaces.
     pub host: PluginHost,
+}
+
+impl PluginState {
+    /// Turns the instance that read a plugin's manifest into the one that
+    /// serves it: from now on it is named by identity `id` in logs, reaches
+    /// `storage`, and is bounded by `limits` (the plugin's own).
+    pub fn serve_as(&mut self, id: &str, storage: PluginStorage, limits: &Limits) {
+        let id: Arc<str> = Arc::from(id);
+        self.tag.set(id.clone());
+        self.host = PluginHost::new(id, Some(storage));
+        self.limits = store_limits(limits);
+    }
+}
+
+/// The store limits of an instance bounded by `limits`.
+fn store_limits(limits: &Limits) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(limits.max_memory_bytes)
+        // A failed memory.grow traps instead of returning -1, so the plugin
+        // cannot go on in a state its allocator did not expect, and the log
+        // says why it stopped.
+        .trap_on_grow_failure(true)
+        .instances(16)
+        .tables(16)
+        .memories(16)
+        .build()
 }
 
 impl std::fmt::Debug for PluginState {
@@ -134,9 +162,10 @@ impl Runtime {
         limits: &Limits,
     ) -> Store<PluginState> {
         let tag: Arc<str> = Arc::from(tag);
+        let log_tag = stdio::Tag::new(tag.clone());
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdio::LogStream::new(tag.clone(), "stdout"));
-        wasi.stderr(stdio::LogStream::new(tag.clone(), "stderr"));
+        wasi.stdout(stdio::LogStream::new(log_tag.clone(), "stdout"));
+        wasi.stderr(stdio::LogStream::new(log_tag.clone(), "stderr"));
         // Nothing else is granted: no preopened directories, environment or
         // arguments are added, and the network stays closed. These are
         // wasmtime's defaults too; they are spelled out so that a change of
@@ -148,16 +177,8 @@ impl Runtime {
         let state = PluginState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.max_memory_bytes)
-                // A failed memory.grow traps instead of returning -1, so the
-                // plugin cannot go on in a state its allocator did not expect,
-                // and the log says why it stopped.
-                .trap_on_grow_failure(true)
-                .instances(16)
-                .tables(16)
-                .memories(16)
-                .build(),
+            limits: store_limits(limits),
+            tag: log_tag,
             host: PluginHost::new(tag, storage),
         };
         let mut store = Store::new(&self.engine, state);

@@ -8,21 +8,44 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// Longest line logged as one event; longer output is split, so a plugin
 /// that never prints a newline cannot grow the buffer without bound.
 const MAX_LINE: usize = 4096;
 
+/// How an instance's output names its plugin: its file while the manifest
+/// is read, its identity once known. Clones share the name.
+#[derive(Debug, Clone)]
+pub(crate) struct Tag(Arc<RwLock<Arc<str>>>);
+
+impl Tag {
+    pub(crate) fn new(name: Arc<str>) -> Self {
+        Self(Arc::new(RwLock::new(name)))
+    }
+
+    pub(crate) fn get(&self) -> Arc<str> {
+        // A name is replaced whole: a poisoned lock still holds a valid one.
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set(&self, name: Arc<str>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = name;
+    }
+}
+
 /// A WASI output stream that logs each line.
 #[derive(Debug, Clone)]
 pub(crate) struct LogStream {
-    plugin: Arc<str>,
+    plugin: Tag,
     stream: &'static str,
 }
 
 impl LogStream {
-    pub(crate) fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    pub(crate) fn new(plugin: Tag, stream: &'static str) -> Self {
         Self { plugin, stream }
     }
 }
@@ -50,7 +73,7 @@ struct LineLogger {
 impl LineLogger {
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
-        tracing::info!(plugin = %self.stream.plugin, stream = self.stream.stream, "{}", line.trim_end_matches('\r'));
+        tracing::info!(plugin = %self.stream.plugin.get(), stream = self.stream.stream, "{}", line.trim_end_matches('\r'));
     }
 
     fn drain_lines(&mut self) {
