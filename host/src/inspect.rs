@@ -55,7 +55,8 @@ impl Inspector {
     /// and time of the manifest call).
     pub fn new(config: &Config) -> Result<Self, HostError> {
         Ok(Self {
-            runtime: Runtime::new().map_err(HostError::Engine)?,
+            // Manifests are read without storage.
+            runtime: Runtime::new(false).map_err(HostError::Engine)?,
             limits: config.limits,
         })
     }

@@ -164,7 +164,8 @@ impl HostBuilder {
             let raw = identity::encode_key(&Namespace::Shared, &key);
             backend.set(&raw, &value, None).await?;
         }
-        let runtime = Runtime::new().map_err(HostError::Engine)?;
+        let runtime =
+            Runtime::new(backend.immediate_reads().is_some()).map_err(HostError::Engine)?;
         let shared_usage = Arc::new(Usage::default());
         shared_usage
             .recount(&*backend, &Namespace::Shared)

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use warden::storage::{Backend, BackendError, Counted, Entry};
+use warden::storage::{Backend, BackendError, Counted, Entry, ImmediateReads};
 use warden::{Config, Host, Incoming};
 use warden_tests::*;
 
@@ -14,12 +14,29 @@ use warden_tests::*;
 type Stored = (Vec<u8>, Option<Instant>);
 
 /// A user's backend: an ordered map that also records every key it is
-/// asked to read or write.
+/// asked to read or write. With `immediate`, it offers immediate reads,
+/// recorded apart.
 #[derive(Debug, Default)]
 struct Recording {
     map: Mutex<BTreeMap<Vec<u8>, Stored>>,
     reads: Mutex<Vec<String>>,
     writes: Mutex<Vec<String>>,
+    immediate: bool,
+    immediate_reads: Mutex<Vec<String>>,
+}
+
+impl ImmediateReads for Recording {
+    fn get_now(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.immediate_reads
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(key).into_owned());
+        Ok(self.read(key))
+    }
+
+    fn has_now(&self, key: &[u8]) -> Result<bool, BackendError> {
+        self.get_now(key).map(|v| v.is_some())
+    }
 }
 
 impl Recording {
@@ -54,19 +71,26 @@ impl Recording {
     fn live(entry: &Stored) -> bool {
         entry.1.is_none_or(|at| Instant::now() < at)
     }
+
+    fn read(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.map
+            .lock()
+            .unwrap()
+            .get(key)
+            .filter(|e| Self::live(e))
+            .map(|e| e.0.clone())
+    }
 }
 
 #[async_trait::async_trait]
 impl Backend for Recording {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         self.saw(key);
-        Ok(self
-            .map
-            .lock()
-            .unwrap()
-            .get(key)
-            .filter(|e| Self::live(e))
-            .map(|e| e.0.clone()))
+        Ok(self.read(key))
+    }
+
+    fn immediate_reads(&self) -> Option<&dyn ImmediateReads> {
+        self.immediate.then_some(self)
     }
 
     async fn set(
@@ -255,4 +279,51 @@ async fn a_user_backend_gets_only_namespaced_keys_and_grants_still_hold() {
         ]
     );
     host.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn plugins_read_through_immediate_reads_where_the_backend_has_them() {
+    for immediate in [false, true] {
+        let backend = Arc::new(Recording {
+            immediate,
+            ..Recording::default()
+        });
+        let dir = plugins_dir(&[PROBE]);
+        let host = Host::builder()
+            .plugins_dir(dir.path())
+            .backend(backend.clone())
+            .build()
+            .await
+            .unwrap();
+        let say = async |text: &str| -> Vec<String> {
+            host.dispatch(&Incoming::addressed(text))
+                .await
+                .into_iter()
+                .flat_map(|o| o.replies)
+                .collect()
+        };
+        assert_eq!(say("set k = v").await, ["ok"]);
+        backend.reads.lock().unwrap().clear();
+        assert_eq!(say("get k").await, ["value: v"]);
+        assert_eq!(say("has k").await, ["true"]);
+        assert_eq!(say("get missing").await, ["none"]);
+        // A bad key is refused before it reaches either kind of read.
+        let refused = say("has bad\u{0}key").await;
+        assert!(refused[0].starts_with("error: invalid-key"), "{refused:?}");
+
+        let async_reads = Recording::plugin_keys(&backend.reads);
+        let immediate_reads = Recording::plugin_keys(&backend.immediate_reads);
+        let read = [
+            "plugin:warden.tests.Probe:k",
+            "plugin:warden.tests.Probe:missing",
+        ];
+        if immediate {
+            assert_eq!(immediate_reads, read);
+            assert!(async_reads.is_empty(), "{async_reads:?}");
+        } else {
+            assert!(immediate_reads.is_empty(), "{immediate_reads:?}");
+            assert_eq!(async_reads, read);
+        }
+        host.shutdown().await.unwrap();
+    }
 }

@@ -2,10 +2,14 @@
 
 use std::time::Duration;
 
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, WasmStr};
+
 use super::bindings::StorageErrorWit;
 use super::bindings::warden::plugin::{chat, logging, storage, types};
 use std::sync::Arc;
 
+use super::PluginState;
 use crate::metrics::{self, PluginMetrics, StorageFailure, StorageOp};
 use crate::storage::{PluginStorage, StorageError, human_size};
 
@@ -89,6 +93,48 @@ impl PluginHost {
         }
     }
 }
+
+impl PluginHost {
+    fn get_now(&self, key: &str, shared: bool) -> Result<Option<Vec<u8>>, StorageErrorWit> {
+        let r = self.storage()?.get_now(key, shared);
+        self.done(StorageOp::Get, r)
+    }
+
+    fn has_now(&self, key: &str, shared: bool) -> Result<bool, StorageErrorWit> {
+        let r = self.storage()?.has_now(key, shared);
+        self.done(StorageOp::Has, r)
+    }
+}
+
+/// Replaces the storage interface's `get` and `has` with synchronous host
+/// functions that read through the backend's immediate reads (see
+/// [`Backend::immediate_reads`](crate::storage::Backend::immediate_reads)),
+/// for hosts whose backend has them. A synchronous host function skips
+/// wasmtime's async call machinery, and the key is read in place in the
+/// plugin's memory instead of being copied out.
+pub(crate) fn link_immediate_reads(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut storage = linker.instance(STORAGE_INTERFACE)?;
+    storage.func_wrap(
+        "get",
+        |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
+            let key = key.to_str(&store)?;
+            Ok((store.data().host.get_now(&key, shared),))
+        },
+    )?;
+    storage.func_wrap(
+        "has",
+        |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
+            let key = key.to_str(&store)?;
+            Ok((store.data().host.has_now(&key, shared),))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The name the storage interface is imported under.
+const STORAGE_INTERFACE: &str = "warden:plugin/storage@0.1.0";
 
 impl storage::Host for PluginHost {
     async fn set(

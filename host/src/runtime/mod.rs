@@ -91,7 +91,10 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// A new engine and linker. Starts a thread that advances the engine's
     /// epoch; it ends when the last clone of the engine is dropped.
-    pub fn new() -> wasmtime::Result<Self> {
+    /// `immediate_reads` says that every plugin's storage has immediate
+    /// reads (see [`PluginStorage::reads_immediately`]), which plugins'
+    /// `get` and `has` then use.
+    pub fn new(immediate_reads: bool) -> wasmtime::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         // Component-model async is not used by the plugin world, and turning
@@ -106,6 +109,9 @@ impl Runtime {
         // but each instance's WasiCtx grants nothing (see `new_store`).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<PluginHost>>(&mut linker, |s| &mut s.host)?;
+        if immediate_reads {
+            host::link_immediate_reads(&mut linker)?;
+        }
 
         let weak = engine.weak();
         std::thread::Builder::new()

@@ -6,7 +6,9 @@ use std::ops::Bound;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Backend, BackendError, Counted, Entry as Stored, add_to_counter, counter_bytes};
+use super::{
+    Backend, BackendError, Counted, Entry as Stored, ImmediateReads, add_to_counter, counter_bytes,
+};
 
 #[derive(Debug)]
 struct Entry {
@@ -53,9 +55,8 @@ impl MemoryBackend {
     }
 }
 
-#[async_trait::async_trait]
-impl Backend for MemoryBackend {
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+impl ImmediateReads for MemoryBackend {
+    fn get_now(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let now = Instant::now();
         let mut map = self.map();
         match map.get(key) {
@@ -66,6 +67,22 @@ impl Backend for MemoryBackend {
             }
             None => Ok(None),
         }
+    }
+
+    fn has_now(&self, key: &[u8]) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        Ok(self.map().get(key).is_some_and(|e| e.live(now)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for MemoryBackend {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.get_now(key)
+    }
+
+    fn immediate_reads(&self) -> Option<&dyn ImmediateReads> {
+        Some(self)
     }
 
     async fn set(
@@ -118,8 +135,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
-        let now = Instant::now();
-        Ok(self.map().get(key).is_some_and(|e| e.live(now)))
+        self.has_now(key)
     }
 
     async fn size(&self) -> Result<u64, BackendError> {

@@ -222,6 +222,25 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn purge_expired(&self) -> Result<u64, BackendError> {
         Ok(0)
     }
+    /// The backend's reads that never wait, if it has them: those of a store
+    /// in memory or of an embedded database, which answer from the calling
+    /// thread. Warden then serves plugins' `get` and `has` through them,
+    /// without the machinery of an async call into the host, a large share
+    /// of the cost of a fast read. They must behave exactly as
+    /// [`get`](Backend::get) and [`has`](Backend::has). The default is
+    /// `None`, right for a backend that waits for a server or a disk.
+    fn immediate_reads(&self) -> Option<&dyn ImmediateReads> {
+        None
+    }
+}
+
+/// Reads that answer at once, from the calling thread (see
+/// [`Backend::immediate_reads`]).
+pub trait ImmediateReads: Send + Sync {
+    /// As [`Backend::get`].
+    fn get_now(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+    /// As [`Backend::has`].
+    fn has_now(&self, key: &[u8]) -> Result<bool, BackendError>;
 }
 
 /// The time `millis` milliseconds after the Unix epoch.

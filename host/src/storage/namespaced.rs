@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, BackendError};
+use super::{Backend, BackendError, ImmediateReads};
 use crate::identity::{self, KeyError, Namespace, PluginId};
 
 /// How much of the shared keyspace the operator granted a plugin.
@@ -416,6 +416,36 @@ impl PluginStorage {
     pub async fn has(&self, key: &str, shared: bool) -> Result<bool, StorageError> {
         let raw = self.resolve(key, shared, false)?;
         Ok(self.backend.has(&raw).await?)
+    }
+
+    /// Whether the backend has reads that never wait (see
+    /// [`Backend::immediate_reads`]), which [`get_now`](Self::get_now) and
+    /// [`has_now`](Self::has_now) use.
+    pub fn reads_immediately(&self) -> bool {
+        self.backend.immediate_reads().is_some()
+    }
+
+    fn immediate(&self) -> Result<&dyn ImmediateReads, StorageError> {
+        self.backend.immediate_reads().ok_or_else(|| {
+            StorageError::Backend(BackendError::new(
+                "warden",
+                "this backend has no immediate reads",
+            ))
+        })
+    }
+
+    /// [`get`](Self::get) through the backend's immediate reads; fails if
+    /// it has none.
+    pub fn get_now(&self, key: &str, shared: bool) -> Result<Option<Vec<u8>>, StorageError> {
+        let raw = self.resolve(key, shared, false)?;
+        Ok(self.immediate()?.get_now(&raw)?)
+    }
+
+    /// [`has`](Self::has) through the backend's immediate reads; fails if
+    /// it has none.
+    pub fn has_now(&self, key: &str, shared: bool) -> Result<bool, StorageError> {
+        let raw = self.resolve(key, shared, false)?;
+        Ok(self.immediate()?.has_now(&raw)?)
     }
 
     /// Removes `key`.
