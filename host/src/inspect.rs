@@ -22,7 +22,7 @@ use crate::config::{Config, Limits};
 use crate::identity::PluginId;
 use crate::plugins::{self, cache};
 use crate::router::CompiledRoute;
-use crate::runtime::Runtime;
+use crate::runtime::{Immediate, Runtime};
 use crate::{HostError, LoadError};
 
 /// What a plugin file declares.
@@ -56,7 +56,7 @@ impl Inspector {
     pub fn new(config: &Config) -> Result<Self, HostError> {
         Ok(Self {
             // Manifests are read without storage.
-            runtime: Runtime::new(false).map_err(HostError::Engine)?,
+            runtime: Runtime::new(Immediate::default()).map_err(HostError::Engine)?,
             limits: config.limits,
         })
     }

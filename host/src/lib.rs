@@ -164,8 +164,11 @@ impl HostBuilder {
             let raw = identity::encode_key(&Namespace::Shared, &key);
             backend.set(&raw, &value, None).await?;
         }
-        let runtime =
-            Runtime::new(backend.immediate_reads().is_some()).map_err(HostError::Engine)?;
+        let immediate = runtime::Immediate {
+            reads: backend.immediate_reads().is_some(),
+            writes: backend.immediate_writes().is_some(),
+        };
+        let runtime = Runtime::new(immediate).map_err(HostError::Engine)?;
         let shared_usage = Arc::new(Usage::default());
         shared_usage
             .recount(&*backend, &Namespace::Shared)

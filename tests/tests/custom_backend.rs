@@ -6,7 +6,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use warden::storage::{Backend, BackendError, Counted, Entry, ImmediateReads};
+use warden::storage::{Backend, BackendError, Counted, Entry, ImmediateReads, ImmediateWrites};
 use warden::{Config, Host, Incoming};
 use warden_tests::*;
 
@@ -14,8 +14,8 @@ use warden_tests::*;
 type Stored = (Vec<u8>, Option<Instant>);
 
 /// A user's backend: an ordered map that also records every key it is
-/// asked to read or write. With `immediate`, it offers immediate reads,
-/// recorded apart.
+/// asked to read or write. With `immediate`, it offers immediate reads and
+/// writes, recorded apart.
 #[derive(Debug, Default)]
 struct Recording {
     map: Mutex<BTreeMap<Vec<u8>, Stored>>,
@@ -23,6 +23,37 @@ struct Recording {
     writes: Mutex<Vec<String>>,
     immediate: bool,
     immediate_reads: Mutex<Vec<String>>,
+    immediate_writes: Mutex<Vec<String>>,
+}
+
+impl ImmediateWrites for Recording {
+    fn replace_now(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<Option<u64>, BackendError> {
+        self.immediate_writes
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(key).into_owned());
+        let at = ttl.map(|d| Instant::now() + d);
+        let old = self
+            .map
+            .lock()
+            .unwrap()
+            .insert(key.to_vec(), (value.to_vec(), at));
+        Ok(old.filter(Self::live).map(|e| e.0.len() as u64))
+    }
+
+    fn remove_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        self.immediate_writes
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(key).into_owned());
+        let old = self.map.lock().unwrap().remove(key);
+        Ok(old.filter(Self::live).map(|e| e.0.len() as u64))
+    }
 }
 
 impl ImmediateReads for Recording {
@@ -90,6 +121,10 @@ impl Backend for Recording {
     }
 
     fn immediate_reads(&self) -> Option<&dyn ImmediateReads> {
+        self.immediate.then_some(self)
+    }
+
+    fn immediate_writes(&self) -> Option<&dyn ImmediateWrites> {
         self.immediate.then_some(self)
     }
 
@@ -282,7 +317,7 @@ async fn a_user_backend_gets_only_namespaced_keys_and_grants_still_hold() {
 }
 
 #[tokio::test]
-async fn plugins_read_through_immediate_reads_where_the_backend_has_them() {
+async fn plugins_call_immediate_operations_where_the_backend_has_them() {
     for immediate in [false, true] {
         let backend = Arc::new(Recording {
             immediate,
@@ -303,6 +338,23 @@ async fn plugins_read_through_immediate_reads_where_the_backend_has_them() {
                 .collect()
         };
         assert_eq!(say("set k = v").await, ["ok"]);
+        assert_eq!(say("set gone = v").await, ["ok"]);
+        assert_eq!(say("del gone").await, ["ok"]);
+        let written = [
+            "plugin:warden.tests.Probe:k",
+            "plugin:warden.tests.Probe:gone",
+        ];
+        let (async_writes, immediate_writes) = (
+            Recording::plugin_keys(&backend.writes),
+            Recording::plugin_keys(&backend.immediate_writes),
+        );
+        if immediate {
+            assert_eq!(immediate_writes, written);
+            assert!(async_writes.is_empty(), "{async_writes:?}");
+        } else {
+            assert!(immediate_writes.is_empty(), "{immediate_writes:?}");
+            assert_eq!(async_writes, written);
+        }
         backend.reads.lock().unwrap().clear();
         assert_eq!(say("get k").await, ["value: v"]);
         assert_eq!(say("has k").await, ["true"]);

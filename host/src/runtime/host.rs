@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, WasmStr};
+use wasmtime::component::{Linker, WasmList, WasmStr};
 
 use super::bindings::StorageErrorWit;
 use super::bindings::warden::plugin::{chat, logging, storage, types};
@@ -104,31 +104,81 @@ impl PluginHost {
         let r = self.storage()?.has_now(key, shared);
         self.done(StorageOp::Has, r)
     }
+
+    fn set_now(
+        &self,
+        key: &str,
+        value: &[u8],
+        expires_in_secs: Option<u64>,
+        shared: bool,
+    ) -> Result<(), StorageErrorWit> {
+        let ttl = expires_in_secs.map(Duration::from_secs);
+        let r = self.storage()?.set_now(key, value, ttl, shared);
+        self.done(StorageOp::Set, r)
+    }
+
+    fn delete_now(&self, key: &str, shared: bool) -> Result<(), StorageErrorWit> {
+        let r = self.storage()?.delete_now(key, shared);
+        self.done(StorageOp::Delete, r)
+    }
 }
 
-/// Replaces the storage interface's `get` and `has` with synchronous host
-/// functions that read through the backend's immediate reads (see
-/// [`Backend::immediate_reads`](crate::storage::Backend::immediate_reads)),
-/// for hosts whose backend has them. A synchronous host function skips
-/// wasmtime's async call machinery, and the key is read in place in the
-/// plugin's memory instead of being copied out.
-pub(crate) fn link_immediate_reads(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+/// Which storage operations the host's backend performs without waiting
+/// (see [`Backend::immediate_reads`](crate::storage::Backend::immediate_reads)
+/// and [`Backend::immediate_writes`](crate::storage::Backend::immediate_writes)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Immediate {
+    /// `get` and `has`.
+    pub reads: bool,
+    /// `set` and `delete`.
+    pub writes: bool,
+}
+
+/// Replaces the storage interface's `get` and `has` (with `immediate.reads`)
+/// and `set` and `delete` (with `immediate.writes`) with synchronous host
+/// functions that call the backend's immediate operations. A synchronous
+/// host function skips wasmtime's async call machinery, and reads the key
+/// and value in place in the plugin's memory instead of copying them out.
+pub(crate) fn link_immediate(
+    linker: &mut Linker<PluginState>,
+    immediate: Immediate,
+) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut storage = linker.instance(STORAGE_INTERFACE)?;
-    storage.func_wrap(
-        "get",
-        |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
-            let key = key.to_str(&store)?;
-            Ok((store.data().host.get_now(&key, shared),))
-        },
-    )?;
-    storage.func_wrap(
-        "has",
-        |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
-            let key = key.to_str(&store)?;
-            Ok((store.data().host.has_now(&key, shared),))
-        },
-    )?;
+    if immediate.reads {
+        storage.func_wrap(
+            "get",
+            |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
+                let key = key.to_str(&store)?;
+                Ok((store.data().host.get_now(&key, shared),))
+            },
+        )?;
+        storage.func_wrap(
+            "has",
+            |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
+                let key = key.to_str(&store)?;
+                Ok((store.data().host.has_now(&key, shared),))
+            },
+        )?;
+    }
+    if immediate.writes {
+        storage.func_wrap(
+            "set",
+            |store: StoreContextMut<'_, PluginState>,
+             (key, value, expires_in_secs, shared): (WasmStr, WasmList<u8>, Option<u64>, bool)| {
+                let key = key.to_str(&store)?;
+                let value = value.as_le_slice(&store);
+                Ok((store.data().host.set_now(&key, value, expires_in_secs, shared),))
+            },
+        )?;
+        storage.func_wrap(
+            "delete",
+            |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
+                let key = key.to_str(&store)?;
+                Ok((store.data().host.delete_now(&key, shared),))
+            },
+        )?;
+    }
     linker.allow_shadowing(false);
     Ok(())
 }

@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::config::Limits;
 use crate::plugins::cache::{CacheOutcome, CompileCache};
 use crate::storage::PluginStorage;
-pub use host::PluginHost;
+pub use host::{Immediate, PluginHost};
 
 /// How often the epoch advances; handler timeouts are counted in these.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -91,10 +91,9 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// A new engine and linker. Starts a thread that advances the engine's
     /// epoch; it ends when the last clone of the engine is dropped.
-    /// `immediate_reads` says that every plugin's storage has immediate
-    /// reads (see [`PluginStorage::reads_immediately`]), which plugins'
-    /// `get` and `has` then use.
-    pub fn new(immediate_reads: bool) -> wasmtime::Result<Self> {
+    /// `immediate` says which storage operations every plugin's backend
+    /// performs without waiting; plugins call those synchronously.
+    pub fn new(immediate: Immediate) -> wasmtime::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         // Component-model async is not used by the plugin world, and turning
@@ -109,9 +108,7 @@ impl Runtime {
         // but each instance's WasiCtx grants nothing (see `new_store`).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<PluginHost>>(&mut linker, |s| &mut s.host)?;
-        if immediate_reads {
-            host::link_immediate_reads(&mut linker)?;
-        }
+        host::link_immediate(&mut linker, immediate)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()

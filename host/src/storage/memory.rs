@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{
-    Backend, BackendError, Counted, Entry as Stored, ImmediateReads, add_to_counter, counter_bytes,
+    Backend, BackendError, Counted, Entry as Stored, ImmediateReads, ImmediateWrites,
+    add_to_counter, counter_bytes,
 };
 
 #[derive(Debug)]
@@ -75,26 +76,8 @@ impl ImmediateReads for MemoryBackend {
     }
 }
 
-#[async_trait::async_trait]
-impl Backend for MemoryBackend {
-    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.get_now(key)
-    }
-
-    fn immediate_reads(&self) -> Option<&dyn ImmediateReads> {
-        Some(self)
-    }
-
-    async fn set(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        expires_in: Option<Duration>,
-    ) -> Result<(), BackendError> {
-        self.replace(key, value, expires_in).await.map(drop)
-    }
-
-    async fn replace(
+impl ImmediateWrites for MemoryBackend {
+    fn replace_now(
         &self,
         key: &[u8],
         value: &[u8],
@@ -115,14 +98,51 @@ impl Backend for MemoryBackend {
         Ok(old.filter(|e| e.live(now)).map(|e| e.value.len() as u64))
     }
 
-    async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
-        self.remove(key).await.map(drop)
-    }
-
-    async fn remove(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+    fn remove_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
         let now = Instant::now();
         let old = self.map().remove(key);
         Ok(old.filter(|e| e.live(now)).map(|e| e.value.len() as u64))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for MemoryBackend {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        self.get_now(key)
+    }
+
+    fn immediate_reads(&self) -> Option<&dyn ImmediateReads> {
+        Some(self)
+    }
+
+    fn immediate_writes(&self) -> Option<&dyn ImmediateWrites> {
+        Some(self)
+    }
+
+    async fn set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        self.replace_now(key, value, expires_in).map(drop)
+    }
+
+    async fn replace(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<Option<u64>, BackendError> {
+        self.replace_now(key, value, expires_in)
+    }
+
+    async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
+        self.remove_now(key).map(drop)
+    }
+
+    async fn remove(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        self.remove_now(key)
     }
 
     async fn value_len(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {

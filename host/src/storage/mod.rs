@@ -232,6 +232,30 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn immediate_reads(&self) -> Option<&dyn ImmediateReads> {
         None
     }
+    /// The backend's writes that never wait, if it has them (as
+    /// [`immediate_reads`](Backend::immediate_reads), for plugins' `set`
+    /// and `delete`). A backend that offers them promises too that its
+    /// [`value_len`](Backend::value_len) and [`scan`](Backend::scan)
+    /// complete without waiting, for the quota checks of those writes. A
+    /// backend that waits for the disk before it acknowledges a write (sled
+    /// under `sync = "always"`) must not offer them. The default is `None`.
+    fn immediate_writes(&self) -> Option<&dyn ImmediateWrites> {
+        None
+    }
+}
+
+/// Writes that complete at once, from the calling thread (see
+/// [`Backend::immediate_writes`]).
+pub trait ImmediateWrites: Send + Sync {
+    /// As [`Backend::replace`].
+    fn replace_now(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<Option<u64>, BackendError>;
+    /// As [`Backend::remove`].
+    fn remove_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError>;
 }
 
 /// Reads that answer at once, from the calling thread (see

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, BackendError, ImmediateReads};
+use super::{Backend, BackendError, ImmediateReads, ImmediateWrites};
 use crate::identity::{self, KeyError, Namespace, PluginId};
 
 /// How much of the shared keyspace the operator granted a plugin.
@@ -223,6 +223,10 @@ impl Usage {
 pub struct PluginStorage {
     backend: Arc<dyn Backend>,
     own: Namespace,
+    /// The backend-key prefixes of the plugin's own namespace and of the
+    /// shared keyspace.
+    own_prefix: Arc<[u8]>,
+    shared_prefix: Arc<[u8]>,
     id: PluginId,
     access: SharedAccess,
     limits: StorageLimits,
@@ -255,9 +259,12 @@ impl PluginStorage {
         limits: StorageLimits,
         shared_usage: Arc<Usage>,
     ) -> Self {
+        let own = Namespace::Plugin(id.clone());
         Self {
             backend,
-            own: Namespace::Plugin(id.clone()),
+            own_prefix: identity::namespace_prefix(&own).into(),
+            shared_prefix: identity::namespace_prefix(&Namespace::Shared).into(),
+            own,
             id,
             access: access.into(),
             limits,
@@ -303,11 +310,17 @@ impl PluginStorage {
                 reason,
             }
         })?;
-        if !shared {
-            return Ok(identity::encode_key(&self.own, key));
-        }
-        self.check_shared(key, write, "key")?;
-        Ok(identity::encode_key(&Namespace::Shared, key))
+        let prefix = if shared {
+            self.check_shared(key, write, "key")?;
+            &self.shared_prefix
+        } else {
+            &self.own_prefix
+        };
+        // The same bytes as `identity::encode_key`.
+        let mut raw = Vec::with_capacity(prefix.len() + key.len());
+        raw.extend_from_slice(prefix);
+        raw.extend_from_slice(key.as_bytes());
+        Ok(raw)
     }
 
     /// Refuses shared access to `key` (a key, or a listed prefix) that no
@@ -391,19 +404,74 @@ impl PluginStorage {
         expires_in: Option<Duration>,
         shared: bool,
     ) -> Result<(), StorageError> {
-        let raw = self.resolve(key, shared, true)?;
-        self.check_value(key, value)?;
-        let new = (key.len() + value.len()) as u64;
-        let usage = self.namespace(shared).1;
-        // A write that fits even if the key holds nothing now fits whatever
-        // it holds; only a write near the quota reads the old value first.
-        if usage.bytes().saturating_add(new) > self.limits.max_stored_bytes {
-            let old = self.stored_len(&raw, key).await?;
-            self.check_quota(key, shared, old, new).await?;
+        let (raw, new) = self.check_set(key, value, shared)?;
+        if self.near_quota(shared, new) {
+            self.check_replacing(&raw, key, shared, new).await?;
         }
         let old = self.backend.replace(&raw, value, expires_in).await?;
-        usage.replace(stored_bytes(key, old), new);
+        self.namespace(shared)
+            .1
+            .replace(stored_bytes(key, old), new);
         Ok(())
+    }
+
+    /// [`set`](Self::set) through the backend's immediate writes; fails if
+    /// it has none.
+    pub fn set_now(
+        &self,
+        key: &str,
+        value: &[u8],
+        expires_in: Option<Duration>,
+        shared: bool,
+    ) -> Result<(), StorageError> {
+        let writes = self.immediate_writes()?;
+        let (raw, new) = self.check_set(key, value, shared)?;
+        if self.near_quota(shared, new) {
+            // A backend with immediate writes reads and scans without
+            // waiting too (see `Backend::immediate_writes`): this future
+            // completes on its first poll.
+            futures::executor::block_on(self.check_replacing(&raw, key, shared, new))?;
+        }
+        let old = writes.replace_now(&raw, value, expires_in)?;
+        self.namespace(shared)
+            .1
+            .replace(stored_bytes(key, old), new);
+        Ok(())
+    }
+
+    /// Validates a write of `value` under `key`; returns the backend key
+    /// and the bytes the entry will count for.
+    fn check_set(
+        &self,
+        key: &str,
+        value: &[u8],
+        shared: bool,
+    ) -> Result<(Vec<u8>, u64), StorageError> {
+        let raw = self.resolve(key, shared, true)?;
+        self.check_value(key, value)?;
+        Ok((raw, (key.len() + value.len()) as u64))
+    }
+
+    /// Whether a write of `new` bytes could take the namespace over its
+    /// quota. A write that fits even if the key holds nothing now fits
+    /// whatever it holds; only a write near the quota needs
+    /// [`check_replacing`](Self::check_replacing), which reads the old value.
+    fn near_quota(&self, shared: bool, new: u64) -> bool {
+        let usage = self.namespace(shared).1;
+        usage.bytes().saturating_add(new) > self.limits.max_stored_bytes
+    }
+
+    /// Refuses replacing what `raw` (bare key `key`) holds with `new` bytes
+    /// if that would take the namespace over its quota.
+    async fn check_replacing(
+        &self,
+        raw: &[u8],
+        key: &str,
+        shared: bool,
+        new: u64,
+    ) -> Result<(), StorageError> {
+        let old = self.stored_len(raw, key).await?;
+        self.check_quota(key, shared, old, new).await
     }
 
     /// The value under `key`.
@@ -418,20 +486,16 @@ impl PluginStorage {
         Ok(self.backend.has(&raw).await?)
     }
 
-    /// Whether the backend has reads that never wait (see
-    /// [`Backend::immediate_reads`]), which [`get_now`](Self::get_now) and
-    /// [`has_now`](Self::has_now) use.
-    pub fn reads_immediately(&self) -> bool {
-        self.backend.immediate_reads().is_some()
+    fn immediate(&self) -> Result<&dyn ImmediateReads, StorageError> {
+        self.backend
+            .immediate_reads()
+            .ok_or_else(|| no_immediate("reads"))
     }
 
-    fn immediate(&self) -> Result<&dyn ImmediateReads, StorageError> {
-        self.backend.immediate_reads().ok_or_else(|| {
-            StorageError::Backend(BackendError::new(
-                "warden",
-                "this backend has no immediate reads",
-            ))
-        })
+    fn immediate_writes(&self) -> Result<&dyn ImmediateWrites, StorageError> {
+        self.backend
+            .immediate_writes()
+            .ok_or_else(|| no_immediate("writes"))
     }
 
     /// [`get`](Self::get) through the backend's immediate reads; fails if
@@ -452,6 +516,16 @@ impl PluginStorage {
     pub async fn delete(&self, key: &str, shared: bool) -> Result<(), StorageError> {
         let raw = self.resolve(key, shared, true)?;
         let old = self.backend.remove(&raw).await?;
+        self.namespace(shared).1.replace(stored_bytes(key, old), 0);
+        Ok(())
+    }
+
+    /// [`delete`](Self::delete) through the backend's immediate writes;
+    /// fails if it has none.
+    pub fn delete_now(&self, key: &str, shared: bool) -> Result<(), StorageError> {
+        let writes = self.immediate_writes()?;
+        let raw = self.resolve(key, shared, true)?;
+        let old = writes.remove_now(&raw)?;
         self.namespace(shared).1.replace(stored_bytes(key, old), 0);
         Ok(())
     }
@@ -562,7 +636,7 @@ impl PluginStorage {
         shared: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
         let raw = self.validate_all(keys.iter().map(String::as_str), shared, false)?;
-        let raw: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+        let raw: Vec<&[u8]> = raw.iter().map(|r| &r[..]).collect();
         Ok(self.backend.get_many(&raw).await?)
     }
 
@@ -585,7 +659,7 @@ impl PluginStorage {
         let pairs: Vec<(&[u8], &[u8])> = raw
             .iter()
             .zip(entries)
-            .map(|(r, (_, v))| (r.as_slice(), v.as_slice()))
+            .map(|(r, (_, v))| (&r[..], v.as_slice()))
             .collect();
         self.backend.set_many(&pairs, expires_in).await?;
         self.namespace(shared).1.replace(old, new);
@@ -599,11 +673,20 @@ impl PluginStorage {
         for (key, raw) in keys.iter().zip(&raw) {
             old += self.stored_len(raw, key).await?;
         }
-        let raw: Vec<&[u8]> = raw.iter().map(Vec::as_slice).collect();
+        let raw: Vec<&[u8]> = raw.iter().map(|r| &r[..]).collect();
         self.backend.delete_many(&raw).await?;
         self.namespace(shared).1.replace(old, 0);
         Ok(())
     }
+}
+
+/// The error of an immediate call to a backend that has no immediate
+/// `what` (`reads` or `writes`).
+fn no_immediate(what: &str) -> StorageError {
+    StorageError::Backend(BackendError::new(
+        "warden",
+        format!("this backend has no immediate {what}"),
+    ))
 }
 
 /// The bytes key `key` counts for in its namespace's usage when it holds a

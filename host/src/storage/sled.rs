@@ -26,8 +26,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    Backend, BackendError, Counted, Entry, ImmediateReads, add_to_counter, counter_bytes,
-    deadline_millis, from_millis, now_millis,
+    Backend, BackendError, Counted, Entry, ImmediateReads, ImmediateWrites, add_to_counter,
+    counter_bytes, deadline_millis, from_millis, now_millis,
 };
 
 const NAME: &str = "sled";
@@ -209,11 +209,77 @@ impl SledBackend {
         Ok(None)
     }
 
+    /// Writes a value, without waiting for the disk; returns the length
+    /// of the live value it replaced.
+    fn write_value(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<Option<u64>, BackendError> {
+        let now = now_millis();
+        let expires_at = match expires_in {
+            // A deadline of exactly 0 would read as "never".
+            Some(d) => deadline_millis(now, d).max(1),
+            None => NEVER,
+        };
+        if expires_at != NEVER {
+            // Index first: a crash between the two writes leaves an index
+            // entry that the purge checks against the value and discards.
+            self.expiry
+                .insert(Self::expiry_index_key(expires_at, key), &[])
+                .map_err(err)?;
+        }
+        let mut stored = Vec::with_capacity(HEADER + value.len());
+        stored.extend_from_slice(&expires_at.to_be_bytes());
+        stored.extend_from_slice(value);
+        let old = self.data.insert(key, stored).map_err(err)?;
+        Ok(live_len(old.as_deref(), now))
+    }
+
+    /// Removes a value, without waiting for the disk; returns the length of
+    /// the live value it removed.
+    fn remove_value(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        let now = now_millis();
+        let old = self.data.remove(key).map_err(err)?;
+        Ok(live_len(old.as_deref(), now))
+    }
+
+    /// Under [`SyncPolicy::Always`], flushes to disk from the calling thread.
+    fn sync_now(&self) -> Result<(), BackendError> {
+        if self.sync == SyncPolicy::Always {
+            self.db.flush().map_err(err)?;
+        }
+        Ok(())
+    }
+
     fn expiry_index_key(deadline: u64, key: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(HEADER + key.len());
         k.extend_from_slice(&deadline.to_be_bytes());
         k.extend_from_slice(key);
         k
+    }
+}
+
+/// Under [`SyncPolicy::Always`] these flush from the calling thread before
+/// they return; [`Backend::immediate_writes`] offers them only under
+/// [`SyncPolicy::Periodic`], where they never wait.
+impl ImmediateWrites for SledBackend {
+    fn replace_now(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<Option<u64>, BackendError> {
+        let old = self.write_value(key, value, expires_in)?;
+        self.sync_now()?;
+        Ok(old)
+    }
+
+    fn remove_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        let old = self.remove_value(key)?;
+        self.sync_now()?;
+        Ok(old)
     }
 }
 
@@ -239,6 +305,12 @@ impl Backend for SledBackend {
         Some(self)
     }
 
+    fn immediate_writes(&self) -> Option<&dyn ImmediateWrites> {
+        // Under `always` a write waits for its flush, shared with the
+        // writes made meanwhile: that must not block the thread.
+        (self.sync == SyncPolicy::Periodic).then_some(self as &dyn ImmediateWrites)
+    }
+
     async fn set(
         &self,
         key: &[u8],
@@ -254,25 +326,9 @@ impl Backend for SledBackend {
         value: &[u8],
         expires_in: Option<Duration>,
     ) -> Result<Option<u64>, BackendError> {
-        let now = now_millis();
-        let expires_at = match expires_in {
-            // A deadline of exactly 0 would read as "never".
-            Some(d) => deadline_millis(now, d).max(1),
-            None => NEVER,
-        };
-        if expires_at != NEVER {
-            // Index first: a crash between the two writes leaves an index
-            // entry that the purge checks against the value and discards.
-            self.expiry
-                .insert(Self::expiry_index_key(expires_at, key), &[])
-                .map_err(err)?;
-        }
-        let mut stored = Vec::with_capacity(HEADER + value.len());
-        stored.extend_from_slice(&expires_at.to_be_bytes());
-        stored.extend_from_slice(value);
-        let old = self.data.insert(key, stored).map_err(err)?;
+        let old = self.write_value(key, value, expires_in)?;
         self.sync_write().await?;
-        Ok(live_len(old.as_deref(), now))
+        Ok(old)
     }
 
     async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
@@ -280,10 +336,9 @@ impl Backend for SledBackend {
     }
 
     async fn remove(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
-        let now = now_millis();
-        let old = self.data.remove(key).map_err(err)?;
+        let old = self.remove_value(key)?;
         self.sync_write().await?;
-        Ok(live_len(old.as_deref(), now))
+        Ok(old)
     }
 
     async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
@@ -486,6 +541,26 @@ mod tests {
         assert_eq!(db.get(b"kept").await.unwrap().as_deref(), Some(&b"v2"[..]));
         assert!(db.has(b"long").await.unwrap());
         assert_eq!(db.expiry.len(), 1, "only the live deadline stays indexed");
+    }
+
+    #[test]
+    fn only_periodic_sync_offers_immediate_writes() {
+        for (sync, offered) in [(SyncPolicy::Always, false), (SyncPolicy::Periodic, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let options = SledOptions {
+                sync,
+                ..SledOptions::default()
+            };
+            let db = SledBackend::open_with(dir.path(), options).unwrap();
+            assert_eq!(db.immediate_writes().is_some(), offered, "{sync:?}");
+            assert!(db.immediate_reads().is_some());
+            // Called directly they behave as `replace` and `remove`.
+            assert_eq!(db.replace_now(b"k", b"abc", None).unwrap(), None);
+            assert_eq!(db.replace_now(b"k", b"de", None).unwrap(), Some(3));
+            assert_eq!(db.get_now(b"k").unwrap().as_deref(), Some(&b"de"[..]));
+            assert_eq!(db.remove_now(b"k").unwrap(), Some(2));
+            assert!(!db.has_now(b"k").unwrap());
+        }
     }
 
     #[tokio::test]
