@@ -416,21 +416,38 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
     let old_by_file: HashMap<&Path, &Arc<LoadedPlugin>> =
         current.iter().map(|p| (p.info.file.as_path(), p)).collect();
 
+    // Files are read and hashed, then prepared (below), several at a
+    // time, the CPU-bound work on the blocking pool.
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+
     // Read every file first: unchanged ones are kept as they are.
+    let contents: Vec<_> = futures::stream::iter(files.to_vec())
+        .map(|path: PathBuf| {
+            let read = tokio::task::spawn_blocking(move || {
+                std::fs::read(&path).map(|bytes| {
+                    let digest = cache::sha256(&bytes);
+                    (bytes, digest)
+                })
+            });
+            async move {
+                read.await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            }
+        })
+        .buffered(parallel * 2)
+        .collect()
+        .await;
     let mut work = Vec::new();
     let mut kept: HashMap<PathBuf, Arc<LoadedPlugin>> = HashMap::new();
-    for file in files {
+    for (file, read) in files.iter().zip(contents) {
         let old = old_by_file.get(file.as_path()).copied();
-        match std::fs::read(file) {
-            Ok(bytes) => {
-                let digest = cache::sha256(&bytes);
-                match old {
-                    Some(old) if old.digest == digest => {
-                        kept.insert(file.clone(), old.clone());
-                    }
-                    _ => work.push((file.clone(), bytes, digest)),
+        match read {
+            Ok((bytes, digest)) => match old {
+                Some(old) if old.digest == digest => {
+                    kept.insert(file.clone(), old.clone());
                 }
-            }
+                _ => work.push((file.clone(), bytes, digest)),
+            },
             Err(source) => {
                 if let Some(old) = old {
                     kept.insert(file.clone(), old.clone());
@@ -449,10 +466,10 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
         .map(|p| (p.info.id.clone(), p.info.file.clone()))
         .collect();
     let mut loaded: HashMap<PathBuf, Arc<LoadedPlugin>> = HashMap::new();
-    // Files are prepared several at a time, their compilation on the
-    // blocking pool, and then loaded one by one in name order, so that of
-    // two files declaring one identity the first in name order wins.
-    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Files are prepared several at a time, and then loaded one by one in
+    // name order, so that of two files declaring one identity the first in
+    // name order wins. Twice as many as there are cores are under way, so
+    // that one file's CPU-bound step overlaps another's wait.
     let limits = &loader.config.limits;
     let bar = &progress;
     let mut prepared = futures::stream::iter(work)
@@ -461,7 +478,7 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
             let result = prepare(loader.runtime, &file, bytes, digest, loader.cache, limits).await;
             (file, result)
         })
-        .buffered(parallel);
+        .buffered(parallel * 2);
     while let Some((file, result)) = prepared.next().await {
         let old = old_by_file.get(file.as_path()).copied();
         let result = match result {
