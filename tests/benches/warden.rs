@@ -33,6 +33,8 @@
 //!   them idle for 200 ms, prints `resident BYTES` and stops. The memory
 //!   section runs it in a fresh process for each figure.
 
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -650,6 +652,162 @@ async fn drive(
     })
 }
 
+/// One HTTP/1.1 keep-alive connection to the host's HTTP API, speaking
+/// just enough HTTP to post messages: a client that costs little next to
+/// the server, so that the figure is mostly the server's.
+struct HttpClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    line: String,
+}
+
+impl HttpClient {
+    fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+            line: String::new(),
+        })
+    }
+
+    /// Posts `body` (JSON) to `/v1/messages`; returns the response body.
+    fn post(&mut self, body: &str) -> anyhow::Result<Vec<u8>> {
+        write!(
+            self.writer,
+            "POST /v1/messages HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut status = None;
+        let mut length = None;
+        loop {
+            self.line.clear();
+            ensure!(
+                self.reader.read_line(&mut self.line)? > 0,
+                "connection closed"
+            );
+            let line = self.line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if status.is_none() {
+                status = line.split(' ').nth(1).map(str::to_owned);
+            } else if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = Some(value.trim().parse::<usize>()?);
+            }
+        }
+        let mut body = vec![0; length.context("no Content-Length in the response")?];
+        self.reader.read_exact(&mut body)?;
+        ensure!(
+            status.as_deref() == Some("200"),
+            "status {status:?}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        Ok(body)
+    }
+}
+
+/// As [`drive`], over the HTTP API at `addr`: `tasks` threads, each with
+/// its own connection, post one message after the other.
+fn drive_http(
+    addr: SocketAddr,
+    plugins: usize,
+    tasks: usize,
+    length: Duration,
+) -> anyhow::Result<Run> {
+    let bodies: Arc<Vec<String>> = Arc::new(
+        (0..plugins * 16)
+            .map(|i| {
+                format!(
+                    r#"{{"text":"Bench{:02} store hello world under k{}"}}"#,
+                    i % plugins,
+                    i / plugins
+                )
+            })
+            .collect(),
+    );
+    let cpu = cpu_seconds();
+    let start = Instant::now();
+    let deadline = start + length;
+    let senders: Vec<_> = (0..tasks)
+        .map(|task| {
+            let bodies = bodies.clone();
+            std::thread::spawn(move || -> anyhow::Result<(Vec<u32>, Instant)> {
+                let mut client = HttpClient::connect(addr)?;
+                let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
+                let mut i = task;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let reply = client.post(&bodies[i % bodies.len()])?;
+                    latencies.push(u32::try_from(t.elapsed().as_nanos()).unwrap_or(u32::MAX));
+                    ensure!(
+                        reply.windows(9).any(|w| w == b"stored un"),
+                        "unexpected reply {}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                    i += tasks;
+                }
+                Ok((latencies, Instant::now()))
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut end = start;
+    for sender in senders {
+        let (latencies, done) = sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("an HTTP sender panicked"))??;
+        all.extend(latencies);
+        end = end.max(done);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| f64::from(all[((all.len() - 1) as f64 * p) as usize]) / 1e3;
+    let wall = (end - start).as_secs_f64();
+    Ok(Run {
+        rate: all.len() as f64 / wall,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        cores: (cpu_seconds() - cpu) / wall,
+    })
+}
+
+/// The throughput of `host` over its HTTP API, served on a loopback port
+/// for the occasion: median rate and latencies of `sizes.throughput_repeats`
+/// runs.
+async fn http_figure(host: &Arc<Host>, plugins: usize, sizes: &Sizes) -> anyhow::Result<Run> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(warden::adapters::http::serve(
+        listener,
+        host.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let (tasks, run, repeats) = (sizes.tasks, sizes.throughput_run, sizes.throughput_repeats);
+    let runs = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Run>> {
+        drive_http(addr, plugins, tasks, run / 4)?;
+        (0..repeats)
+            .map(|_| drive_http(addr, plugins, tasks, run))
+            .collect()
+    })
+    .await??;
+    let _ = stop.send(());
+    server.await??;
+    let med = |f: fn(&Run) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+    Ok(Run {
+        rate: med(|r| r.rate),
+        p50: med(|r| r.p50),
+        p99: med(|r| r.p99),
+        cores: med(|r| r.cores),
+    })
+}
+
 async fn throughput(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow::Result<()> {
     println!(
         "\n## 2. Message throughput and latency (`BenchNN store hello world under kM` through Host::dispatch, {} concurrent senders)",
@@ -748,6 +906,25 @@ async fn throughput(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow:
                 cores * 1e6 / rate
             ),
         );
+        if sync == SyncPolicy::Periodic {
+            let http = http_figure(&host, plugins, sizes).await?;
+            println!(
+                "  over HTTP, {what}: {:.0} msg/s, p50 {:.1} µs, p99 {:.1} µs \
+                 ({} connections, {:.2} cores busy, clients included)",
+                http.rate, http.p50, http.p99, sizes.tasks, http.cores
+            );
+            report.info(
+                format!("throughput over HTTP, {what}"),
+                format!(
+                    "{:.0} msg/s, p50 {:.1} µs, p99 {:.1} µs; {:.1} µs of CPU a message, \
+                     client included",
+                    http.rate,
+                    http.p50,
+                    http.p99,
+                    http.cores * 1e6 / http.rate
+                ),
+            );
+        }
         Arc::into_inner(host)
             .context("a sender still holds the host")?
             .shutdown()
