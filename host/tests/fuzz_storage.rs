@@ -1,7 +1,9 @@
 //! Property-based fuzzing of what a plugin controls: the keys, values and
 //! flags it passes to the storage interface, checked against a model of the
 //! rules (namespacing, grants, key and value limits, quotas), and the
-//! namespace codec on arbitrary bytes.
+//! namespace codec on arbitrary bytes. Every other operation goes through
+//! the immediate (synchronous) calls the memory backend offers, so both
+//! paths a plugin's call can take are held to the same model.
 //!
 //! A normal test run tries a few hundred cases. Set `WARDEN_FUZZ_SECONDS`
 //! to keep generating new cases for that long (CI runs it for a minute);
@@ -156,7 +158,8 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
     };
 
-    for op in ops {
+    for (step, op) in ops.into_iter().enumerate() {
+        let now = step % 2 == 1;
         match op {
             Op::Set {
                 plugin,
@@ -179,7 +182,11 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         expect = Expect::Quota;
                     }
                 }
-                let got = plugins[plugin].set(&key, &value, None, shared).await;
+                let got = if now {
+                    plugins[plugin].set_now(&key, &value, None, shared)
+                } else {
+                    plugins[plugin].set(&key, &value, None, shared).await
+                };
                 prop_assert_eq!(result_kind(&got), expect, "set {:?} shared={}", key, shared);
                 if got.is_ok() {
                     model.data.insert((n, key), value);
@@ -191,7 +198,11 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 shared,
             } => {
                 let expect = model.check(&key, shared, false, GRANTS[plugin]);
-                let got = plugins[plugin].get(&key, shared).await;
+                let got = if now {
+                    plugins[plugin].get_now(&key, shared)
+                } else {
+                    plugins[plugin].get(&key, shared).await
+                };
                 prop_assert_eq!(result_kind(&got), expect);
                 if let Ok(value) = got {
                     prop_assert_eq!(value.as_ref(), model.data.get(&(ns(plugin, shared), key)));
@@ -203,7 +214,11 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 shared,
             } => {
                 let expect = model.check(&key, shared, false, GRANTS[plugin]);
-                let got = plugins[plugin].has(&key, shared).await;
+                let got = if now {
+                    plugins[plugin].has_now(&key, shared)
+                } else {
+                    plugins[plugin].has(&key, shared).await
+                };
                 prop_assert_eq!(result_kind(&got), expect);
                 if let Ok(has) = got {
                     prop_assert_eq!(has, model.data.contains_key(&(ns(plugin, shared), key)));
@@ -215,7 +230,11 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 shared,
             } => {
                 let expect = model.check(&key, shared, true, GRANTS[plugin]);
-                let got = plugins[plugin].delete(&key, shared).await;
+                let got = if now {
+                    plugins[plugin].delete_now(&key, shared)
+                } else {
+                    plugins[plugin].delete(&key, shared).await
+                };
                 prop_assert_eq!(result_kind(&got), expect);
                 if got.is_ok() {
                     model.data.remove(&(ns(plugin, shared), key));
