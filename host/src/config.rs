@@ -237,6 +237,12 @@ limits! {
     /// Most calls to one plugin that may wait or run at once (default 64);
     /// more fail at once, so a slow plugin cannot pile up the host's memory.
     max_calls_in_flight: usize = 64,
+    /// Most instances of one plugin serving calls at once (default 1).
+    /// Each instance has its own memory, so a plugin that keeps state in
+    /// memory between calls (rather than in storage) needs 1; a busy plugin
+    /// that keeps its state in storage can serve several calls at once with
+    /// more, each instance up to `max_memory_bytes`.
+    max_instances: usize = 1,
 }
 
 impl Limits {
@@ -761,6 +767,7 @@ mod tests {
                 ("WARDEN_LIMITS_MAX_MEMORY_BYTES", "4"),
                 ("WARDEN_LIMITS_HANDLER_TIMEOUT_MS", "5"),
                 ("WARDEN_LIMITS_MAX_CALLS_IN_FLIGHT", "6"),
+                ("WARDEN_LIMITS_MAX_INSTANCES", "7"),
                 ("WARDEN_HTTP_LISTEN", "localhost:8080"),
                 ("WARDEN_HTTP_MAX_BODY_BYTES", "8"),
             ],
@@ -788,9 +795,10 @@ mod tests {
                 l.max_stored_bytes,
                 l.max_memory_bytes as u64,
                 l.handler_timeout_ms,
-                l.max_calls_in_flight as u64
+                l.max_calls_in_flight as u64,
+                l.max_instances as u64
             ],
-            [1, 2, 3, 4, 5, 6]
+            [1, 2, 3, 4, 5, 6, 7]
         );
         assert_eq!(
             c.http,

@@ -304,11 +304,13 @@ fn cpu_model() -> String {
 
 /// A host over a fresh sled database with `sync`, loading every plugin in
 /// `plugins` and compiling through `cache`. Handler calls may take a minute,
-/// for the long loops of the storage-overhead section.
+/// for the long loops of the storage-overhead section. Each plugin has up to
+/// `instances` instances.
 async fn sled_host(
     plugins: &Path,
     sync: SyncPolicy,
     cache: &Path,
+    instances: usize,
 ) -> anyhow::Result<(Host, TempDir)> {
     let data = tempfile::tempdir()?;
     let options = SledOptions {
@@ -318,6 +320,7 @@ async fn sled_host(
     let backend = Arc::new(SledBackend::open_with(data.path(), options)?);
     let mut config = Config::default();
     config.limits.handler_timeout_ms = 60_000;
+    config.limits.max_instances = instances;
     let host = Host::builder()
         .config(config)
         .backend(backend)
@@ -517,7 +520,7 @@ async fn overhead(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow::R
         if !runs.iter().any(|r| r.0 == sync) {
             continue;
         }
-        let (host, _data) = sled_host(plugins.path(), sync, cache).await?;
+        let (host, _data) = sled_host(plugins.path(), sync, cache, 1).await?;
         for &(_, op) in runs.iter().filter(|r| r.0 == sync) {
             let Compared {
                 guest,
@@ -813,23 +816,28 @@ async fn throughput(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow:
         "\n## 2. Message throughput and latency (`BenchNN store hello world under kM` through Host::dispatch, {} concurrent senders)",
         sizes.tasks
     );
-    let name = |plugins: usize, sync: SyncPolicy| {
+    let name = |plugins: usize, sync: SyncPolicy, instances: usize| {
         let s = if plugins == 1 { "" } else { "s" };
-        format!("{plugins} plugin{s}, sled {sync:?}")
+        let instances = match instances {
+            1 => String::new(),
+            n => format!(" ({n} instances)"),
+        };
+        format!("{plugins} plugin{s}{instances}, sled {sync:?}")
     };
     let configs = [
-        (1, SyncPolicy::Periodic),
-        (sizes.throughput_plugins, SyncPolicy::Periodic),
-        (1, SyncPolicy::Always),
-        (sizes.throughput_plugins, SyncPolicy::Always),
+        (1, SyncPolicy::Periodic, 1),
+        (1, SyncPolicy::Periodic, 2),
+        (sizes.throughput_plugins, SyncPolicy::Periodic, 1),
+        (1, SyncPolicy::Always, 1),
+        (sizes.throughput_plugins, SyncPolicy::Always, 1),
     ];
-    for (plugins, sync) in configs {
-        let what = name(plugins, sync);
+    for (plugins, sync, instances) in configs {
+        let what = name(plugins, sync, instances);
         if !selected(&format!("throughput, {what}")) {
             continue;
         }
         let dir = bench_plugins_dir(plugins);
-        let (host, _data) = sled_host(dir.path(), sync, cache).await?;
+        let (host, _data) = sled_host(dir.path(), sync, cache, instances).await?;
         let host = Arc::new(host);
         for p in 0..plugins {
             expect(
@@ -872,7 +880,7 @@ async fn throughput(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow:
             rates.join(", "),
             sizes.tasks
         );
-        if plugins == sizes.throughput_plugins && sync == SyncPolicy::Periodic {
+        if plugins == sizes.throughput_plugins && sync == SyncPolicy::Periodic && instances == 1 {
             report.check(
                 format!("throughput, {what}"),
                 format!("{rate:.0} msg/s"),
@@ -906,7 +914,7 @@ async fn throughput(sizes: &Sizes, cache: &Path, report: &mut Report) -> anyhow:
                 cores * 1e6 / rate
             ),
         );
-        if sync == SyncPolicy::Periodic {
+        if sync == SyncPolicy::Periodic && instances == 1 {
             let http = http_figure(&host, plugins, sizes).await?;
             println!(
                 "  over HTTP, {what}: {:.0} msg/s, p50 {:.1} µs, p99 {:.1} µs \

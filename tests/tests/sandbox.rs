@@ -308,3 +308,34 @@ async fn calls_in_flight_are_bounded() {
     assert!(spinning.await.unwrap().contains("time limit"));
     assert_eq!(say(&host, "ping").await, ["pong"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_serves_calls_at_once_only_with_several_instances() {
+    for (config, expected) in [
+        // One instance (the default): the second call waits for it.
+        ("", ["call 1 of this instance", "call 2 of this instance"]),
+        // Two: the second call gets an instance of its own.
+        (
+            "[plugin_limits.\"warden.tests.Hostile\"]\nmax_instances = 2\n",
+            ["call 1 of this instance", "call 1 of this instance"],
+        ),
+    ] {
+        let (host, _dir) = host(&[HOSTILE], config, Arc::new(MemoryBackend::new())).await;
+        let host = Arc::new(host);
+        // Each call holds its instance for a second, so the two overlap.
+        let calls: Vec<_> = (0..2)
+            .map(|_| {
+                let host = host.clone();
+                tokio::spawn(async move { say(&host, "counted 1000").await })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for call in calls {
+            let replies = call.await.unwrap();
+            assert_eq!(replies[0], "done after 1000 ms", "{replies:?}");
+            counts.push(replies[1].clone());
+        }
+        counts.sort();
+        assert_eq!(counts, expected, "{config}");
+    }
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime::Store;
 
 use crate::config::{Config, Limits};
@@ -178,10 +178,14 @@ pub struct LoadedPlugin {
     runtime: Runtime,
     storage: PluginStorage,
     limits: Limits,
-    /// Calls into one instance are serialized; `None` after a trap, until
-    /// the next call builds a fresh instance.
-    instance: Mutex<Option<Instance>>,
-    /// Bounds the calls waiting for or running in the instance.
+    /// Instances not serving a call. A call takes one, or starts one if
+    /// there is none, and puts it back after; an instance that trapped is
+    /// dropped instead.
+    idle: std::sync::Mutex<Vec<Instance>>,
+    /// One permit for each instance that may serve a call at once
+    /// (`max_instances`).
+    instances: Semaphore,
+    /// Bounds the calls waiting for or running in an instance.
     in_flight: Semaphore,
     health: std::sync::Mutex<Health>,
 }
@@ -223,12 +227,13 @@ impl LoadedPlugin {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Calls route `route` with `msg`. A fault (a trap: a panic, the time
-    /// limit, memory exhaustion, a stack overflow) is logged, reported in
-    /// the outcome, and the instance is rebuilt for the next call; after
-    /// three faults in a row the plugin is paused, for
-    /// longer after each further fault, so a plugin that keeps failing is
-    /// not rebuilt in a tight loop.
+    /// Calls route `route` with `msg`, in an instance of its own for the
+    /// call: calls wait for one of the plugin's `max_instances` instances. A
+    /// fault (a trap: a panic, the time limit, memory exhaustion, a stack
+    /// overflow) is logged, reported in the outcome, and the instance is
+    /// dropped, a fresh one being started for a later call; after three
+    /// faults in a row the plugin is paused, for longer after each further
+    /// fault, so a plugin that keeps failing is not rebuilt in a tight loop.
     pub async fn call(
         &self,
         route: &CompiledRoute,
@@ -250,7 +255,9 @@ impl LoadedPlugin {
             outcome.error = Some(message);
             return outcome;
         };
-        let mut slot = self.instance.lock().await;
+        let Ok(_instance_permit) = self.instances.acquire().await else {
+            unreachable!("the semaphore of instances is never closed");
+        };
         let (paused_until, faults) = {
             let health = self.health();
             (health.paused_until, health.faults)
@@ -265,9 +272,11 @@ impl LoadedPlugin {
                 return outcome;
             }
         }
-        if slot.is_none() {
-            match self.instantiate().await {
-                Ok(instance) => *slot = Some(instance),
+        let idle = self.idle().pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => match self.instantiate().await {
+                Ok(instance) => instance,
                 Err(e) => {
                     let message = format!(
                         "cannot start a new instance: {}",
@@ -277,9 +286,8 @@ impl LoadedPlugin {
                     outcome.error = Some(message);
                     return outcome;
                 }
-            }
-        }
-        let instance = slot.as_mut().expect("instance was just ensured");
+            },
+        };
         let message = Message {
             text: msg.text.clone(),
             user: msg.user.clone(),
@@ -297,6 +305,7 @@ impl LoadedPlugin {
         outcome.replies = instance.store.data_mut().host.end_call();
         match result {
             Ok(result) => {
+                self.idle().push(instance);
                 self.health().ok();
                 if let Err(e) = result {
                     tracing::warn!(plugin = %self.info.id, handler = %route.handler, "handler failed: {e}");
@@ -304,13 +313,19 @@ impl LoadedPlugin {
                 }
             }
             Err(trap) => {
+                // The trapped instance is dropped here.
                 let message = describe_trap(&trap, &self.limits);
-                *slot = None;
                 self.fault(&message, route);
                 outcome.error = Some(message);
             }
         }
         outcome
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        // Pushing and popping whole instances cannot leave the list
+        // half-updated.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Logs a fault and counts it towards a pause.
@@ -747,7 +762,8 @@ async fn finish(
         runtime: runtime.clone(),
         storage,
         limits,
-        instance: Mutex::new(Some(instance)),
+        idle: std::sync::Mutex::new(vec![instance]),
+        instances: Semaphore::new(limits.max_instances),
         in_flight: Semaphore::new(limits.max_calls_in_flight),
         health: std::sync::Mutex::default(),
     })

@@ -118,6 +118,16 @@ impl Hostile {
         msg.say(format!("done after {ms} ms"));
     }
 
+    /// Works for `ms` milliseconds, then says how many of these calls its
+    /// instance has served: each instance counts for itself.
+    #[respond_to(r"^counted (?P<ms>\d+)$")]
+    fn counted(&self, msg: &Message, ms: &str) {
+        static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.busy(msg, ms);
+        msg.say(format!("call {n} of this instance"));
+    }
+
     /// Answers, to show the plugin still works after a fault.
     #[respond_to(r"^ping$")]
     fn ping(&self, msg: &Message) {
