@@ -102,6 +102,12 @@ impl CompileCache {
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let path = self.entry_path(engine, digest);
         match std::fs::read(&path) {
+            // An upgrade, not damage: say so quietly.
+            Ok(entry) if entry.starts_with(OLD_MAGIC) => tracing::info!(
+                file = %file.display(), entry = %path.display(),
+                "the compilation cache entry was written by an earlier version of Warden; \
+                 compiling again"
+            ),
             Ok(entry) => match self.open(engine, &entry) {
                 Ok(component) => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
@@ -131,9 +137,6 @@ impl CompileCache {
 
     /// Checks an entry and deserializes its artifact.
     fn open(&self, engine: &Engine, entry: &[u8]) -> Result<Component, String> {
-        if entry.starts_with(OLD_MAGIC) {
-            return Err("written by an earlier version of Warden".into());
-        }
         let rest = entry
             .strip_prefix(MAGIC)
             .ok_or("not a Warden cache entry")?;
