@@ -570,6 +570,35 @@ struct Run {
     cores: f64,
 }
 
+impl Run {
+    /// The run whose messages took `latencies` (in nanoseconds) in `wall`
+    /// time, this process having used `cpu_before` seconds of CPU when it
+    /// started.
+    fn of(mut latencies: Vec<u32>, wall: Duration, cpu_before: f64) -> Self {
+        latencies.sort_unstable();
+        let pct = |p: f64| f64::from(latencies[((latencies.len() - 1) as f64 * p) as usize]) / 1e3;
+        let wall = wall.as_secs_f64();
+        Self {
+            rate: latencies.len() as f64 / wall,
+            p50: pct(0.50),
+            p99: pct(0.99),
+            cores: (cpu_seconds() - cpu_before) / wall,
+        }
+    }
+}
+
+/// The texts of the throughput section's messages to `plugins` plugins:
+/// message i goes to plugin i mod `plugins`, 16 keys a plugin.
+fn store_texts(plugins: usize) -> impl Iterator<Item = String> {
+    (0..plugins * 16).map(move |i| {
+        format!(
+            "Bench{:02} store hello world under k{}",
+            i % plugins,
+            i / plugins
+        )
+    })
+}
+
 /// CPU time (user and system) this process has used so far, in seconds,
 /// from /proc/self/stat.
 fn cpu_seconds() -> f64 {
@@ -600,17 +629,8 @@ async fn drive(
 ) -> anyhow::Result<Run> {
     // Message i goes to plugin i % plugins: consecutive messages of a
     // sender, and the senders among themselves, spread over the plugins.
-    let messages: Arc<Vec<Incoming>> = Arc::new(
-        (0..plugins * 16)
-            .map(|i| {
-                Incoming::addressed(format!(
-                    "Bench{:02} store hello world under k{}",
-                    i % plugins,
-                    i / plugins
-                ))
-            })
-            .collect(),
-    );
+    let messages: Arc<Vec<Incoming>> =
+        Arc::new(store_texts(plugins).map(Incoming::addressed).collect());
     let cpu = cpu_seconds();
     let start = Instant::now();
     let deadline = start + length;
@@ -644,15 +664,7 @@ async fn drive(
         all.extend(latencies);
         end = end.max(done);
     }
-    all.sort_unstable();
-    let pct = |p: f64| f64::from(all[((all.len() - 1) as f64 * p) as usize]) / 1e3;
-    let wall = (end - start).as_secs_f64();
-    Ok(Run {
-        rate: all.len() as f64 / wall,
-        p50: pct(0.50),
-        p99: pct(0.99),
-        cores: (cpu_seconds() - cpu) / wall,
-    })
+    Ok(Run::of(all, end - start, cpu))
 }
 
 /// One HTTP/1.1 keep-alive connection to the host's HTTP API, speaking
@@ -723,14 +735,8 @@ fn drive_http(
     length: Duration,
 ) -> anyhow::Result<Run> {
     let bodies: Arc<Vec<String>> = Arc::new(
-        (0..plugins * 16)
-            .map(|i| {
-                format!(
-                    r#"{{"text":"Bench{:02} store hello world under k{}"}}"#,
-                    i % plugins,
-                    i / plugins
-                )
-            })
+        store_texts(plugins)
+            .map(|text| format!(r#"{{"text":"{text}"}}"#))
             .collect(),
     );
     let cpu = cpu_seconds();
@@ -767,15 +773,7 @@ fn drive_http(
         all.extend(latencies);
         end = end.max(done);
     }
-    all.sort_unstable();
-    let pct = |p: f64| f64::from(all[((all.len() - 1) as f64 * p) as usize]) / 1e3;
-    let wall = (end - start).as_secs_f64();
-    Ok(Run {
-        rate: all.len() as f64 / wall,
-        p50: pct(0.50),
-        p99: pct(0.99),
-        cores: (cpu_seconds() - cpu) / wall,
-    })
+    Ok(Run::of(all, end - start, cpu))
 }
 
 /// The throughput of `host` over its HTTP API, served on a loopback port

@@ -163,3 +163,23 @@ pub fn stdout_lines(output: &Output) -> Vec<String> {
 pub fn stderr_text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// The replies of every handler call `text`, addressed to the bot, makes
+/// on `host`, in order.
+pub async fn say(host: &warden::Host, text: &str) -> Vec<String> {
+    host.dispatch(&warden::Incoming::addressed(text))
+        .await
+        .into_iter()
+        .flat_map(|o| o.replies)
+        .collect()
+}
+
+/// The replies of each handler call `text`, addressed to the bot, makes on
+/// `host`, with the identity of the plugin that made them.
+pub async fn say_each(host: &warden::Host, text: &str) -> Vec<(String, Vec<String>)> {
+    host.dispatch(&warden::Incoming::addressed(text))
+        .await
+        .into_iter()
+        .map(|o| (o.plugin.to_string(), o.replies))
+        .collect()
+}

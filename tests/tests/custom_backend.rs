@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use warden::storage::{Backend, BackendError, Counted, Entry, ImmediateReads, ImmediateWrites};
-use warden::{Config, Host, Incoming};
+use warden::{Config, Host};
 use warden_tests::*;
 
 /// A stored value and its expiry.
@@ -274,13 +274,7 @@ async fn a_user_backend_gets_only_namespaced_keys_and_grants_still_hold() {
         .build()
         .await
         .unwrap();
-    let say = async |text: &str| -> Vec<String> {
-        host.dispatch(&Incoming::addressed(text))
-            .await
-            .into_iter()
-            .flat_map(|o| o.replies)
-            .collect()
-    };
+    let say = async |text: &str| say(&host, text).await;
 
     assert_eq!(
         say("store hello under greeting").await,
@@ -330,13 +324,7 @@ async fn plugins_call_immediate_operations_where_the_backend_has_them() {
             .build()
             .await
             .unwrap();
-        let say = async |text: &str| -> Vec<String> {
-            host.dispatch(&Incoming::addressed(text))
-                .await
-                .into_iter()
-                .flat_map(|o| o.replies)
-                .collect()
-        };
+        let say = async |text: &str| say(&host, text).await;
         assert_eq!(say("set k = v").await, ["ok"]);
         assert_eq!(say("set gone = v").await, ["ok"]);
         assert_eq!(say("del gone").await, ["ok"]);

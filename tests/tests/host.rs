@@ -26,15 +26,6 @@ async fn host(
     (host, dir)
 }
 
-/// Sends `text` to the bot and returns every reply.
-async fn say(host: &Host, text: &str) -> Vec<String> {
-    host.dispatch(&Incoming::addressed(text))
-        .await
-        .into_iter()
-        .flat_map(|o| o.replies)
-        .collect()
-}
-
 /// Entries in the probe's namespace, expired ones included until purged
 /// (Warden's own records, such as identity bindings, are not counted).
 fn probe_entries(backend: &MemoryBackend) -> usize {
@@ -96,15 +87,6 @@ async fn plugins_with_the_same_key_see_their_own_values() {
         "no bare key is ever written"
     );
     host.shutdown().await.unwrap();
-}
-
-/// Sends `text` to the bot and returns each plugin's replies, in order.
-async fn say_each(host: &Host, text: &str) -> Vec<(String, Vec<String>)> {
-    host.dispatch(&Incoming::addressed(text))
-        .await
-        .into_iter()
-        .map(|o| (o.plugin.to_string(), o.replies))
-        .collect()
 }
 
 const PROBE_ID: &str = "warden.tests.Probe";

@@ -8,14 +8,6 @@ use warden::{Config, Host, Incoming};
 use warden_tests::redis_server::{RedisServer, unique_prefix};
 use warden_tests::*;
 
-async fn say(host: &Host, text: &str) -> Vec<String> {
-    host.dispatch(&Incoming::addressed(text))
-        .await
-        .into_iter()
-        .flat_map(|o| o.replies)
-        .collect()
-}
-
 async fn karma_host(backend: Arc<dyn Backend>, dir: &std::path::Path) -> Arc<Host> {
     Arc::new(
         Host::builder()

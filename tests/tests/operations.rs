@@ -23,14 +23,6 @@ async fn host(names: &[&str], config: &str) -> (Host, Arc<MemoryBackend>, tempfi
     (host, backend, dir)
 }
 
-async fn say(host: &Host, text: &str) -> Vec<String> {
-    host.dispatch(&Incoming::addressed(text))
-        .await
-        .into_iter()
-        .flat_map(|o| o.replies)
-        .collect()
-}
-
 #[tokio::test]
 async fn listing_stays_in_the_namespace() {
     let (host, _backend, _dir) = host(

@@ -4,17 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use warden::Host;
 use warden::storage::MemoryBackend;
-use warden::{Host, Incoming};
 use warden_tests::*;
-
-async fn say(host: &Host, text: &str) -> Vec<String> {
-    host.dispatch(&Incoming::addressed(text))
-        .await
-        .into_iter()
-        .flat_map(|o| o.replies)
-        .collect()
-}
 
 /// Polls until `check` holds, for at most ten seconds.
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {

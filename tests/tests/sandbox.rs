@@ -36,14 +36,6 @@ async fn send(host: &Host, text: &str) -> Vec<Outcome> {
     host.dispatch(&Incoming::addressed(text)).await
 }
 
-async fn say(host: &Host, text: &str) -> Vec<String> {
-    send(host, text)
-        .await
-        .into_iter()
-        .flat_map(|o| o.replies)
-        .collect()
-}
-
 /// The error of the one call `text` makes, to the hostile plugin.
 async fn failure(host: &Host, text: &str) -> String {
     let outcomes = send(host, text).await;
