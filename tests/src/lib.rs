@@ -27,6 +27,8 @@ pub const HOSTILE: &str = "hostile.wasm";
 pub const BAD_IDENTITY: &str = "bad_identity.wasm";
 /// The benchmark plugin (`warden.bench.Bench00`); see [`bench_plugin`].
 pub const BENCH: &str = "bench.wasm";
+/// A plugin that misbehaves through the raw WIT (`warden.tests.RawHostile0`).
+pub const RAW_HOSTILE: &str = "raw_hostile.wasm";
 
 /// The marker that ends the benchmark plugin's identity and starts each of
 /// its routes.
@@ -76,18 +78,7 @@ pub fn plugins_dir(names: &[&str]) -> TempDir {
 pub fn bench_plugin(n: usize) -> Vec<u8> {
     assert!(n < 100, "the marker has room for two digits");
     let original = std::fs::read(wasm(BENCH)).expect("read the benchmark plugin");
-    let marker = BENCH_MARKER.as_bytes();
-    let replacement = format!("Bench{n:02}");
-    let mut out = Vec::with_capacity(original.len());
-    let mut rest = &original[..];
-    let mut found = 0;
-    while let Some(at) = rest.windows(marker.len()).position(|w| w == marker) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(replacement.as_bytes());
-        rest = &rest[at + marker.len()..];
-        found += 1;
-    }
-    out.extend_from_slice(rest);
+    let (out, found) = replace_marker(&original, BENCH_MARKER, &format!("Bench{n:02}"));
     assert!(
         found > 0,
         "{BENCH} does not contain the marker {BENCH_MARKER}"
@@ -107,6 +98,48 @@ pub fn bench_plugins_dir(count: usize) -> TempDir {
         .expect("write a benchmark plugin");
     }
     dir
+}
+
+/// Copy `n` (0 to 9) of the raw hostile plugin, as identity
+/// `warden.tests.RawHostile{n}`, whose manifest behaves as `mode` (at most
+/// 11 bytes: normal, sleep, spin, bigmeta, ctrlmeta, catchall, heavyroutes).
+/// Both fields keep their length, so the copy is a valid component.
+pub fn raw_hostile(n: usize, mode: &str) -> Vec<u8> {
+    const ID_MARKER: &str = "RawHostile0";
+    const MODE_MARKER: &str = "MODE:normal.....";
+    assert!(n < 10, "the identity marker has room for one digit");
+    assert!(
+        mode.len() <= 11 && !mode.contains('.'),
+        "the mode field has room for 11 bytes, without dots: {mode:?}"
+    );
+    let original = std::fs::read(wasm(RAW_HOSTILE)).expect("read the raw hostile plugin");
+    let (renamed, found) = replace_marker(&original, ID_MARKER, &format!("RawHostile{n}"));
+    assert_eq!(found, 1, "{RAW_HOSTILE} must contain {ID_MARKER} once");
+    let (out, found) = replace_marker(&renamed, MODE_MARKER, &format!("MODE:{mode:.<11}"));
+    assert_eq!(found, 1, "{RAW_HOSTILE} must contain {MODE_MARKER} once");
+    out
+}
+
+/// `bytes` with every occurrence of `marker` replaced by `replacement`, of
+/// the same length, and how many there were.
+fn replace_marker(bytes: &[u8], marker: &str, replacement: &str) -> (Vec<u8>, usize) {
+    assert_eq!(
+        marker.len(),
+        replacement.len(),
+        "{replacement:?} must be as long as the marker {marker:?}"
+    );
+    let marker = marker.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    let mut found = 0;
+    while let Some(at) = rest.windows(marker.len()).position(|w| w == marker) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(replacement.as_bytes());
+        rest = &rest[at + marker.len()..];
+        found += 1;
+    }
+    out.extend_from_slice(rest);
+    (out, found)
 }
 
 /// The `warden` command line under test. Cargo tells only integration
