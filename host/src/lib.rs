@@ -42,10 +42,13 @@ pub mod plugins;
 pub mod router;
 pub mod runtime;
 pub mod storage;
+pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::StreamExt as _;
 
 pub use config::Config;
 pub use plugins::{LoadError, Outcome, PluginInfo};
@@ -183,7 +186,7 @@ impl HostBuilder {
             plugins_dir: self.plugins_dir,
             extra_files: self.files,
             loaded: std::sync::RwLock::default(),
-            reloading: tokio::sync::Mutex::new(()),
+            reloading: tokio::sync::Mutex::default(),
         });
         shared.reload().await?;
         let purge = tokio::spawn(purge_loop(shared.clone()));
@@ -222,6 +225,36 @@ pub async fn open_backend(
             Arc::new(storage::RedisBackend::connect(url, &storage.prefix).await?)
         }
     })
+}
+
+/// Most handler calls of one message that run at once; the calls after
+/// them start as earlier ones end.
+pub const MAX_CALLS_AT_ONCE: usize = 32;
+
+/// The position of `route` among the routes of the plugin `info` describes.
+fn route_position(info: &PluginInfo, route: &router::CompiledRoute) -> usize {
+    info.routes
+        .iter()
+        .position(|r| std::ptr::eq(r, route))
+        .expect("a matched route is one of its plugin's routes")
+}
+
+/// Calls route `r` of `plugin` with `msg`, in a `handler` span, counted in
+/// the metrics.
+async fn call(
+    plugin: Arc<LoadedPlugin>,
+    r: usize,
+    msg: &Incoming,
+    captures: Vec<runtime::bindings::warden::plugin::types::Capture>,
+) -> Outcome {
+    use tracing::Instrument as _;
+    let route = &plugin.info().routes[r];
+    let id = &plugin.info().id;
+    let span = tracing::info_span!("handler", plugin = %id, handler = %route.handler);
+    metrics::global()
+        .observe_call(id, plugin.call(route, msg, captures))
+        .instrument(span)
+        .await
 }
 
 /// Purges expired keys every [`PURGE_INTERVAL`] and recounts each
@@ -338,8 +371,9 @@ struct Shared {
     plugins_dir: Option<PathBuf>,
     extra_files: Vec<PathBuf>,
     loaded: std::sync::RwLock<Snapshot>,
-    /// One reload at a time.
-    reloading: tokio::sync::Mutex<()>,
+    /// One reload at a time; it holds the files that failed to load for a
+    /// reason of their own, not tried again until they change.
+    reloading: tokio::sync::Mutex<plugins::Failed>,
 }
 
 impl Shared {
@@ -352,7 +386,7 @@ impl Shared {
     }
 
     async fn reload(&self) -> Result<Reloaded, HostError> {
-        let _one = self.reloading.lock().await;
+        let mut failed = self.reloading.lock().await;
         let mut files = Vec::new();
         if let Some(dir) = &self.plugins_dir {
             files = plugins::plugin_files(dir).map_err(|source| HostError::PluginsDir {
@@ -369,8 +403,9 @@ impl Shared {
             shared_usage: &self.shared_usage,
             cache: self.cache.as_ref(),
         };
-        let synced = plugins::sync(&current.plugins, &files, loader).await;
-        let errors: Vec<Arc<LoadError>> = synced.errors.into_iter().map(Arc::new).collect();
+        let synced = plugins::sync(&current.plugins, &files, &failed, loader).await;
+        *failed = synced.failed;
+        let errors = synced.errors;
         let routes = router::Routes::new(synced.plugins.iter().map(|p| &p.info().routes[..]));
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
             routes: Arc::new(routes),
@@ -449,27 +484,58 @@ impl Host {
     /// and returns one outcome per call, in route order. The calls run on
     /// the plugins loaded when it starts, whatever a reload does meanwhile.
     ///
+    /// The calls run at the same time, up to [`MAX_CALLS_AT_ONCE`] of them,
+    /// each bounded by its plugin's `handler_timeout_ms`; so the answer
+    /// comes when the slowest call returns or reaches its deadline, and a
+    /// slow plugin delays only its own replies.
+    ///
     /// Each call runs in a `handler` span carrying the plugin's identity and
     /// the handler's name, and is counted in [`metrics::global`].
     pub async fn dispatch(&self, msg: &Incoming) -> Vec<Outcome> {
-        use tracing::Instrument as _;
         let metrics = metrics::global();
         metrics.message_received();
         let snapshot = self.shared.snapshot();
         let plugins = &snapshot.plugins;
-        let calls: Vec<_> = snapshot
+        let mut matched: Vec<_> = snapshot
             .routes
             .matching(|p| &plugins[p].info().routes, msg)
             .into_iter()
-            .map(|(p, route, captures)| {
-                let plugin = &plugins[p];
-                let id = &plugin.info().id;
-                let span = tracing::info_span!("handler", plugin = %id, handler = %route.handler);
-                let call = plugin.call(route, msg, captures);
-                metrics.observe_call(id, call).instrument(span)
-            })
+            .map(|(p, route, captures)| (p, route_position(plugins[p].info(), route), captures))
             .collect();
-        futures::future::join_all(calls).await
+        match matched.len() {
+            0 => Vec::new(),
+            // One call needs no task of its own.
+            1 => {
+                let (p, r, captures) = matched.remove(0);
+                vec![call(plugins[p].clone(), r, msg, captures).await]
+            }
+            _ => {
+                let msg = Arc::new(msg.clone());
+                let calls = matched.into_iter().map(|(p, r, captures)| {
+                    let plugin = plugins[p].clone();
+                    let msg = msg.clone();
+                    let task =
+                        tokio::spawn(async move { call(plugin.clone(), r, &msg, captures).await });
+                    async move { (task.await, p, r) }
+                });
+                futures::stream::iter(calls)
+                    .buffered(MAX_CALLS_AT_ONCE)
+                    .map(|(joined, p, r)| {
+                        joined.unwrap_or_else(|e| {
+                            let info = plugins[p].info();
+                            tracing::error!(plugin = %info.id, "a handler call failed in the host: {e}");
+                            Outcome {
+                                plugin: info.id.clone(),
+                                handler: info.routes[r].handler.clone(),
+                                replies: Vec::new(),
+                                error: Some("failed in the host; see its log".into()),
+                            }
+                        })
+                    })
+                    .collect()
+                    .await
+            }
+        }
     }
 
     /// Loads the plugins directory again: new files are loaded, changed

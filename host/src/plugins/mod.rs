@@ -17,9 +17,19 @@ use crate::identity::{self, IdError, PluginId};
 use crate::router::{self, CompiledRoute, Incoming, RouteError};
 use crate::runtime::bindings::warden::plugin::types::{Capture, Message};
 use crate::runtime::bindings::{Plugin as Bindings, PluginPre};
-use crate::runtime::{PluginState, Runtime, call_deadline};
+use crate::runtime::{self, Entry, Output, PluginState, Runtime};
 use crate::storage::{Backend, PluginStorage, Usage};
+use crate::text;
 use cache::{CacheOutcome, CompileCache};
+
+/// Longest handler error, or account of a trap, kept in bytes: errors reach
+/// the log, the console and HTTP answers; a longer one is cut, with a
+/// marker.
+pub const MAX_ERROR_BYTES: usize = 4096;
+/// Longest manifest `version`, in bytes.
+pub const MAX_VERSION_BYTES: usize = 64;
+/// Longest manifest `description`, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 
 /// Consecutive faults after which a plugin is paused before its next call.
 const FAULTS_BEFORE_PAUSE: u32 = 3;
@@ -64,6 +74,29 @@ pub enum LoadError {
         /// The file.
         file: PathBuf,
         /// The trap or error.
+        message: String,
+    },
+    /// Starting the component, or reading its manifest, did not return in
+    /// time: it ran or waited past the time limit.
+    #[error(
+        "{file}: {stage} did not return within the time limit of {limit_ms} ms \
+         ([limits] handler_timeout_ms); the file is not loaded"
+    )]
+    TimedOut {
+        /// The file.
+        file: PathBuf,
+        /// What timed out: `instantiation` or `manifest`.
+        stage: &'static str,
+        /// The limit.
+        limit_ms: u64,
+    },
+    /// The manifest declares a field the host does not accept: a version or
+    /// description over its length limit, or holding control characters.
+    #[error("{file}: invalid manifest: {message}")]
+    BadManifest {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
         message: String,
     },
     /// The declared identity is not valid.
@@ -122,6 +155,25 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// Whether loading the same file again would fail in the same way:
+    /// the error comes from the file's contents alone, not from the other
+    /// plugins, the store or the file system. Such a file is not tried
+    /// again until it changes.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            LoadError::NotAComponent { .. }
+                | LoadError::WrongWorld { .. }
+                | LoadError::Start { .. }
+                | LoadError::TimedOut { .. }
+                | LoadError::BadManifest { .. }
+                | LoadError::InvalidId { .. }
+                | LoadError::BadRoute { .. }
+        )
+    }
+}
+
 /// A loaded plugin's identity and routes, as declared in its manifest.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
@@ -178,6 +230,8 @@ pub struct LoadedPlugin {
     runtime: Runtime,
     storage: PluginStorage,
     limits: Limits,
+    /// Its log output, shared by its instances.
+    output: Output,
     /// Instances not serving a call. A call takes one, or starts one if
     /// there is none, and puts it back after; an instance that trapped is
     /// dropped instead.
@@ -207,7 +261,8 @@ pub struct Outcome {
     pub handler: String,
     /// Everything the handler said, in order.
     pub replies: Vec<String>,
-    /// Why the call failed, if it did: the handler's own error, or a trap.
+    /// Why the call failed, if it did: the handler's own error, a trap, or
+    /// its time limit; at most [`MAX_ERROR_BYTES`] (and a marker).
     pub error: Option<String>,
 }
 
@@ -228,18 +283,24 @@ impl LoadedPlugin {
     }
 
     /// Calls route `route` with `msg`, in an instance of its own for the
-    /// call: calls wait for one of the plugin's `max_instances` instances. A
-    /// fault (a trap: a panic, the time limit, memory exhaustion, a stack
-    /// overflow) is logged, reported in the outcome, and the instance is
-    /// dropped, a fresh one being started for a later call; after three
-    /// faults in a row the plugin is paused, for longer after each further
-    /// fault, so a plugin that keeps failing is not rebuilt in a tight loop.
+    /// call: calls wait for one of the plugin's `max_instances` instances.
+    ///
+    /// The whole call, waiting for an instance included, is bounded by the
+    /// plugin's `handler_timeout_ms`: at the deadline the call ends with an
+    /// error whatever the plugin is doing (running, sleeping, polling), and
+    /// the replies it made so far are kept. A fault (a trap: a panic, the
+    /// time limit, memory exhaustion, a stack overflow) is logged, reported
+    /// in the outcome, and the instance is dropped, a fresh one being
+    /// started for a later call; after three faults in a row the plugin is
+    /// paused, for longer after each further fault, so a plugin that keeps
+    /// failing is not rebuilt in a tight loop.
     pub async fn call(
         &self,
         route: &CompiledRoute,
         msg: &Incoming,
         captures: Vec<Capture>,
     ) -> Outcome {
+        let deadline = Instant::now() + self.limits.handler_timeout();
         let mut outcome = Outcome {
             plugin: self.info.id.clone(),
             handler: route.handler.clone(),
@@ -255,7 +316,18 @@ impl LoadedPlugin {
             outcome.error = Some(message);
             return outcome;
         };
-        let Ok(_instance_permit) = self.instances.acquire().await else {
+        let free = tokio::time::timeout_at(deadline.into(), self.instances.acquire()).await;
+        let Ok(permit) = free else {
+            let message = format!(
+                "timed out: no instance of the plugin became free within its time limit of {} ms \
+                 ([limits] handler_timeout_ms); its earlier calls are still under way",
+                self.limits.handler_timeout_ms
+            );
+            tracing::warn!(plugin = %self.info.id, handler = %route.handler, "{message}");
+            outcome.error = Some(message);
+            return outcome;
+        };
+        let Ok(_instance_permit) = permit else {
             unreachable!("the semaphore of instances is never closed");
         };
         let (paused_until, faults) = {
@@ -275,13 +347,10 @@ impl LoadedPlugin {
         let idle = self.idle().pop();
         let mut instance = match idle {
             Some(instance) => instance,
-            None => match self.instantiate().await {
+            None => match self.instantiate(deadline).await {
                 Ok(instance) => instance,
                 Err(e) => {
-                    let message = format!(
-                        "cannot start a new instance: {}",
-                        describe_trap(&e, &self.limits)
-                    );
+                    let message = format!("cannot start a new instance: {}", self.describe(&e));
                     self.fault(&message, route);
                     outcome.error = Some(message);
                     return outcome;
@@ -294,32 +363,49 @@ impl LoadedPlugin {
             channel: msg.channel.clone(),
             addressed: msg.addressed,
         };
-        instance
-            .store
-            .set_epoch_deadline(call_deadline(&self.limits));
+        runtime::arm(&mut instance.store, deadline);
         instance.store.data_mut().host.begin_call();
-        let result = instance
-            .bindings
-            .call_handle(&mut instance.store, route.index, &message, &captures)
-            .await;
+        let result = runtime::within(
+            deadline,
+            instance
+                .bindings
+                .call_handle(&mut instance.store, route.index, &message, &captures),
+        )
+        .await;
         outcome.replies = instance.store.data_mut().host.end_call();
         match result {
             Ok(result) => {
                 self.idle().push(instance);
                 self.health().ok();
                 if let Err(e) = result {
-                    tracing::warn!(plugin = %self.info.id, handler = %route.handler, "handler failed: {e}");
+                    let e = text::truncate(&e, MAX_ERROR_BYTES).into_owned();
+                    tracing::warn!(plugin = %self.info.id, handler = %route.handler,
+                        "handler failed: {}", text::escape(&e));
                     outcome.error = Some(e);
                 }
             }
-            Err(trap) => {
-                // The trapped instance is dropped here.
-                let message = describe_trap(&trap, &self.limits);
+            Err(e) => {
+                // The instance is dropped here: one that trapped or was
+                // stopped mid-call is in no state to serve again.
+                drop(instance);
+                let message = self.describe(&e);
                 self.fault(&message, route);
                 outcome.error = Some(message);
             }
         }
         outcome
+    }
+
+    /// A readable account of a failed entry into the plugin.
+    fn describe(&self, e: &Entry) -> String {
+        match e {
+            Entry::TimedOut => format!(
+                "timed out: still running or waiting at its time limit of {} ms \
+                 ([limits] handler_timeout_ms); the instance was stopped",
+                self.limits.handler_timeout_ms
+            ),
+            Entry::Failed(e) => describe_trap(e, &self.limits),
+        }
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
@@ -332,6 +418,7 @@ impl LoadedPlugin {
     fn fault(&self, message: &str, route: &CompiledRoute) {
         let pause = self.health().fault(Instant::now());
         let id = &self.info.id;
+        let message = text::escape(message);
         match pause {
             None => tracing::error!(plugin = %id, handler = %route.handler,
                 "handler failed: {message}; the instance is rebuilt for the next message"),
@@ -341,13 +428,15 @@ impl LoadedPlugin {
         }
     }
 
-    async fn instantiate(&self) -> wasmtime::Result<Instance> {
+    /// A new instance, started by `deadline`.
+    async fn instantiate(&self, deadline: Instant) -> Result<Instance, Entry> {
         let mut store = self.runtime.new_store(
-            self.info.id.as_str(),
+            self.output.clone(),
             Some(self.storage.clone()),
             &self.limits,
         );
-        let bindings = self.pre.instantiate_async(&mut store).await?;
+        runtime::arm(&mut store, deadline);
+        let bindings = runtime::within(deadline, self.pre.instantiate_async(&mut store)).await?;
         Ok(Instance { store, bindings })
     }
 }
@@ -355,7 +444,7 @@ impl LoadedPlugin {
 /// A readable account of a trap, naming the limit that stopped the plugin
 /// where one did.
 fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
-    match e.downcast_ref::<wasmtime::Trap>() {
+    let described = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!(
             "trapped: ran longer than its time limit of {} ms",
             limits.handler_timeout_ms
@@ -367,7 +456,9 @@ fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
             limits.max_memory_bytes
         ),
         None => format!("trapped: {e:#}"),
-    }
+    };
+    // A trap's backtrace names the plugin's own functions: bound it.
+    text::truncate(&described, MAX_ERROR_BYTES).into_owned()
 }
 
 /// The `.wasm` files directly inside `dir`, sorted by name.
@@ -398,6 +489,11 @@ pub struct Loader<'a> {
     pub cache: Option<&'a Arc<CompileCache>>,
 }
 
+/// Files that failed to load for a reason of their own (see
+/// [`LoadError::is_permanent`]), by path, with the digest of the contents
+/// that failed: [`sync`] does not try them again until they change.
+pub type Failed = HashMap<PathBuf, ([u8; 32], Arc<LoadError>)>;
+
 /// The plugins after a [`sync`], and what changed.
 #[derive(Debug, Default)]
 pub struct Synced {
@@ -405,7 +501,10 @@ pub struct Synced {
     pub plugins: Vec<Arc<LoadedPlugin>>,
     /// Files that could not be loaded, and why. Where a file had loaded
     /// before, its old version is still among `plugins`.
-    pub errors: Vec<LoadError>,
+    pub errors: Vec<Arc<LoadError>>,
+    /// The files that failed for a reason of their own, to pass to the
+    /// next [`sync`].
+    pub failed: Failed,
     /// Files loaded that were not loaded before.
     pub added: Vec<PathBuf>,
     /// Files whose new contents replaced the old.
@@ -424,9 +523,15 @@ impl Synced {
 /// Brings the loaded plugins in line with `files`: keeps the plugins whose
 /// file is unchanged (same SHA-256), loads new and changed files, and drops
 /// the plugins whose file is gone. A changed file that fails to load leaves
-/// its old version serving. Calls under way keep the instances they started
-/// on.
-pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Loader<'_>) -> Synced {
+/// its old version serving. A file in `failed` with the same contents is
+/// reported with its earlier error and not tried again. Calls under way keep
+/// the instances they started on.
+pub async fn sync(
+    current: &[Arc<LoadedPlugin>],
+    files: &[PathBuf],
+    failed: &Failed,
+    loader: Loader<'_>,
+) -> Synced {
     let mut synced = Synced::default();
     let old_by_file: HashMap<&Path, &Arc<LoadedPlugin>> =
         current.iter().map(|p| (p.info.file.as_path(), p)).collect();
@@ -457,9 +562,16 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
     for (file, read) in files.iter().zip(contents) {
         let old = old_by_file.get(file.as_path()).copied();
         match read {
-            Ok((bytes, digest)) => match old {
-                Some(old) if old.digest == digest => {
+            Ok((bytes, digest)) => match (old, failed.get(file)) {
+                (Some(old), _) if old.digest == digest => {
                     kept.insert(file.clone(), old.clone());
+                }
+                (old, Some((failed_digest, error))) if *failed_digest == digest => {
+                    if let Some(old) = old {
+                        kept.insert(file.clone(), old.clone());
+                    }
+                    synced.errors.push(error.clone());
+                    synced.failed.insert(file.clone(), (digest, error.clone()));
                 }
                 _ => work.push((file.clone(), bytes, digest)),
             },
@@ -467,10 +579,10 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
                 if let Some(old) = old {
                     kept.insert(file.clone(), old.clone());
                 }
-                synced.errors.push(LoadError::Read {
+                synced.errors.push(Arc::new(LoadError::Read {
                     file: file.clone(),
                     source,
-                });
+                }));
             }
         }
     }
@@ -491,10 +603,10 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
         .map(|(file, bytes, digest)| async move {
             bar.start(&file);
             let result = prepare(loader.runtime, &file, bytes, digest, loader.cache, limits).await;
-            (file, result)
+            (file, digest, result)
         })
         .buffered(parallel * 2);
-    while let Some((file, result)) = prepared.next().await {
+    while let Some((file, digest, result)) = prepared.next().await {
         let old = old_by_file.get(file.as_path()).copied();
         let result = match result {
             Ok(prepared) => finish(prepared, loader, &by_id).await,
@@ -514,15 +626,20 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
                 loaded.insert(file, Arc::new(plugin));
             }
             Err(e) => {
+                let e = Arc::new(e);
                 match old {
                     Some(old) => {
                         tracing::error!(
-                            "{e}; the previous version of {} keeps serving",
+                            "{}; the previous version of {} keeps serving",
+                            text::escape(&e.to_string()),
                             file.display()
                         );
-                        kept.insert(file, old.clone());
+                        kept.insert(file.clone(), old.clone());
                     }
-                    None => tracing::error!("plugin skipped: {e}"),
+                    None => tracing::error!("plugin skipped: {}", text::escape(&e.to_string())),
+                }
+                if e.is_permanent() {
+                    synced.failed.insert(file, (digest, e.clone()));
                 }
                 synced.errors.push(e);
             }
@@ -657,17 +774,40 @@ pub(crate) async fn prepare(
         tracing::debug!(file = %path.display(), "compiled code from the cache");
     }
 
-    let start = |e: wasmtime::Error| LoadError::Start {
-        file: path.clone(),
-        message: describe_trap(&e, limits),
+    let start = |stage: &'static str| {
+        let path = path.clone();
+        move |e: Entry| match e {
+            Entry::TimedOut => LoadError::TimedOut {
+                file: path,
+                stage,
+                limit_ms: limits.handler_timeout_ms,
+            },
+            Entry::Failed(e) => LoadError::Start {
+                file: path,
+                message: describe_trap(&e, limits),
+            },
+        }
     };
-    let mut store = runtime.new_store(&path.display().to_string(), None, limits);
-    let bindings = pre.instantiate_async(&mut store).await.map_err(start)?;
-    let manifest = bindings.call_manifest(&mut store).await.map_err(start)?;
+    let output = Output::new(Arc::from(path.display().to_string()));
+    let mut store = runtime.new_store(output, None, limits);
+    let deadline = Instant::now() + limits.handler_timeout();
+    runtime::arm(&mut store, deadline);
+    let bindings = runtime::within(deadline, pre.instantiate_async(&mut store))
+        .await
+        .map_err(start("instantiation"))?;
+    let deadline = Instant::now() + limits.handler_timeout();
+    runtime::arm(&mut store, deadline);
+    let manifest = runtime::within(deadline, bindings.call_manifest(&mut store))
+        .await
+        .map_err(start("manifest"))?;
 
     let id = PluginId::new(&manifest.id).map_err(|source| LoadError::InvalidId {
         file: path.clone(),
         source,
+    })?;
+    check_manifest(&manifest).map_err(|message| LoadError::BadManifest {
+        file: path.clone(),
+        message: format!("plugin {id}: {message}"),
     })?;
     // Compiling patterns is CPU-bound too.
     let declared = manifest.routes;
@@ -692,6 +832,40 @@ pub(crate) async fn prepare(
         description: manifest.description,
         routes,
     })
+}
+
+/// Refuses manifest fields that would reach operators unbounded or forge
+/// their output: an over-long version or description, control characters
+/// in them or in a handler's name.
+fn check_manifest(
+    manifest: &crate::runtime::bindings::warden::plugin::types::Manifest,
+) -> Result<(), String> {
+    let field = |name: &str, value: &str, max: usize| {
+        if value.len() > max {
+            return Err(format!(
+                "its {name} is {} bytes long; at most {max} are allowed",
+                value.len()
+            ));
+        }
+        if value.chars().any(text::needs_escape) {
+            return Err(format!(
+                "its {name} {:?} holds control or formatting characters",
+                text::truncate(value, 100)
+            ));
+        }
+        Ok(())
+    };
+    field("version", &manifest.version, MAX_VERSION_BYTES)?;
+    field("description", &manifest.description, MAX_DESCRIPTION_BYTES)?;
+    for (index, route) in manifest.routes.iter().enumerate() {
+        if route.handler.chars().any(text::needs_escape) {
+            return Err(format!(
+                "the handler name of route {index}, {:?}, holds control or formatting characters",
+                text::truncate(&route.handler, 100)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Loads a prepared plugin: refuses an identity that another file declares
@@ -748,6 +922,7 @@ async fn finish(
     if !bound {
         bind(backend, &id, &path).await?;
     }
+    let output = instance.store.data().output().clone();
     Ok(LoadedPlugin {
         info: PluginInfo {
             id,
@@ -762,6 +937,7 @@ async fn finish(
         runtime: runtime.clone(),
         storage,
         limits,
+        output,
         idle: std::sync::Mutex::new(vec![instance]),
         instances: Semaphore::new(limits.max_instances),
         in_flight: Semaphore::new(limits.max_calls_in_flight),

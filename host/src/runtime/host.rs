@@ -10,10 +10,13 @@ use super::bindings::warden::plugin::{chat, logging, storage, types};
 use std::sync::Arc;
 
 use super::PluginState;
+use super::output::{Level, Output};
 use crate::metrics::{self, PluginMetrics, StorageFailure, StorageOp};
 use crate::storage::{PluginStorage, StorageError, human_size};
+use crate::text;
 
-/// Most replies one handler call may send; more are dropped and logged.
+/// Most replies one handler call may send; more are dropped, and counted
+/// in one warning when the call ends.
 pub const MAX_REPLIES: usize = 100;
 /// Longest reply in bytes; longer ones are cut at a character boundary.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
@@ -23,34 +26,62 @@ pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 pub struct PluginHost {
     /// The plugin's identity, or its file while the manifest is read.
     id: Arc<str>,
+    /// Where its log records go.
+    output: Output,
     storage: Option<PluginStorage>,
     /// The plugin's counters, when it has storage.
     metrics: Option<Arc<PluginMetrics>>,
     /// `Some` while a handler call is under way.
-    replies: Option<Vec<String>>,
+    replies: Option<Replies>,
+}
+
+/// The replies of one handler call, and what was dropped or cut.
+#[derive(Debug, Default)]
+struct Replies {
+    said: Vec<String>,
+    dropped: usize,
+    cut: usize,
 }
 
 impl PluginHost {
-    pub(crate) fn new(id: Arc<str>, storage: Option<PluginStorage>) -> Self {
+    pub(crate) fn new(id: Arc<str>, output: Output, storage: Option<PluginStorage>) -> Self {
         let metrics = storage
             .as_ref()
             .map(|s| metrics::global().plugin(s.plugin()));
         Self {
             id,
+            output,
             storage,
             metrics,
             replies: None,
         }
     }
 
-    /// Starts collecting replies for a handler call.
-    pub(crate) fn begin_call(&mut self) {
-        self.replies = Some(Vec::new());
+    /// Where the plugin's log records go.
+    pub(crate) fn output(&self) -> &Output {
+        &self.output
     }
 
-    /// Ends a handler call and returns its replies.
+    /// Starts collecting replies, and the log budget, of a handler call.
+    pub(crate) fn begin_call(&mut self) {
+        self.replies = Some(Replies::default());
+        self.output.begin_call();
+    }
+
+    /// Ends a handler call and returns its replies. What the call lost to
+    /// the limits is logged here, once per call.
     pub(crate) fn end_call(&mut self) -> Vec<String> {
-        self.replies.take().unwrap_or_default()
+        self.output.end_call();
+        let replies = self.replies.take().unwrap_or_default();
+        if replies.dropped > 0 {
+            tracing::warn!(plugin = %self.id, dropped = replies.dropped,
+                "{} replies over the limit of {MAX_REPLIES} per call were dropped", replies.dropped);
+        }
+        if replies.cut > 0 {
+            tracing::warn!(plugin = %self.id, cut = replies.cut,
+                "{} replies over {MAX_REPLY_BYTES} bytes were cut", replies.cut);
+        }
+        replies.said
     }
 
     fn storage(&self) -> Result<&PluginStorage, StorageErrorWit> {
@@ -302,37 +333,36 @@ impl storage::Host for PluginHost {
 }
 
 impl chat::Host for PluginHost {
-    fn say(&mut self, mut text: String) {
+    fn say(&mut self, text: String) {
         let Some(replies) = self.replies.as_mut() else {
             tracing::warn!(plugin = %self.id, "say called outside a handler call; ignored");
             return;
         };
-        if replies.len() >= MAX_REPLIES {
-            tracing::warn!(plugin = %self.id, "more than {MAX_REPLIES} replies in one call; dropped");
+        if replies.said.len() >= MAX_REPLIES {
+            replies.dropped += 1;
             return;
         }
-        if text.len() > MAX_REPLY_BYTES {
-            let mut end = MAX_REPLY_BYTES;
-            while !text.is_char_boundary(end) {
-                end -= 1;
+        let text = match text::truncate(&text, MAX_REPLY_BYTES) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(cut) => {
+                replies.cut += 1;
+                cut
             }
-            tracing::warn!(plugin = %self.id, len = text.len(), "reply over {MAX_REPLY_BYTES} bytes; cut");
-            text.truncate(end);
-        }
-        replies.push(text);
+        };
+        replies.said.push(text);
     }
 }
 
 impl logging::Host for PluginHost {
     fn log(&mut self, level: logging::Level, message: String) {
-        let id = &self.id;
-        match level {
-            logging::Level::Trace => tracing::trace!(plugin = %id, "{message}"),
-            logging::Level::Debug => tracing::debug!(plugin = %id, "{message}"),
-            logging::Level::Info => tracing::info!(plugin = %id, "{message}"),
-            logging::Level::Warn => tracing::warn!(plugin = %id, "{message}"),
-            logging::Level::Error => tracing::error!(plugin = %id, "{message}"),
-        }
+        let level = match level {
+            logging::Level::Trace => Level::Trace,
+            logging::Level::Debug => Level::Debug,
+            logging::Level::Info => Level::Info,
+            logging::Level::Warn => Level::Warn,
+            logging::Level::Error => Level::Error,
+        };
+        self.output.write(level, "log", &message);
     }
 }
 

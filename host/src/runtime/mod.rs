@@ -3,21 +3,24 @@
 
 pub mod bindings;
 mod host;
+pub mod output;
 mod stdio;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::Limits;
 use crate::plugins::cache::{CacheOutcome, CompileCache};
 use crate::storage::PluginStorage;
 pub use host::{Immediate, PluginHost};
+pub(crate) use output::Output;
 
-/// How often the epoch advances; handler timeouts are counted in these.
+/// How often the epoch advances: running code is checked against its
+/// deadline, and yields to other tasks, this often.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Store data of one plugin instance.
@@ -25,8 +28,8 @@ pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
-    /// How its output names the plugin.
-    tag: stdio::Tag,
+    /// When the entry into the plugin under way must have returned.
+    deadline: Instant,
     /// Warden's own interfaces.
     pub host: PluginHost,
 }
@@ -37,9 +40,54 @@ impl PluginState {
     /// `storage`, and is bounded by `limits` (the plugin's own).
     pub fn serve_as(&mut self, id: &str, storage: PluginStorage, limits: &Limits) {
         let id: Arc<str> = Arc::from(id);
-        self.tag.set(id.clone());
-        self.host = PluginHost::new(id, Some(storage));
+        let output = self.host.output().clone();
+        output.set_name(id.clone());
+        self.host = PluginHost::new(id, output, Some(storage));
         self.limits = store_limits(limits);
+    }
+
+    /// The log output of the instance, which names the plugin.
+    pub(crate) fn output(&self) -> &Output {
+        self.host.output()
+    }
+}
+
+/// Sets the wall-clock deadline of the next entry into the instance of
+/// `store` (instantiation, `manifest` or `handle`). Running code is stopped
+/// at the first epoch tick past it, with [`wasmtime::Trap::Interrupt`];
+/// until then it yields to other tasks at every tick. Code that waits
+/// (sleeps, polls) instead is stopped by the caller, which drops the call
+/// at the same deadline (see [`within`]).
+pub fn arm(store: &mut Store<PluginState>, deadline: Instant) {
+    store.data_mut().deadline = deadline;
+    store.set_epoch_deadline(1);
+}
+
+/// Why an entry into a plugin failed.
+#[derive(Debug)]
+pub enum Entry {
+    /// It was still running or waiting at its deadline.
+    TimedOut,
+    /// It trapped, or failed in the host.
+    Failed(wasmtime::Error),
+}
+
+/// Runs `call`, an entry into an instance whose store was [`arm`]ed with
+/// `deadline`, and drops it at the deadline if it has not returned by then,
+/// whatever it is doing: running (the epoch check stops it) or waiting in
+/// WASI (sleeping, polling). A call that timed out leaves its instance in
+/// no state to be used again: drop it.
+pub async fn within<T>(
+    deadline: Instant,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> Result<T, Entry> {
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if matches!(e.downcast_ref(), Some(wasmtime::Trap::Interrupt)) => {
+            Err(Entry::TimedOut)
+        }
+        Ok(Err(e)) => Err(Entry::Failed(e)),
+        Err(_) => Err(Entry::TimedOut),
     }
 }
 
@@ -153,22 +201,21 @@ impl Runtime {
         }
     }
 
-    /// A fresh store for plugin `id`: no files, no environment, no network,
+    /// A fresh store for a plugin: no files, no environment, no network,
     /// no arguments; stdout and stderr go to the log; memory is bounded.
-    /// `tag` names the plugin in logs: its identity, or its file while the
-    /// manifest is read (when `storage` is `None`). `limits` bound its
-    /// memory and the time of each call.
-    pub fn new_store(
+    /// `output` names the plugin in logs, by its identity, or its file while
+    /// the manifest is read (when `storage` is `None`), and bounds what it
+    /// logs. `limits` bound its memory. Each entry into it must be [`arm`]ed.
+    pub(crate) fn new_store(
         &self,
-        tag: &str,
+        output: Output,
         storage: Option<PluginStorage>,
         limits: &Limits,
     ) -> Store<PluginState> {
-        let tag: Arc<str> = Arc::from(tag);
-        let log_tag = stdio::Tag::new(tag.clone());
+        let tag = output.name();
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdio::LogStream::new(log_tag.clone(), "stdout"));
-        wasi.stderr(stdio::LogStream::new(log_tag.clone(), "stderr"));
+        wasi.stdout(stdio::LogStream::new(output.clone(), "stdout"));
+        wasi.stderr(stdio::LogStream::new(output.clone(), "stderr"));
         // Nothing else is granted: no preopened directories, environment or
         // arguments are added, and the network stays closed. These are
         // wasmtime's defaults too; they are spelled out so that a change of
@@ -181,23 +228,22 @@ impl Runtime {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             limits: store_limits(limits),
-            tag: log_tag,
-            host: PluginHost::new(tag, storage),
+            deadline: Instant::now() + limits.handler_timeout(),
+            host: PluginHost::new(tag, output, storage),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(call_deadline(limits));
+        // At every tick, code past its deadline stops; other code yields,
+        // so that a plugin that spins never holds a worker thread for more
+        // than a tick at a time.
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() >= store.data().deadline {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
         store
     }
-}
-
-/// The epoch ticks a call bounded by `limits` may run before it is
-/// interrupted.
-pub fn call_deadline(limits: &Limits) -> u64 {
-    let ticks = limits
-        .handler_timeout()
-        .as_millis()
-        .div_ceil(EPOCH_TICK.as_millis());
-    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
 }

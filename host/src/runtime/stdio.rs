@@ -1,5 +1,5 @@
 //! Plugin stdout and stderr, forwarded line by line to the host log with the
-//! plugin's identity.
+//! plugin's identity, within its log budget (see [`super::output`]).
 
 use std::io;
 use std::pin::Pin;
@@ -8,44 +8,21 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use std::sync::{Arc, PoisonError, RwLock};
+use super::output::{Level, Output};
 
-/// Longest line logged as one event; longer output is split, so a plugin
+/// Longest line logged as one record; longer output is split, so a plugin
 /// that never prints a newline cannot grow the buffer without bound.
 const MAX_LINE: usize = 4096;
-
-/// How an instance's output names its plugin: its file while the manifest
-/// is read, its identity once known. Clones share the name.
-#[derive(Debug, Clone)]
-pub(crate) struct Tag(Arc<RwLock<Arc<str>>>);
-
-impl Tag {
-    pub(crate) fn new(name: Arc<str>) -> Self {
-        Self(Arc::new(RwLock::new(name)))
-    }
-
-    pub(crate) fn get(&self) -> Arc<str> {
-        // A name is replaced whole: a poisoned lock still holds a valid one.
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub(crate) fn set(&self, name: Arc<str>) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = name;
-    }
-}
 
 /// A WASI output stream that logs each line.
 #[derive(Debug, Clone)]
 pub(crate) struct LogStream {
-    plugin: Tag,
+    plugin: Output,
     stream: &'static str,
 }
 
 impl LogStream {
-    pub(crate) fn new(plugin: Tag, stream: &'static str) -> Self {
+    pub(crate) fn new(plugin: Output, stream: &'static str) -> Self {
         Self { plugin, stream }
     }
 }
@@ -73,20 +50,31 @@ struct LineLogger {
 impl LineLogger {
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
-        tracing::info!(plugin = %self.stream.plugin.get(), stream = self.stream.stream, "{}", line.trim_end_matches('\r'));
+        self.stream
+            .plugin
+            .write(Level::Info, self.stream.stream, line.trim_end_matches('\r'));
     }
 
+    /// Logs every whole line in the buffer, and the start of a line that
+    /// has grown to [`MAX_LINE`], keeping the rest. Linear in the buffer's
+    /// length, however many lines it holds.
     fn drain_lines(&mut self) {
-        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-            let rest = self.buf.split_off(end + 1);
-            self.emit(&self.buf[..end]);
-            self.buf = rest;
+        let mut start = 0;
+        loop {
+            let rest = &self.buf[start..];
+            match rest.iter().take(MAX_LINE).position(|&b| b == b'\n') {
+                Some(end) => {
+                    self.emit(&rest[..end]);
+                    start += end + 1;
+                }
+                None if rest.len() >= MAX_LINE => {
+                    self.emit(&rest[..MAX_LINE]);
+                    start += MAX_LINE;
+                }
+                None => break,
+            }
         }
-        while self.buf.len() >= MAX_LINE {
-            let rest = self.buf.split_off(MAX_LINE);
-            self.emit(&self.buf);
-            self.buf = rest;
-        }
+        self.buf.drain(..start);
     }
 }
 
