@@ -25,8 +25,8 @@
 //! @bot setbig k 1000000      sets k to 1 MB                  ok
 //! @bot setmany k 10 1000     set-many of k = 10 bytes, 1000 times       ok
 //! @bot deletemany k 1000     delete-many of k, 1000 times    ok
-//! @bot refill k 1000 50      50 rounds of: set k, delete-many k 4 times;
-//!                            then sets k-final               ok after 50 rounds
+//! @bot refill k 1000 50      50 rounds of: set k-ROUND, set k,
+//!                            delete-many k 4 times           ok after 50 rounds
 //! @bot usage                 namespace-size                  usage 1000
 //! @bot logbig 1000000        one 1 MB warning                logged
 //! @bot logmany 1000          1000 info records               logged 1000
@@ -350,28 +350,26 @@ fn run(handler: Handler, captures: &[Capture]) -> Result<(), Failure> {
             say_result(storage::delete_many(&vec![key; n], false));
         }
         Handler::Refill => {
-            // Writes and deletes the same key over and over, deleting it
-            // several times in one call, then writes one more key: a host
-            // that counts each deletion against the quota ends up with
-            // room the namespace does not have. Rounds count from 0; the
-            // final write is round `rounds`.
+            // Each round keeps one more value, `{key}-{round}`, then writes
+            // `key` and deletes it four times in one call: a host that
+            // counts each listed deletion against the quota ends up
+            // believing the namespace holds less than it does, and lets it
+            // grow without bound. Rounds count from 0.
             let key: String = arg(captures, "key")?;
             let bytes: usize = arg(captures, "bytes")?;
             let rounds: u64 = arg(captures, "rounds")?;
             let value = vec![b'x'; bytes];
             let keys = vec![key.clone(); 4];
             for round in 0..rounds {
-                let step = storage::set(&key, &value, None, false)
+                let step = storage::set(&format!("{key}-{round}"), &value, None, false)
+                    .and_then(|()| storage::set(&key, &value, None, false))
                     .and_then(|()| storage::delete_many(&keys, false));
                 if let Err(e) = step {
                     chat::say(&format!("error at round {round}: {e:?}"));
                     return Ok(());
                 }
             }
-            match storage::set(&format!("{key}-final"), &value, None, false) {
-                Ok(()) => chat::say(&format!("ok after {rounds} rounds")),
-                Err(e) => chat::say(&format!("error at round {rounds}: {e:?}")),
-            }
+            chat::say(&format!("ok after {rounds} rounds"));
         }
         Handler::Usage => match storage::namespace_size() {
             Ok(n) => chat::say(&format!("usage {n}")),
