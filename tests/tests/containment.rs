@@ -424,7 +424,10 @@ async fn concurrent_instances_cannot_overshoot_the_quota() {
         let outcomes = write.await.unwrap();
         match outcomes[0].replies[0].as_str() {
             "ok" => ok += 1,
-            refused => assert!(refused.starts_with("error: Error::QuotaExceeded("), "{refused}"),
+            refused => assert!(
+                refused.starts_with("error: Error::QuotaExceeded("),
+                "{refused}"
+            ),
         }
     }
     let stored = stored_bytes(&*backend, &id).await;

@@ -22,8 +22,6 @@
 //! A reply without line breaks or such characters, such as every reply of
 //! the seed's storage plugin, is written exactly as the plugin said it.
 
-use std::borrow::Cow;
-
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::text;
@@ -95,7 +93,7 @@ fn frame_error(plugin: &str, error: &str, out: &mut String) {
 
 /// Whether a reply's first line could pass for a further line of the
 /// previous reply, or for an error line.
-fn needs_guard(line: &Cow<'_, str>) -> bool {
+fn needs_guard(line: &str) -> bool {
     line.starts_with([' ', '\t']) || line.starts_with(ERROR_PREFIX)
 }
 
