@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, RoutingConfig};
 use crate::identity::{self, IdError, PluginId};
 use crate::router::{self, CompiledRoute, Incoming, RouteError};
 use crate::runtime::bindings::warden::plugin::types::{Capture, Message};
@@ -486,11 +486,21 @@ pub async fn sync(current: &[Arc<LoadedPlugin>], files: &[PathBuf], loader: Load
     // name order wins. Twice as many as there are cores are under way, so
     // that one file's CPU-bound step overlaps another's wait.
     let limits = &loader.config.limits;
+    let routing = &loader.config.routing;
     let bar = &progress;
     let mut prepared = futures::stream::iter(work)
         .map(|(file, bytes, digest)| async move {
             bar.start(&file);
-            let result = prepare(loader.runtime, &file, bytes, digest, loader.cache, limits).await;
+            let result = prepare(
+                loader.runtime,
+                &file,
+                bytes,
+                digest,
+                loader.cache,
+                limits,
+                routing,
+            )
+            .await;
             (file, result)
         })
         .buffered(parallel * 2);
@@ -616,7 +626,8 @@ pub(crate) struct Prepared {
 /// Compiles `bytes` (the contents of `file`, whose SHA-256 is `digest`),
 /// through `cache` when given, checks that it implements the plugin world,
 /// starts it without storage, reads its manifest, and validates its
-/// identity and routes. `limits` bound the start and the manifest call.
+/// identity and routes. `limits` bound the start and the manifest call,
+/// `routing` the routes.
 pub(crate) async fn prepare(
     runtime: &Runtime,
     file: &Path,
@@ -624,6 +635,7 @@ pub(crate) async fn prepare(
     digest: [u8; 32],
     cache: Option<&Arc<CompileCache>>,
     limits: &Limits,
+    routing: &RoutingConfig,
 ) -> Result<Prepared, LoadError> {
     let path = file.to_path_buf();
     let (component, outcome) = {
@@ -671,7 +683,8 @@ pub(crate) async fn prepare(
     })?;
     // Compiling patterns is CPU-bound too.
     let declared = manifest.routes;
-    let routes = tokio::task::spawn_blocking(move || router::compile(&declared))
+    let routing = *routing;
+    let routes = tokio::task::spawn_blocking(move || router::compile(&declared, &routing))
         .await
         .map_err(|e| LoadError::Start {
             file: path.clone(),
