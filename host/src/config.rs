@@ -21,6 +21,11 @@
 //! [http]
 //! listen = "127.0.0.1:8080" # serve HTTP here (not served by default)
 //! max_body_bytes = 65536    # largest request body
+//!
+//! [routing]
+//! max_message_bytes = 4096          # longest message text matched
+//! max_plugin_route_bytes = 1048576  # compiled size of one plugin's routes
+//! max_host_route_bytes = 16777216   # compiled size of every plugin's routes
 //! ```
 //!
 //! Every table and field is optional; unknown fields are errors, so a typo
@@ -28,9 +33,9 @@
 //!
 //! # Environment overrides
 //!
-//! Every field of the `[storage]`, `[limits]` and `[http]` tables can be set
-//! by an environment variable named `WARDEN_<TABLE>_<FIELD>` in upper case,
-//! for example `WARDEN_STORAGE_BACKEND=memory` or
+//! Every field of the `[storage]`, `[limits]`, `[http]` and `[routing]` tables
+//! can be set by an environment variable named `WARDEN_<TABLE>_<FIELD>` in
+//! upper case, for example `WARDEN_STORAGE_BACKEND=memory` or
 //! `WARDEN_LIMITS_HANDLER_TIMEOUT_MS=2000`. A variable overrides the file;
 //! command-line flags override both. An empty variable is ignored, and an
 //! unknown field or an invalid value is an error naming the variable. The
@@ -71,6 +76,9 @@ pub struct Config {
     /// The HTTP adapter.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Bounds on matching messages to plugins' routes.
+    #[serde(default)]
+    pub routing: RoutingConfig,
 }
 
 /// The `[http]` table.
@@ -94,6 +102,53 @@ impl Default for HttpConfig {
         Self {
             listen: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// The `[routing]` table: bounds on the work and memory of matching one
+/// message against every route of every plugin.
+///
+/// Matching a message costs, at worst, time proportional to the length of
+/// its text times the compiled size of the routes it is matched against
+/// (the regex engine's PikeVM, which patterns that defeat the faster
+/// engines fall back to, steps through every state of each route's
+/// automaton for each byte of text). Plugins choose their patterns and
+/// senders choose their text, so both factors are bounded. The defaults
+/// keep the slowest host they allow under about 25 ms per message on one
+/// core of a current server (see BENCHMARKS.md) and hold real plugins with
+/// a wide margin: a route like `^store (?P<value>.+) under (?P<key>.+)$`
+/// takes about 10 KiB compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RoutingConfig {
+    /// Longest message text the host matches against routes, in bytes
+    /// (default 4 KiB); a longer message is refused before matching.
+    pub max_message_bytes: usize,
+    /// Most compiled size of one plugin's routes together, in bytes
+    /// (default 1 MiB); a plugin over it is refused at load. See
+    /// [`CompiledRoute::cost`](crate::router::CompiledRoute::cost).
+    pub max_plugin_route_bytes: usize,
+    /// Most compiled size of the routes of every loaded plugin together, in
+    /// bytes (default 16 MiB); a plugin that would take the host over it is
+    /// refused at load.
+    pub max_host_route_bytes: usize,
+}
+
+/// The default of [`RoutingConfig::max_message_bytes`].
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024;
+/// The default of [`RoutingConfig::max_plugin_route_bytes`].
+pub const DEFAULT_MAX_PLUGIN_ROUTE_BYTES: usize = 1024 * 1024;
+/// The default of [`RoutingConfig::max_host_route_bytes`].
+pub const DEFAULT_MAX_HOST_ROUTE_BYTES: usize = 16 * 1024 * 1024;
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_plugin_route_bytes: DEFAULT_MAX_PLUGIN_ROUTE_BYTES,
+            max_host_route_bytes: DEFAULT_MAX_HOST_ROUTE_BYTES,
         }
     }
 }
@@ -301,7 +356,7 @@ pub enum ConfigError {
 
 /// The tables whose fields environment variables override, as
 /// `WARDEN_<TABLE>_<FIELD>`.
-pub const ENV_TABLES: [&str; 3] = ["storage", "limits", "http"];
+pub const ENV_TABLES: [&str; 4] = ["storage", "limits", "http", "routing"];
 
 /// One environment override.
 #[derive(Debug)]
@@ -576,6 +631,31 @@ impl Config {
                 "[http] max_body_bytes must be greater than 0",
             ));
         }
+        let routing = &self.routing;
+        for (name, value) in [
+            ("max_message_bytes", routing.max_message_bytes),
+            ("max_plugin_route_bytes", routing.max_plugin_route_bytes),
+            ("max_host_route_bytes", routing.max_host_route_bytes),
+        ] {
+            if value == 0 {
+                return Err(Fault::new(
+                    &[("routing", name)],
+                    format!("[routing] {name} must be greater than 0"),
+                ));
+            }
+        }
+        if routing.max_plugin_route_bytes > routing.max_host_route_bytes {
+            return Err(Fault::new(
+                &[
+                    ("routing", "max_plugin_route_bytes"),
+                    ("routing", "max_host_route_bytes"),
+                ],
+                format!(
+                    "[routing] max_plugin_route_bytes ({}) must not exceed max_host_route_bytes ({})",
+                    routing.max_plugin_route_bytes, routing.max_host_route_bytes
+                ),
+            ));
+        }
         if let Some(listen) = &self.http.listen {
             let port = listen.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
             if !matches!(port, Some(Ok(_))) {
@@ -691,6 +771,35 @@ mod tests {
     }
 
     #[test]
+    fn routing_bounds_are_read_and_checked() {
+        assert_eq!(parse("").unwrap().routing, RoutingConfig::default());
+        let c =
+            parse("[routing]\nmax_message_bytes = 100\nmax_host_route_bytes = 2000000\n").unwrap();
+        assert_eq!(
+            c.routing,
+            RoutingConfig {
+                max_message_bytes: 100,
+                max_plugin_route_bytes: DEFAULT_MAX_PLUGIN_ROUTE_BYTES,
+                max_host_route_bytes: 2_000_000
+            }
+        );
+        for (text, detail) in [
+            (
+                "[routing]\nmax_host_route_bytes = 0",
+                "max_host_route_bytes must be greater than 0",
+            ),
+            ("[routing]\nmax_route_bytes = 1", "max_route_bytes"),
+            (
+                "[routing]\nmax_plugin_route_bytes = 20\nmax_host_route_bytes = 10",
+                "max_plugin_route_bytes (20) must not exceed max_host_route_bytes (10)",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("warden.toml") && e.contains(detail), "{e}");
+        }
+    }
+
+    #[test]
     fn plugin_limits_override_the_defaults_for_one_plugin() {
         let c = parse(
             "[limits]\nhandler_timeout_ms = 100\n[plugin_limits.\"a.Slow\"]\nhandler_timeout_ms = 900\n",
@@ -770,6 +879,9 @@ mod tests {
                 ("WARDEN_LIMITS_MAX_INSTANCES", "7"),
                 ("WARDEN_HTTP_LISTEN", "localhost:8080"),
                 ("WARDEN_HTTP_MAX_BODY_BYTES", "8"),
+                ("WARDEN_ROUTING_MAX_MESSAGE_BYTES", "9"),
+                ("WARDEN_ROUTING_MAX_PLUGIN_ROUTE_BYTES", "10"),
+                ("WARDEN_ROUTING_MAX_HOST_ROUTE_BYTES", "11"),
             ],
         )
         .unwrap();
@@ -805,6 +917,14 @@ mod tests {
             HttpConfig {
                 listen: Some("localhost:8080".into()),
                 max_body_bytes: 8
+            }
+        );
+        assert_eq!(
+            c.routing,
+            RoutingConfig {
+                max_message_bytes: 9,
+                max_plugin_route_bytes: 10,
+                max_host_route_bytes: 11
             }
         );
     }
@@ -845,6 +965,13 @@ mod tests {
             ("WARDEN_LIMITS_MAX_KEY_BYTES", "0", "greater than 0"),
             ("WARDEN_STORAGE_BACKEND", "redis", "url"),
             ("WARDEN_HTTP_LISTEN", "8080", "HOST:PORT"),
+            ("WARDEN_ROUTING_MAX_MESSAGE_BYTES", "0", "greater than 0"),
+            ("WARDEN_ROUTING_MAX_PLUGIN_ROUTE_BYTES", "1e9", ""),
+            (
+                "WARDEN_ROUTING_MAX_PLUGIN_ROUTE_BYTES",
+                "999999999999",
+                "must not exceed max_host_route_bytes",
+            ),
         ] {
             let e = with_env(Some("[storage]\nbackend = \"memory\""), &[(var, value)]).unwrap_err();
             assert!(matches!(e, ConfigError::Env { .. }), "{e}");

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, RoutingConfig};
 use crate::identity::PluginId;
 use crate::plugins::{self, cache};
 use crate::router::CompiledRoute;
@@ -48,16 +48,19 @@ pub struct Inspected {
 pub struct Inspector {
     runtime: Runtime,
     limits: Limits,
+    routing: RoutingConfig,
 }
 
 impl Inspector {
     /// An inspector that reads manifests within `config`'s limits (memory,
-    /// and time of the manifest call).
+    /// and time of the manifest call) and checks routes against its
+    /// `[routing]` budget for one plugin.
     pub fn new(config: &Config) -> Result<Self, HostError> {
         Ok(Self {
             // Manifests are read without storage.
             runtime: Runtime::new(Immediate::default()).map_err(HostError::Engine)?,
             limits: config.limits,
+            routing: config.routing,
         })
     }
 
@@ -73,8 +76,16 @@ impl Inspector {
                 source,
             })?;
         let digest = cache::sha256(&bytes);
-        let prepared =
-            plugins::prepare(&self.runtime, file, bytes, digest, None, &self.limits).await?;
+        let prepared = plugins::prepare(
+            &self.runtime,
+            file,
+            bytes,
+            digest,
+            None,
+            &self.limits,
+            &self.routing,
+        )
+        .await?;
         Ok(Inspected {
             file: prepared.file,
             digest: cache::hex(&digest),

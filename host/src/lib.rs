@@ -98,6 +98,23 @@ pub enum HostError {
     },
 }
 
+/// Why the host refused a message before matching it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The text is longer than `[routing] max_message_bytes`.
+    #[error(
+        "the message is {len} bytes long; at most {max} bytes are matched against plugins' \
+         routes ([routing] max_message_bytes)"
+    )]
+    TooLong {
+        /// The text's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
 /// Builds a [`Host`].
 #[derive(Debug, Default)]
 pub struct HostBuilder {
@@ -230,14 +247,6 @@ pub async fn open_backend(
 /// Most handler calls of one message that run at once; the calls after
 /// them start as earlier ones end.
 pub const MAX_CALLS_AT_ONCE: usize = 32;
-
-/// The position of `route` among the routes of the plugin `info` describes.
-fn route_position(info: &PluginInfo, route: &router::CompiledRoute) -> usize {
-    info.routes
-        .iter()
-        .position(|r| std::ptr::eq(r, route))
-        .expect("a matched route is one of its plugin's routes")
-}
 
 /// Calls route `r` of `plugin` with `msg`, in a `handler` span, counted in
 /// the metrics.
@@ -491,17 +500,21 @@ impl Host {
     ///
     /// Each call runs in a `handler` span carrying the plugin's identity and
     /// the handler's name, and is counted in [`metrics::global`].
+    ///
+    /// A message whose text is longer than `[routing] max_message_bytes` is
+    /// not matched (see [`Host::check_message`]): it reaches no plugin.
     pub async fn dispatch(&self, msg: &Incoming) -> Vec<Outcome> {
         let metrics = metrics::global();
         metrics.message_received();
+        if let Err(e) = self.check_message(msg) {
+            tracing::warn!("message not matched: {e}");
+            return Vec::new();
+        }
         let snapshot = self.shared.snapshot();
         let plugins = &snapshot.plugins;
-        let mut matched: Vec<_> = snapshot
+        let mut matched = snapshot
             .routes
-            .matching(|p| &plugins[p].info().routes, msg)
-            .into_iter()
-            .map(|(p, route, captures)| (p, route_position(plugins[p].info(), route), captures))
-            .collect();
+            .matching_indices(|p| &plugins[p].info().routes, msg);
         match matched.len() {
             0 => Vec::new(),
             // One call needs no task of its own.
@@ -536,6 +549,20 @@ impl Host {
                     .await
             }
         }
+    }
+
+    /// Refuses a message the host does not match: one whose text is longer
+    /// than `[routing] max_message_bytes`. Adapters call it to tell the
+    /// sender why; [`dispatch`](Self::dispatch) calls it too.
+    pub fn check_message(&self, msg: &Incoming) -> Result<(), MessageError> {
+        let max = self.shared.config.routing.max_message_bytes;
+        if msg.text.len() > max {
+            return Err(MessageError::TooLong {
+                len: msg.text.len(),
+                max,
+            });
+        }
+        Ok(())
     }
 
     /// Loads the plugins directory again: new files are loaded, changed

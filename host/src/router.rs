@@ -12,11 +12,28 @@
 //!   (Slack Machine's default flag is `re.IGNORECASE`).
 //! - Named groups become the handler's arguments; a group that did not take
 //!   part in the match is passed as `none` (Python's `None`).
+//!
+//! # Bounded work
+//!
+//! Plugins choose their patterns and senders choose their text, so the work
+//! of matching one message is bounded (the `[routing]` table,
+//! [`RoutingConfig`]). Rust's regex engines never backtrack exponentially,
+//! but a search can still cost time proportional to the length of the text
+//! times the size of the route's automaton: the regex engine's fast lazy
+//! DFA gives up on some patterns (a Unicode word boundary `\b` on non-ASCII
+//! text, or an automaton too large for its cache) and the PikeVM, which
+//! then searches, steps through every live state of the automaton for each
+//! byte. Each route's [cost](CompiledRoute::cost) measures that automaton;
+//! a plugin's routes together must stay within `max_plugin_route_bytes`
+//! ([`compile`]) and every loaded plugin's within `max_host_route_bytes`
+//! ([`check_host_budget`]), and the host matches at most
+//! `max_message_bytes` of text.
 
 use regex_automata::util::captures::Captures;
 use regex_automata::util::pool::{Pool, PoolGuard};
 use regex_automata::{Input, PatternID, meta};
 
+use crate::config::RoutingConfig;
 use crate::runtime::bindings::warden::plugin::types::Capture;
 use crate::runtime::bindings::{Route, RouteKind};
 
@@ -24,9 +41,43 @@ use crate::runtime::bindings::{Route, RouteKind};
 pub const MAX_ROUTES: usize = 256;
 /// Longest pattern, in bytes.
 pub const MAX_PATTERN_BYTES: usize = 4096;
-/// Most memory a compiled pattern may take: patterns come from plugins, so
-/// a pathological one must not exhaust the host.
+/// Most memory the automaton (NFA) of one pattern may take, forward or
+/// reversed: patterns come from plugins, so a pathological one must not
+/// exhaust the host while it compiles. A plugin's routes are also bounded
+/// together, by `[routing] max_plugin_route_bytes`.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Capacity of one route's lazy DFA cache, in bytes (the regex engine
+/// keeps one for forward and one for reverse searches). The lazy DFA
+/// builds its states as a search needs them and starts over when the cache
+/// is full; the engine's default of 2 MiB let each route take megabytes in
+/// each set of caches. An ordinary route's states fit in this many; a
+/// route whose automaton does not is searched by the PikeVM, which its cost
+/// accounts for.
+const LAZY_DFA_CACHE_BYTES: usize = 64 * 1024;
+/// Largest one-pass DFA (used to find the groups of anchored patterns) of
+/// one route, held with the route: the engine's default of 1 MiB a route
+/// would let a plugin's 256 routes take 256 MiB; the PikeVM finds the
+/// groups of patterns over it.
+const ONEPASS_SIZE_LIMIT: usize = 64 * 1024;
+
+/// The regex engine's settings for routes: every engine the meta regex may
+/// choose is bounded in memory.
+///
+/// - The NFA, by [`REGEX_SIZE_LIMIT`]; the PikeVM's scratch space grows
+///   with it and is counted in each route's cost.
+/// - The lazy DFA, by [`LAZY_DFA_CACHE_BYTES`] a cache.
+/// - The one-pass DFA, by [`ONEPASS_SIZE_LIMIT`].
+/// - The bounded backtracker is off: its visited set takes up to 256 KiB a
+///   route in each set of caches, and the PikeVM (bounded as above) finds
+///   the same groups.
+/// - The full DFA is not compiled in (the `dfa-build` feature is off).
+fn engine_config() -> meta::Config {
+    meta::Config::new()
+        .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
+        .hybrid_cache_capacity(LAZY_DFA_CACHE_BYTES)
+        .onepass_size_limit(Some(ONEPASS_SIZE_LIMIT))
+        .backtrack(false)
+}
 
 /// A message as an adapter received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +131,46 @@ pub enum RouteError {
         /// Why it does not compile.
         message: String,
     },
+    /// The routes' total cost is over `[routing] max_plugin_route_bytes`.
+    #[error(
+        "its routes take {total} bytes compiled, over the limit of {limit} bytes \
+         ([routing] max_plugin_route_bytes); the most expensive is route {index} \
+         ({handler}), {cost} bytes"
+    )]
+    PluginBudget {
+        /// The sum of the routes' costs.
+        total: usize,
+        /// `max_plugin_route_bytes`.
+        limit: usize,
+        /// The most expensive route's position in the manifest.
+        index: usize,
+        /// Its handler's name.
+        handler: String,
+        /// Its cost.
+        cost: usize,
+    },
+    /// Loading the plugin would take the host over `[routing]
+    /// max_host_route_bytes`.
+    #[error(
+        "its routes take {plugin} bytes compiled and those of the plugins loaded \
+         {loaded} bytes, over the host's limit of {limit} bytes ([routing] \
+         max_host_route_bytes); its most expensive is route {index} ({handler}), \
+         {cost} bytes"
+    )]
+    HostBudget {
+        /// The sum of the plugin's routes' costs.
+        plugin: usize,
+        /// The sum of the costs of the plugins already loaded.
+        loaded: usize,
+        /// `max_host_route_bytes`.
+        limit: usize,
+        /// The plugin's most expensive route's position in the manifest.
+        index: usize,
+        /// Its handler's name.
+        handler: String,
+        /// Its cost.
+        cost: usize,
+    },
 }
 
 /// A compiled route of one plugin.
@@ -93,12 +184,32 @@ pub struct CompiledRoute {
     pub handler: String,
     pattern: String,
     regex: meta::Regex,
+    cost: usize,
 }
 
 impl CompiledRoute {
     /// The pattern as declared.
     pub fn pattern(&self) -> &str {
         &self.pattern
+    }
+
+    /// The route's compiled size in bytes, which its budgets count: the
+    /// memory its compiled regex holds (the forward and reverse NFAs, the
+    /// one-pass DFA and the literal prefilter, as the engine reports them),
+    /// plus that of a fresh search cache of it (mostly the PikeVM's
+    /// scratch space, which grows with the NFA's states times its capture
+    /// groups).
+    ///
+    /// It tracks the worst-case cost of matching: the PikeVM, the engine
+    /// that searches when the faster ones give up, takes time proportional
+    /// to the length of the text times the states it steps through (and,
+    /// finding groups, the slots it copies), which is what these bytes
+    /// hold. A pattern that compiles to a plain literal search costs little
+    /// and is searched as fast. The lazy DFA's cache, grown during
+    /// searches, is not counted: it is bounded by the engine settings, at
+    /// most 64 KiB for each of the forward and reverse caches of a route.
+    pub fn cost(&self) -> usize {
+        self.cost
     }
 
     /// The captures if the route matches `msg`.
@@ -153,10 +264,18 @@ type CacheFactory = Box<
 /// operations per route and message, and make the cores that route
 /// messages at once contend for the same pool entries; the table instead
 /// takes one set of caches, for all its routes, per message.
+///
+/// The table keeps as many sets as messages were ever matched at once
+/// (one a thread matching). One set takes at most the table's
+/// [`cost`](Self::cost) (the PikeVM's scratch space is part of each
+/// route's cost) plus, for each route, its lazy DFA caches: at most
+/// 2 × 64 KiB, and only as a search fills them, which an ordinary route's
+/// does not (a few KiB).
 pub struct Routes {
     /// `(plugin, route)` positions, listen-to routes first.
     order: Vec<(usize, usize)>,
     caches: Pool<Vec<meta::Cache>, CacheFactory>,
+    cost: usize,
 }
 
 impl std::fmt::Debug for Routes {
@@ -180,12 +299,14 @@ impl Routes {
     pub fn new<'a>(plugins: impl IntoIterator<Item = &'a [CompiledRoute]> + Clone) -> Self {
         let mut order = Vec::new();
         let mut regexes = Vec::new();
+        let mut cost = 0;
         for kind in [RouteKind::ListenTo, RouteKind::RespondTo] {
             for (p, routes) in plugins.clone().into_iter().enumerate() {
                 for (r, route) in routes.iter().enumerate() {
                     if route.kind == kind {
                         order.push((p, r));
                         regexes.push(route.regex.clone());
+                        cost += route.cost;
                     }
                 }
             }
@@ -195,7 +316,24 @@ impl Routes {
         Self {
             order,
             caches: Pool::new(factory),
+            cost,
         }
+    }
+
+    /// The sum of the [costs](CompiledRoute::cost) of the table's routes.
+    pub fn cost(&self) -> usize {
+        self.cost
+    }
+
+    /// The heap bytes of the set of search caches the calling thread would
+    /// match its next message with, as earlier messages left it (a set
+    /// grows during searches, within the bound above).
+    pub fn cache_memory(&self) -> usize {
+        self.caches
+            .get()
+            .iter()
+            .map(meta::Cache::memory_usage)
+            .sum()
     }
 
     /// The routes matching `msg`, in order, as `(plugin, route,
@@ -207,12 +345,26 @@ impl Routes {
         routes_of: impl Fn(usize) -> &'a [CompiledRoute],
         msg: &Incoming,
     ) -> Vec<(usize, &'a CompiledRoute, Vec<Capture>)> {
+        self.matching_indices(&routes_of, msg)
+            .into_iter()
+            .map(|(p, r, captures)| (p, &routes_of(p)[r], captures))
+            .collect()
+    }
+
+    /// [`matching`](Self::matching), with each route given as its position
+    /// in `routes_of(plugin)`: `(plugin, route, captures)`. Positions, not
+    /// references, let a caller match on another thread with data it owns
+    /// (an `Arc` of the plugins' routes, say) and look the routes up after.
+    pub fn matching_indices<'a>(
+        &self,
+        routes_of: impl Fn(usize) -> &'a [CompiledRoute],
+        msg: &Incoming,
+    ) -> Vec<(usize, usize, Vec<Capture>)> {
         let mut caches: PoolGuard<'_, Vec<meta::Cache>, CacheFactory> = self.caches.get();
         let mut found = Vec::new();
         for (&(p, r), cache) in self.order.iter().zip(caches.iter_mut()) {
-            let route = &routes_of(p)[r];
-            if let Some(captures) = route.matches_with(cache, msg) {
-                found.push((p, route, captures));
+            if let Some(captures) = routes_of(p)[r].matches_with(cache, msg) {
+                found.push((p, r, captures));
             }
         }
         found
@@ -227,50 +379,110 @@ fn cut(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-/// Compiles a plugin's declared routes.
-pub fn compile(routes: &[Route]) -> Result<Vec<CompiledRoute>, RouteError> {
+/// Compiles a plugin's declared routes, and refuses them if their costs
+/// together exceed `limits.max_plugin_route_bytes`.
+pub fn compile(routes: &[Route], limits: &RoutingConfig) -> Result<Vec<CompiledRoute>, RouteError> {
     if routes.len() > MAX_ROUTES {
         return Err(RouteError::TooMany(routes.len()));
     }
-    routes
-        .iter()
-        .enumerate()
-        .map(|(index, route)| {
-            let bad = |message: String| RouteError::BadPattern {
+    let mut compiled = Vec::with_capacity(routes.len());
+    // Past the budget, each route is still compiled, for the total and the
+    // most expensive route the error reports, but not kept: a plugin over
+    // its budget never holds more than the budget and one route.
+    let mut total = 0usize;
+    let mut worst: Option<(usize, usize)> = None;
+    for (index, route) in routes.iter().enumerate() {
+        let route = compile_one(index, route)?;
+        total = total.saturating_add(route.cost);
+        if worst.is_none_or(|(_, cost)| route.cost > cost) {
+            worst = Some((index, route.cost));
+        }
+        if total <= limits.max_plugin_route_bytes {
+            compiled.push(route);
+        } else {
+            compiled.clear();
+        }
+    }
+    match worst {
+        Some((index, cost)) if total > limits.max_plugin_route_bytes => {
+            Err(RouteError::PluginBudget {
+                total,
+                limit: limits.max_plugin_route_bytes,
                 index,
-                handler: cut(&route.handler, 100),
-                pattern: cut(&route.pattern, 200),
-                message,
-            };
-            if route.pattern.len() > MAX_PATTERN_BYTES {
-                return Err(bad(format!("longer than {MAX_PATTERN_BYTES} bytes")));
-            }
-            // Parsed first for regex-syntax's errors, which point at the
-            // fault in the pattern.
-            let hir = regex_syntax::ParserBuilder::new()
-                .case_insensitive(route.ignore_case)
-                .build()
-                .parse(&route.pattern)
-                .map_err(|e| bad(e.to_string()))?;
-            let regex = meta::Builder::new()
-                .configure(meta::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
-                .build_from_hir(&hir)
-                .map_err(|e| match e.size_limit() {
-                    Some(limit) => bad(format!(
-                        "too complex: compiled, it would exceed the limit of {} KiB",
-                        limit / 1024
-                    )),
-                    None => bad(e.to_string()),
-                })?;
-            Ok(CompiledRoute {
-                index: u32::try_from(index).expect("bounded by MAX_ROUTES"),
-                kind: route.kind,
-                handler: cut(&route.handler, 100),
-                pattern: route.pattern.clone(),
-                regex,
+                handler: cut(&routes[index].handler, 100),
+                cost,
             })
-        })
-        .collect()
+        }
+        _ => Ok(compiled),
+    }
+}
+
+/// Refuses a plugin whose routes (`new`, from [`compile`]) would take the
+/// host over `limits.max_host_route_bytes`, given the sum of the costs of
+/// the plugins loaded already (`loaded_total`; a plugin being replaced is
+/// not among them). A plugin without routes is never refused.
+pub fn check_host_budget(
+    loaded_total: usize,
+    new: &[CompiledRoute],
+    limits: &RoutingConfig,
+) -> Result<(), RouteError> {
+    let plugin = new
+        .iter()
+        .fold(0usize, |sum, route| sum.saturating_add(route.cost));
+    // The first of the most expensive routes.
+    let Some(worst) = new.iter().rev().max_by_key(|route| route.cost) else {
+        return Ok(());
+    };
+    if plugin == 0 || loaded_total.saturating_add(plugin) <= limits.max_host_route_bytes {
+        return Ok(());
+    }
+    Err(RouteError::HostBudget {
+        plugin,
+        loaded: loaded_total,
+        limit: limits.max_host_route_bytes,
+        index: worst.index as usize,
+        handler: worst.handler.clone(),
+        cost: worst.cost,
+    })
+}
+
+/// Compiles the route at `index` of a manifest.
+fn compile_one(index: usize, route: &Route) -> Result<CompiledRoute, RouteError> {
+    let bad = |message: String| RouteError::BadPattern {
+        index,
+        handler: cut(&route.handler, 100),
+        pattern: cut(&route.pattern, 200),
+        message,
+    };
+    if route.pattern.len() > MAX_PATTERN_BYTES {
+        return Err(bad(format!("longer than {MAX_PATTERN_BYTES} bytes")));
+    }
+    // Parsed first for regex-syntax's errors, which point at the fault in
+    // the pattern.
+    let hir = regex_syntax::ParserBuilder::new()
+        .case_insensitive(route.ignore_case)
+        .build()
+        .parse(&route.pattern)
+        .map_err(|e| bad(e.to_string()))?;
+    let regex = meta::Builder::new()
+        .configure(engine_config())
+        .build_from_hir(&hir)
+        .map_err(|e| match e.size_limit() {
+            Some(limit) => bad(format!(
+                "too complex: compiled, it would exceed the limit of {} KiB",
+                limit / 1024
+            )),
+            None => bad(e.to_string()),
+        })?;
+    let cost = regex.memory_usage() + regex.create_cache().memory_usage();
+    Ok(CompiledRoute {
+        index: u32::try_from(index).expect("bounded by MAX_ROUTES"),
+        kind: route.kind,
+        handler: cut(&route.handler, 100),
+        pattern: route.pattern.clone(),
+        regex,
+        cost,
+    })
 }
 
 #[cfg(test)]
@@ -284,6 +496,10 @@ mod tests {
             ignore_case: true,
             handler: "h".into(),
         }
+    }
+
+    fn compile(routes: &[Route]) -> Result<Vec<CompiledRoute>, RouteError> {
+        super::compile(routes, &RoutingConfig::default())
     }
 
     fn one(kind: RouteKind, pattern: &str) -> CompiledRoute {

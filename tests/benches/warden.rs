@@ -7,8 +7,8 @@
 //! cargo bench -p warden-tests --bench warden -- throughput      # one section
 //! ```
 //!
-//! The sections are `overhead`, `throughput`, `startup` and `memory`; name
-//! any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
+//! The sections are `overhead`, `throughput`, `startup`, `memory` and
+//! `routing`; name any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
 //! fewer, shorter repetitions. Environment variables:
 //!
 //! - `WARDEN_BENCH_TASKS`: concurrent senders of the throughput section
@@ -41,7 +41,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use tempfile::TempDir;
+use warden::config::RoutingConfig;
 use warden::identity::{Namespace, PluginId, encode_key};
+use warden::router::{self, CompiledRoute, Routes};
+use warden::runtime::bindings::{Route, RouteKind};
 use warden::storage::{Backend, SledBackend, SledOptions, SyncPolicy};
 use warden::{Config, Host, Incoming};
 use warden_tests::bench_plugins_dir;
@@ -73,6 +76,8 @@ struct Sizes {
     /// Plugins of the memory section's host.
     memory_plugins: usize,
     memory_repeats: usize,
+    /// Repetitions of each message of the routing section.
+    routing_repeats: usize,
 }
 
 impl Sizes {
@@ -94,6 +99,7 @@ impl Sizes {
                 startup_repeats: 1,
                 memory_plugins: 20,
                 memory_repeats: 1,
+                routing_repeats: 3,
             }
         } else {
             Self {
@@ -107,6 +113,7 @@ impl Sizes {
                 startup_repeats: 3,
                 memory_plugins: 100,
                 memory_repeats: 3,
+                routing_repeats: 7,
             }
         }
     }
@@ -202,7 +209,7 @@ fn main() -> anyhow::Result<()> {
     }
     let quick = args.iter().any(|a| a == "quick")
         || std::env::var("WARDEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    const SECTIONS: [&str; 4] = ["overhead", "throughput", "startup", "memory"];
+    const SECTIONS: [&str; 5] = ["overhead", "throughput", "startup", "memory", "routing"];
     let mut sections: Vec<&str> = Vec::new();
     for arg in args.iter().filter(|a| !a.starts_with('-') && *a != "quick") {
         match SECTIONS.iter().find(|s| **s == arg.as_str()) {
@@ -243,6 +250,7 @@ fn main() -> anyhow::Result<()> {
             "throughput" => runtime.block_on(throughput(&sizes, &cache, &mut report))?,
             "startup" => runtime.block_on(startup(&sizes, &mut report))?,
             "memory" => memory(&sizes, &mut report)?,
+            "routing" => routing(&sizes, &mut report)?,
             _ => unreachable!(),
         }
         println!("  ({section} took {:.1} s)", t.elapsed().as_secs_f64());
@@ -1138,6 +1146,331 @@ fn memory(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         ),
         "< 1024 KiB",
         per < 1024.0 * 1024.0,
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 5. Routing
+
+/// A listen-to route, case-insensitive (the SDK's default).
+fn listen_to(pattern: String, handler: String) -> Route {
+    Route {
+        kind: RouteKind::ListenTo,
+        pattern,
+        ignore_case: true,
+        handler,
+    }
+}
+
+/// The routes of an ordinary plugin: those of the example plugins and of
+/// Slack Machine's, all case-insensitive.
+fn ordinary_routes() -> Vec<Route> {
+    [
+        (
+            RouteKind::RespondTo,
+            r"^store (?P<value>.+) under (?P<key>.+)$",
+        ),
+        (RouteKind::RespondTo, r"^retrieve (?P<key>.+)$"),
+        (
+            RouteKind::RespondTo,
+            r"^(?P<shared>shared )?get (?P<key>\S+)$",
+        ),
+        (RouteKind::RespondTo, r"^delete (?P<key>\S+)$"),
+        (
+            RouteKind::RespondTo,
+            r"^(?P<shared>shared )?list(?: (?P<prefix>\S+))?$",
+        ),
+        (RouteKind::RespondTo, r"^top karma$"),
+        (
+            RouteKind::RespondTo,
+            r"^remind me in (?P<n>\d+) (?P<unit>minutes?|hours?) to (?P<what>.+)$",
+        ),
+        (RouteKind::ListenTo, r"(?P<name>\w+)\+\+"),
+        (RouteKind::ListenTo, r"(?P<name>\w+)--"),
+        (RouteKind::ListenTo, r"\bhello\b"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (kind, pattern))| Route {
+        kind,
+        pattern: pattern.to_owned(),
+        ignore_case: true,
+        handler: format!("handler{i}"),
+    })
+    .collect()
+}
+
+/// A pathological route shape: its pattern for route number `i` (a
+/// different literal in each route), and the text that shows its worst.
+struct Shape {
+    name: &'static str,
+    pattern: fn(usize) -> String,
+}
+
+/// The shapes that defeat the fast engines: the PikeVM then steps through
+/// every live state of the automaton for each byte.
+fn shapes() -> Vec<Shape> {
+    vec![
+        Shape {
+            name: r"\b(?s:.){0,100}\bq<i>z (Unicode word boundaries)",
+            pattern: |i| format!(r"\b(?s:.){{0,100}}\bq{i}z"),
+        },
+        Shape {
+            name: r"\b(?s:.){0,1000}\bq<i>z (the attack's routes, fewer)",
+            pattern: |i| format!(r"\b(?s:.){{0,1000}}\bq{i}z"),
+        },
+        Shape {
+            name: r"(?s:.){0,200}q<i>z (counted repetition)",
+            pattern: |i| format!(r"(?s:.){{0,200}}q{i}z"),
+        },
+        Shape {
+            name: r"\w{0,100}q<i>z (large Unicode class)",
+            pattern: |i| format!(r"\w{{0,100}}q{i}z"),
+        },
+        Shape {
+            name: r"\b(?s:(.)(.)(.)(.)){0,25}(q<i>z)? (matches, with groups)",
+            pattern: |i| format!(r"\b(?s:(.)(.)(.)(.)){{0,25}}(q{i}z)?"),
+        },
+        Shape {
+            name: r"[a-z ]*a[a-z ]{20}q<i>z (lazy DFA blow-up)",
+            pattern: |i| format!(r"[a-z ]*a[a-z ]{{20}}q{i}z"),
+        },
+    ]
+}
+
+/// As many routes of `shape` as fit in one plugin's budget (at most
+/// [`router::MAX_ROUTES`]), numbered from `first`; `None` if not even one
+/// fits.
+fn full_plugin(
+    shape: &Shape,
+    first: usize,
+    limits: &RoutingConfig,
+) -> anyhow::Result<Option<Vec<CompiledRoute>>> {
+    let route = |i: usize| listen_to((shape.pattern)(first + i), format!("h{i}"));
+    let one = match router::compile(&[route(0)], limits) {
+        Ok(mut one) => one.remove(0).cost(),
+        Err(router::RouteError::PluginBudget { .. }) => return Ok(None),
+        Err(e) => bail!("{}: {e}", shape.name),
+    };
+    let mut n = (limits.max_plugin_route_bytes / one).min(router::MAX_ROUTES);
+    // Routes differ a little in cost (their literals do): drop one until
+    // they fit.
+    loop {
+        let routes: Vec<Route> = (0..n).map(route).collect();
+        match router::compile(&routes, limits) {
+            Ok(compiled) => return Ok(Some(compiled)),
+            Err(router::RouteError::PluginBudget { .. }) if n > 1 => n -= 1,
+            Err(e) => bail!("{}: {e}", shape.name),
+        }
+    }
+}
+
+/// A host's worth of plugins, each from `plugin(p)`, added while the host
+/// budget allows them (at most `max` of them).
+fn full_host(
+    limits: &RoutingConfig,
+    max: usize,
+    mut plugin: impl FnMut(usize) -> anyhow::Result<Option<Vec<CompiledRoute>>>,
+) -> anyhow::Result<Vec<Vec<CompiledRoute>>> {
+    let mut plugins: Vec<Vec<CompiledRoute>> = Vec::new();
+    let mut loaded = 0;
+    while plugins.len() < max {
+        let Some(routes) = plugin(plugins.len())? else {
+            break;
+        };
+        if router::check_host_budget(loaded, &routes, limits).is_err() {
+            break;
+        }
+        loaded += routes.iter().map(CompiledRoute::cost).sum::<usize>();
+        plugins.push(routes);
+    }
+    Ok(plugins)
+}
+
+/// `unit` repeated and cut (at a character boundary) to `bytes`.
+fn text_of(unit: &str, bytes: usize) -> String {
+    let mut text = unit.repeat(bytes / unit.len() + 1);
+    let mut end = bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}
+
+/// What matching one host's messages measured.
+#[derive(Debug)]
+struct Matched {
+    /// The slowest of the messages: its name and time.
+    slowest: (&'static str, Duration),
+    /// One set of caches, after every message.
+    cache_set: usize,
+    /// Resident memory gained while two threads matched every message at
+    /// once, so with two sets of caches.
+    resident_two: u64,
+}
+
+/// Matches each of `messages` on `plugins`' table: the median time of a
+/// message over several, after a warm-up on two threads at once.
+fn match_host(
+    name: &str,
+    plugins: &[Vec<CompiledRoute>],
+    messages: &[(&'static str, Incoming)],
+    repeats: usize,
+) -> anyhow::Result<Matched> {
+    let table = Routes::new(plugins.iter().map(Vec::as_slice));
+    let routes = plugins.iter().map(Vec::len).sum::<usize>();
+    let kib = |b: usize| b as f64 / 1024.0;
+    println!(
+        "  {name}: {} plugins, {routes} routes, {:.0} KiB of routes ({:.0} KiB the largest plugin's)",
+        plugins.len(),
+        kib(table.cost()),
+        kib(plugins
+            .iter()
+            .map(|p| p.iter().map(CompiledRoute::cost).sum())
+            .max()
+            .unwrap_or(0))
+    );
+    let before = resident_bytes()?;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for (_, msg) in messages {
+                    table.matching_indices(|p| &plugins[p], msg);
+                }
+            });
+        }
+    });
+    let resident_two = resident_bytes()?.saturating_sub(before);
+    let mut slowest = ("", Duration::ZERO);
+    for (what, msg) in messages {
+        let mut times = Vec::new();
+        let mut matched = 0;
+        for _ in 0..repeats {
+            let t = Instant::now();
+            matched = table.matching_indices(|p| &plugins[p], msg).len();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let time = Duration::from_secs_f64(median(&mut times));
+        println!(
+            "    {what} ({} bytes): {:.2} ms a message, {matched} routes match",
+            msg.text.len(),
+            time.as_secs_f64() * 1e3
+        );
+        if time > slowest.1 {
+            slowest = (what, time);
+        }
+    }
+    let cache_set = table.cache_memory();
+    println!(
+        "    caches: {:.0} KiB a set; {:.1} MiB more resident with two threads matching at once",
+        kib(cache_set),
+        resident_two as f64 / (1024.0 * 1024.0)
+    );
+    Ok(Matched {
+        slowest,
+        cache_set,
+        resident_two,
+    })
+}
+
+fn routing(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let limits = RoutingConfig::default();
+    let max = limits.max_message_bytes;
+    println!(
+        "\n## 5. Routing: the time and memory of matching one message of up to {max} bytes, \
+         on hosts filled to max_host_route_bytes = {} with pathological routes \
+         ({} bytes a plugin), and on an ordinary host",
+        limits.max_host_route_bytes, limits.max_plugin_route_bytes
+    );
+    let messages = [
+        ("\"é\" repeated", Incoming::addressed(text_of("é", max))),
+        (
+            "mixed text",
+            Incoming::addressed(text_of("word wörd é ", max)),
+        ),
+        (
+            "ASCII text",
+            Incoming::addressed(text_of("lorem ipsum ", max)),
+        ),
+        (
+            "a command",
+            Incoming::addressed("store hello world under greeting"),
+        ),
+    ];
+    let repeats = sizes.routing_repeats;
+
+    // The attack this budget defeats: 256 routes of the largest shape.
+    let attack: Vec<Route> = (0..router::MAX_ROUTES)
+        .map(|i| listen_to(format!(r"\b(?s:.){{0,1000}}\bq{i}z"), format!("h{i}")))
+        .collect();
+    match router::compile(&attack, &limits) {
+        Ok(_) => bail!("256 routes \\b(?s:.){{0,1000}}\\bq<i>z were accepted"),
+        Err(e) => println!("  256 routes \\b(?s:.){{0,1000}}\\bq<i>z are refused: {e}"),
+    }
+
+    let mut worst = ("", "", Duration::ZERO);
+    let mut worst_cache = (0, 0);
+    for shape in shapes() {
+        let plugins = full_host(&limits, usize::MAX, |p| {
+            full_plugin(&shape, p * router::MAX_ROUTES, &limits)
+        })?;
+        if plugins.is_empty() {
+            println!("  {}: not one route fits a plugin's budget", shape.name);
+            continue;
+        }
+        let m = match_host(shape.name, &plugins, &messages, repeats)?;
+        if m.slowest.1 > worst.2 {
+            worst = (shape.name, m.slowest.0, m.slowest.1);
+        }
+        worst_cache = (
+            worst_cache.0.max(m.cache_set),
+            worst_cache.1.max(m.resident_two),
+        );
+    }
+    report.check(
+        "slowest message, a host full of pathological routes",
+        format!(
+            "{:.1} ms ({}, {})",
+            worst.2.as_secs_f64() * 1e3,
+            worst.0,
+            worst.1
+        ),
+        "< 100 ms",
+        worst.2 < Duration::from_millis(100),
+    );
+    report.info(
+        "largest set of caches, a host full of pathological routes",
+        format!(
+            "{:.1} MiB ({:.1} MiB resident for two sets)",
+            worst_cache.0 as f64 / (1024.0 * 1024.0),
+            worst_cache.1 as f64 / (1024.0 * 1024.0)
+        ),
+    );
+
+    let ordinary = full_host(&limits, 50, |_| {
+        Ok(Some(router::compile(&ordinary_routes(), &limits)?))
+    })?;
+    ensure!(
+        ordinary.len() == 50,
+        "only {} ordinary plugins fit",
+        ordinary.len()
+    );
+    let m = match_host(
+        "ordinary host (50 plugins x 10 routes)",
+        &ordinary,
+        &messages,
+        repeats,
+    )?;
+    report.info(
+        "slowest message, ordinary host (50 plugins x 10 routes)",
+        format!(
+            "{:.2} ms ({}); caches {:.0} KiB a set",
+            m.slowest.1.as_secs_f64() * 1e3,
+            m.slowest.0,
+            m.cache_set as f64 / 1024.0
+        ),
     );
     Ok(())
 }

@@ -14,7 +14,8 @@
 //!   for a further line or an error.
 //! - A failed call adds one line, `error: PLUGIN: REASON`, after the replies
 //!   it made; the reason is written on that one line, its line breaks as
-//!   `\n`.
+//!   `\n`. A message the host refuses before any plugin sees it (too long)
+//!   gets one line `error: REASON`.
 //! - Control and formatting characters (escape sequences, carriage
 //!   returns, bidirectional overrides) are written as escapes, e.g.
 //!   `\u{001b}`; see [`crate::text::escape`].
@@ -46,7 +47,15 @@ where
         if text.trim().is_empty() {
             continue;
         }
-        let outcomes = host.dispatch(&Incoming::addressed(text)).await;
+        let message = Incoming::addressed(text);
+        if let Err(e) = host.check_message(&message) {
+            output
+                .write_all(format!("{ERROR_PREFIX}{e}\n").as_bytes())
+                .await?;
+            output.flush().await?;
+            continue;
+        }
+        let outcomes = host.dispatch(&message).await;
         if outcomes.is_empty() {
             // The text may hold what a user asked to store: log its size only.
             tracing::debug!(bytes = text.len(), "no route matched the message");

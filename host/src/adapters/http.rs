@@ -11,7 +11,8 @@
 //! Errors are JSON, `{"error": "..."}`, with a fitting status: 400 for a
 //! body that is not the expected JSON, 404 for an unknown path, 405 for a
 //! method the path does not take, 413 for a body over
-//! [`HttpConfig::max_body_bytes`](crate::config::HttpConfig::max_body_bytes), 415 for a body not sent as
+//! [`HttpConfig::max_body_bytes`](crate::config::HttpConfig::max_body_bytes) or a text over
+//! [`RoutingConfig::max_message_bytes`](crate::config::RoutingConfig::max_message_bytes), 415 for a body not sent as
 //! `application/json`. Message texts, keys and values are never logged.
 
 use std::future::Future;
@@ -189,6 +190,9 @@ async fn post_message(
         channel: message.channel,
         addressed: message.addressed,
     };
+    if let Err(e) = host.check_message(&incoming) {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+    }
     let outcomes = host.dispatch(&incoming).await;
     if outcomes.is_empty() {
         tracing::debug!(bytes = incoming.text.len(), "no route matched the message");

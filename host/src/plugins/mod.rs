@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, RoutingConfig};
 use crate::identity::{self, IdError, PluginId};
 use crate::router::{self, CompiledRoute, Incoming, RouteError};
 use crate::runtime::bindings::warden::plugin::types::{Capture, Message};
@@ -169,7 +169,9 @@ impl LoadError {
                 | LoadError::TimedOut { .. }
                 | LoadError::BadManifest { .. }
                 | LoadError::InvalidId { .. }
-                | LoadError::BadRoute { .. }
+        ) || matches!(
+            self,
+            LoadError::BadRoute { source, .. } if !matches!(source, RouteError::HostBudget { .. })
         )
     }
 }
@@ -275,6 +277,12 @@ impl LoadedPlugin {
     /// The storage the plugin sees.
     pub fn storage(&self) -> &PluginStorage {
         &self.storage
+    }
+
+    /// The sum of the compiled sizes of its routes, which the host's
+    /// routing budget counts.
+    pub fn route_cost(&self) -> usize {
+        self.info.routes.iter().map(CompiledRoute::cost).sum()
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -598,20 +606,45 @@ pub async fn sync(
     // name order wins. Twice as many as there are cores are under way, so
     // that one file's CPU-bound step overlaps another's wait.
     let limits = &loader.config.limits;
+    let routing = &loader.config.routing;
     let bar = &progress;
     let mut prepared = futures::stream::iter(work)
         .map(|(file, bytes, digest)| async move {
             bar.start(&file);
-            let result = prepare(loader.runtime, &file, bytes, digest, loader.cache, limits).await;
+            let result = prepare(
+                loader.runtime,
+                &file,
+                bytes,
+                digest,
+                loader.cache,
+                limits,
+                routing,
+            )
+            .await;
             (file, digest, result)
         })
         .buffered(parallel * 2);
+    // The routes of every plugin kept count towards the host's budget, and
+    // those of each plugin loaded as it loads.
+    let mut route_cost: usize = kept.values().map(|p| p.route_cost()).sum();
     while let Some((file, digest, result)) = prepared.next().await {
         let old = old_by_file.get(file.as_path()).copied();
         let result = match result {
-            Ok(prepared) => finish(prepared, loader, &by_id).await,
+            Ok(prepared) => {
+                match router::check_host_budget(route_cost, &prepared.routes, routing) {
+                    Ok(()) => finish(prepared, loader, &by_id).await,
+                    Err(source) => Err(LoadError::BadRoute {
+                        file: prepared.file,
+                        id: prepared.id,
+                        source,
+                    }),
+                }
+            }
             Err(e) => Err(e),
         };
+        if let Ok(plugin) = &result {
+            route_cost = route_cost.saturating_add(plugin.route_cost());
+        }
         match result {
             Ok(plugin) => {
                 tracing::info!(plugin = %plugin.info.id, version = %plugin.info.version,
@@ -634,6 +667,7 @@ pub async fn sync(
                             text::escape(&e.to_string()),
                             file.display()
                         );
+                        route_cost = route_cost.saturating_add(old.route_cost());
                         kept.insert(file.clone(), old.clone());
                     }
                     None => tracing::error!("plugin skipped: {}", text::escape(&e.to_string())),
@@ -733,7 +767,8 @@ pub(crate) struct Prepared {
 /// Compiles `bytes` (the contents of `file`, whose SHA-256 is `digest`),
 /// through `cache` when given, checks that it implements the plugin world,
 /// starts it without storage, reads its manifest, and validates its
-/// identity and routes. `limits` bound the start and the manifest call.
+/// identity and routes. `limits` bound the start and the manifest call,
+/// `routing` the routes.
 pub(crate) async fn prepare(
     runtime: &Runtime,
     file: &Path,
@@ -741,6 +776,7 @@ pub(crate) async fn prepare(
     digest: [u8; 32],
     cache: Option<&Arc<CompileCache>>,
     limits: &Limits,
+    routing: &RoutingConfig,
 ) -> Result<Prepared, LoadError> {
     let path = file.to_path_buf();
     let (component, outcome) = {
@@ -811,7 +847,8 @@ pub(crate) async fn prepare(
     })?;
     // Compiling patterns is CPU-bound too.
     let declared = manifest.routes;
-    let routes = tokio::task::spawn_blocking(move || router::compile(&declared))
+    let routing = *routing;
+    let routes = tokio::task::spawn_blocking(move || router::compile(&declared, &routing))
         .await
         .map_err(|e| LoadError::Start {
             file: path.clone(),
