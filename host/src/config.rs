@@ -114,11 +114,14 @@ impl Default for HttpConfig {
 /// (the regex engine's PikeVM, which patterns that defeat the faster
 /// engines fall back to, steps through every state of each route's
 /// automaton for each byte of text). Plugins choose their patterns and
-/// senders choose their text, so both factors are bounded. The defaults
-/// keep the slowest host they allow under about 25 ms per message on one
-/// core of a current server (see BENCHMARKS.md) and hold real plugins with
-/// a wide margin: a route like `^store (?P<value>.+) under (?P<key>.+)$`
-/// takes about 10 KiB compiled.
+/// senders choose their text, so both factors are bounded. With the
+/// defaults, the slowest host they allow (every plugin's routes as costly
+/// as possible) took about 1.2 s of one core to match a 4 KiB message on a
+/// 2-core AMD EPYC (BENCHMARKS.md); such a message is matched on the
+/// blocking pool, one a core at a time, never on the threads that serve
+/// other messages. Ordinary routes cost 5 to 90 KiB each (a Unicode `\w`
+/// class is the largest part), and take microseconds, as the faster
+/// engines match them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

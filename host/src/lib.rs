@@ -203,6 +203,9 @@ impl HostBuilder {
             plugins_dir: self.plugins_dir,
             extra_files: self.files,
             loaded: std::sync::RwLock::default(),
+            matchers: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             reloading: tokio::sync::Mutex::default(),
         });
         shared.reload().await?;
@@ -380,12 +383,60 @@ struct Shared {
     plugins_dir: Option<PathBuf>,
     extra_files: Vec<PathBuf>,
     loaded: std::sync::RwLock<Snapshot>,
+    /// Bounds the messages matched on the blocking pool at once.
+    matchers: tokio::sync::Semaphore,
     /// One reload at a time; it holds the files that failed to load for a
     /// reason of their own, not tried again until they change.
     reloading: tokio::sync::Mutex<plugins::Failed>,
 }
 
+/// The most matching work, in bytes of text times bytes of compiled
+/// routes, that a message is matched with on the async worker that
+/// received it; above it, matching moves to the blocking pool (see
+/// [`Shared::matching`]). At the rate the slowest routes are matched
+/// (BENCHMARKS.md), this much takes a few milliseconds at most.
+const INLINE_MATCH_WORK: u64 = 1 << 28;
+
 impl Shared {
+    /// The routes of `snapshot` that `msg` matches, as
+    /// [`router::Routes::matching_indices`] gives them. A message whose
+    /// worst-case matching work (its length times the routes' compiled
+    /// size) is small is matched at once; a larger one on the blocking
+    /// pool, at most one a core at a time, so that matching never holds the
+    /// async workers for long and its caches stay few.
+    async fn matching(
+        &self,
+        snapshot: &Snapshot,
+        msg: &Incoming,
+    ) -> Vec<(
+        usize,
+        usize,
+        Vec<runtime::bindings::warden::plugin::types::Capture>,
+    )> {
+        let work = (msg.text.len() as u64).saturating_mul(snapshot.routes.cost() as u64);
+        if work <= INLINE_MATCH_WORK {
+            let plugins = &snapshot.plugins;
+            return snapshot
+                .routes
+                .matching_indices(|p| &plugins[p].info().routes, msg);
+        }
+        let Ok(_permit) = self.matchers.acquire().await else {
+            unreachable!("the semaphore of matchers is never closed");
+        };
+        let (snapshot, msg) = (snapshot.clone(), msg.clone());
+        tokio::task::spawn_blocking(move || {
+            let plugins = &snapshot.plugins;
+            snapshot
+                .routes
+                .matching_indices(|p| &plugins[p].info().routes, &msg)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!("matching a message failed: {e}");
+            Vec::new()
+        })
+    }
+
     fn snapshot(&self) -> Snapshot {
         // A snapshot is replaced whole, never left half-written.
         self.loaded
@@ -511,10 +562,8 @@ impl Host {
             return Vec::new();
         }
         let snapshot = self.shared.snapshot();
+        let mut matched = self.shared.matching(&snapshot, msg).await;
         let plugins = &snapshot.plugins;
-        let mut matched = snapshot
-            .routes
-            .matching_indices(|p| &plugins[p].info().routes, msg);
         match matched.len() {
             0 => Vec::new(),
             // One call needs no task of its own.

@@ -650,4 +650,107 @@ mod tests {
             assert_eq!(via_table, alone, "{msg:?}");
         }
     }
+
+    /// Routes as real plugins declare them.
+    fn ordinary() -> Vec<Route> {
+        [
+            r"^store (?P<value>.+) under (?P<key>.+)$",
+            r"^retrieve (?P<key>.+)$",
+            r"^does (?P<key>.+) exist\?$",
+            r"(?P<name>\w+)\+\+",
+            r"^karma (?P<name>\w+)$",
+            r"\bhello\b",
+        ]
+        .into_iter()
+        .map(|p| route(RouteKind::RespondTo, p))
+        .collect()
+    }
+
+    #[test]
+    fn ordinary_plugins_fit_their_budgets_with_room_to_spare() {
+        let limits = RoutingConfig::default();
+        // Thirty of each route in one plugin.
+        let many: Vec<Route> = ordinary().into_iter().cycle().take(180).collect();
+        let routes = super::compile(&many, &limits).unwrap();
+        let cost: usize = routes.iter().map(CompiledRoute::cost).sum();
+        assert!(cost < limits.max_plugin_route_bytes, "{cost}");
+        // Fifty plugins of the usual few routes fit a host four times over.
+        let plugin: usize = super::compile(&ordinary(), &limits)
+            .unwrap()
+            .iter()
+            .map(CompiledRoute::cost)
+            .sum();
+        assert!(plugin * 50 * 4 < limits.max_host_route_bytes, "{plugin}");
+    }
+
+    #[test]
+    fn routes_over_their_budget_are_refused_naming_the_worst() {
+        let limits = RoutingConfig::default();
+        // The attack: 256 routes with Unicode word boundaries and a large
+        // counted repetition, each inside the per-route caps.
+        let attack: Vec<Route> = (0..MAX_ROUTES)
+            .map(|i| Route {
+                handler: format!("heavy{i}"),
+                ..route(RouteKind::ListenTo, &format!(r"\b(?s:.){{0,1000}}\bq1z{i}"))
+            })
+            .collect();
+        let e = super::compile(&attack, &limits).unwrap_err();
+        let RouteError::PluginBudget {
+            total,
+            limit,
+            ref handler,
+            ..
+        } = e
+        else {
+            panic!("{e}");
+        };
+        assert!(total > limit && limit == limits.max_plugin_route_bytes);
+        assert!(handler.starts_with("heavy"), "{handler}");
+        let text = e.to_string();
+        assert!(
+            text.contains("[routing] max_plugin_route_bytes") && text.contains("(heavy"),
+            "{text}"
+        );
+
+        // The host's budget counts the plugins loaded already.
+        let small = RoutingConfig {
+            max_plugin_route_bytes: 1 << 20,
+            max_host_route_bytes: 1 << 20,
+            ..limits
+        };
+        let routes = super::compile(&ordinary(), &small).unwrap();
+        let cost: usize = routes.iter().map(CompiledRoute::cost).sum();
+        assert!(check_host_budget(0, &routes, &small).is_ok());
+        assert!(check_host_budget((1 << 20) - cost, &routes, &small).is_ok());
+        let e = check_host_budget((1 << 20) - cost + 1, &routes, &small).unwrap_err();
+        assert!(matches!(e, RouteError::HostBudget { .. }), "{e}");
+        assert!(
+            e.to_string().contains("[routing] max_host_route_bytes"),
+            "{e}"
+        );
+        // A plugin without routes always fits.
+        assert!(check_host_budget(usize::MAX, &[], &small).is_ok());
+    }
+
+    #[test]
+    fn matching_by_position_agrees_with_matching_by_reference() {
+        let a = compile(&ordinary()).unwrap();
+        let b = compile(&ordinary()[2..]).unwrap();
+        let plugins = [a.as_slice(), b.as_slice()];
+        let table = Routes::new(plugins);
+        for text in ["store x under y", "bob++ hello", "does k exist?", "nothing"] {
+            let msg = Incoming::addressed(text);
+            let by_ref: Vec<_> = table
+                .matching(|p| plugins[p], &msg)
+                .into_iter()
+                .map(|(p, route, caps)| (p, route.index as usize, args(caps)))
+                .collect();
+            let by_index: Vec<_> = table
+                .matching_indices(|p| plugins[p], &msg)
+                .into_iter()
+                .map(|(p, r, caps)| (p, r, args(caps)))
+                .collect();
+            assert_eq!(by_ref, by_index, "{text}");
+        }
+    }
 }

@@ -534,3 +534,111 @@ fn plugin_text_cannot_flood_or_forge_the_log_or_the_console() {
     assert!(lines.contains(&"'v' stored under k!"));
     assert_eq!(lines.last(), Some(&"pong"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expensive_routes_are_refused_at_load() {
+    let dir = dir_with(&[STORAGE], &[(6, "heavyroutes")]);
+    let host = host_over(dir.path(), "", Arc::new(MemoryBackend::new())).await;
+    let skipped = host.skipped();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        matches!(
+            &*skipped[0],
+            LoadError::BadRoute {
+                source: warden::router::RouteError::PluginBudget { .. },
+                ..
+            }
+        ),
+        "{}",
+        skipped[0]
+    );
+    let text = skipped[0].to_string();
+    assert!(
+        text.contains(&format!("plugin {}: its routes take", raw_id(6)))
+            && text.contains("[routing] max_plugin_route_bytes"),
+        "{text}"
+    );
+    // The other plugin answers, on long accented messages too.
+    assert!(storage_answers(&host, "k").await < Duration::from_secs(1));
+    let long = format!("store {} under k", "é".repeat(2000));
+    let started = Instant::now();
+    assert_eq!(say(&host, &long).await.len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // A message over the limit is refused before matching, with the reason.
+    let over = Incoming::addressed("é".repeat(5000));
+    let e = host.check_message(&over).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "the message is 10000 bytes long; at most 4096 bytes are matched against plugins' \
+         routes ([routing] max_message_bytes)"
+    );
+    assert!(host.dispatch(&over).await.is_empty());
+
+    // The host's budget counts every plugin: with room for one plugin's
+    // routes, the second is refused, naming the budget.
+    let dir = dir_with(&[], &[(7, "normal"), (8, "normal")]);
+    let one = host_over(dir.path(), "", Arc::new(MemoryBackend::new())).await;
+    let cost = one.plugins()[0]
+        .routes
+        .iter()
+        .map(|r| r.cost())
+        .sum::<usize>();
+    let config = format!(
+        "[routing]\nmax_plugin_route_bytes = {cost}\nmax_host_route_bytes = {}\n",
+        cost + cost / 2
+    );
+    let host = host_over(dir.path(), &config, Arc::new(MemoryBackend::new())).await;
+    assert_eq!(host.plugins().len(), 1);
+    let text = host.skipped()[0].to_string();
+    assert!(
+        text.contains("raw_hostile_8.wasm") && text.contains("[routing] max_host_route_bytes"),
+        "{text}"
+    );
+}
+
+/// The peak resident memory of this process since the last call, in bytes
+/// (Linux: VmHWM, reset through `clear_refs`).
+fn peak_resident_since_last() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status");
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak resident memory");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_bounded_per_call() {
+    let dir = dir_with(&[STORAGE], &[(0, "normal")]);
+    let id = raw_id(0);
+    let backend = Arc::new(MemoryBackend::new());
+    let host = host_over(dir.path(), "", backend.clone()).await;
+    assert_eq!(replies_of(&host, &id, "setbig k 900000").await, ["ok"]);
+    let before = others(&*backend, &id).await;
+    let resident = peak_resident_since_last();
+
+    // One 900 kB key listed 1000 times would copy 900 MB into the plugin.
+    let reply = replies_of(&host, &id, "getmany k 1000").await;
+    assert_eq!(reply.len(), 1);
+    assert!(
+        reply[0].starts_with("error: Error::TooLarge(")
+            && reply[0].contains("900000000")
+            && reply[0].contains("max_read_bytes"),
+        "{reply:?}"
+    );
+    let peak = peak_resident_since_last();
+    assert!(
+        peak < resident + 300 * 1024 * 1024,
+        "the host's peak memory rose from {resident} to {peak} bytes"
+    );
+    // Within the budget, duplicates are answered.
+    assert_eq!(
+        replies_of(&host, &id, "getmany k 5").await,
+        ["got 5 values, 4500000 bytes"]
+    );
+    assert_eq!(others(&*backend, &id).await, before);
+    assert!(storage_answers(&host, "k").await < Duration::from_secs(1));
+}
