@@ -1,6 +1,7 @@
 //! The storage a plugin sees: bare keys, namespaced by its identity, with
 //! shared access checked against the operator's grant.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -640,7 +641,9 @@ impl PluginStorage {
         Ok(self.backend.get_many(&raw).await?)
     }
 
-    /// Stores every pair, all or none.
+    /// Stores every pair, all or none. A key listed more than once takes
+    /// its last value, as [`Backend::set_many`] does, and counts once for
+    /// the quota: the bytes it held before once, and its last value.
     pub async fn set_many(
         &self,
         entries: &[(String, Vec<u8>)],
@@ -648,36 +651,53 @@ impl PluginStorage {
         shared: bool,
     ) -> Result<(), StorageError> {
         let raw = self.validate_all(entries.iter().map(|(k, _)| k.as_str()), shared, true)?;
-        let (mut old, mut new) = (0u64, 0u64);
-        for ((key, value), raw) in entries.iter().zip(&raw) {
+        for (key, value) in entries {
             self.check_value(key, value)?;
+        }
+        let distinct = last_values(entries, &raw);
+        let (mut old, mut new) = (0u64, 0u64);
+        for (raw, (key, value)) in &distinct {
             old += self.stored_len(raw, key).await?;
             new += (key.len() + value.len()) as u64;
         }
         let first = entries.first().map_or("", |(k, _)| k.as_str());
         self.check_quota(first, shared, old, new).await?;
-        let pairs: Vec<(&[u8], &[u8])> = raw
-            .iter()
-            .zip(entries)
-            .map(|(r, (_, v))| (&r[..], v.as_slice()))
-            .collect();
+        let pairs: Vec<(&[u8], &[u8])> = distinct.iter().map(|(r, (_, v))| (*r, *v)).collect();
         self.backend.set_many(&pairs, expires_in).await?;
         self.namespace(shared).1.replace(old, new);
         Ok(())
     }
 
-    /// Removes every key, all or none.
+    /// Removes every key, all or none. A key listed more than once is
+    /// removed, and its bytes uncounted, once.
     pub async fn delete_many(&self, keys: &[String], shared: bool) -> Result<(), StorageError> {
         let raw = self.validate_all(keys.iter().map(String::as_str), shared, true)?;
+        let distinct: BTreeMap<&[u8], &str> = raw
+            .iter()
+            .zip(keys)
+            .map(|(r, k)| (&r[..], k.as_str()))
+            .collect();
         let mut old = 0;
-        for (key, raw) in keys.iter().zip(&raw) {
+        for (raw, key) in &distinct {
             old += self.stored_len(raw, key).await?;
         }
-        let raw: Vec<&[u8]> = raw.iter().map(|r| &r[..]).collect();
+        let raw: Vec<&[u8]> = distinct.into_keys().collect();
         self.backend.delete_many(&raw).await?;
         self.namespace(shared).1.replace(old, 0);
         Ok(())
     }
+}
+
+/// Each distinct backend key among `raw` (those of `entries`, in order)
+/// with the bare key and the last value listed for it.
+fn last_values<'e>(
+    entries: &'e [(String, Vec<u8>)],
+    raw: &'e [Vec<u8>],
+) -> BTreeMap<&'e [u8], (&'e str, &'e [u8])> {
+    raw.iter()
+        .zip(entries)
+        .map(|(r, (k, v))| (&r[..], (k.as_str(), v.as_slice())))
+        .collect()
 }
 
 /// The error of an immediate call to a backend that has no immediate
@@ -851,6 +871,62 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         a.set("y", b"1234567", None, false).await.unwrap();
         assert_eq!(a.usage(), 10);
+    }
+
+    /// Storage for plugin `a.A` whose namespace may hold `quota` bytes.
+    fn with_quota(backend: &Arc<MemoryBackend>, quota: u64) -> PluginStorage {
+        PluginStorage::new(
+            backend.clone(),
+            PluginId::new("a.A").unwrap(),
+            Grant::None,
+            StorageLimits {
+                max_stored_bytes: quota,
+                ..StorageLimits::default()
+            },
+            Arc::default(),
+        )
+    }
+
+    fn entries(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_key_listed_twice_in_set_many_counts_once() {
+        let backend = Arc::new(MemoryBackend::new());
+        let s = with_quota(&backend, 10);
+        // Three listings of nine bytes each: only the last is stored.
+        let batch = entries(&[("k", b"first..."), ("k", b"second.."), ("k", b"last")]);
+        s.set_many(&batch, None, false).await.unwrap();
+        assert_eq!(s.get("k", false).await.unwrap().unwrap(), b"last");
+        assert_eq!(s.usage(), 5);
+        assert_eq!(s.recount().await.unwrap(), 5);
+        // Replacing the key counts what it held once, too.
+        let batch = entries(&[("k", b"12345678"), ("k", b"12345678")]);
+        s.set_many(&batch, None, false).await.unwrap();
+        assert_eq!(s.usage(), 9);
+        assert_eq!(s.recount().await.unwrap(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_key_listed_twice_in_delete_many_is_uncounted_once() {
+        let backend = Arc::new(MemoryBackend::new());
+        let s = with_quota(&backend, 20);
+        s.set("a", b"123456789", None, false).await.unwrap();
+        s.set("b", b"123456789", None, false).await.unwrap();
+        let a = vec!["a".to_owned(); 3];
+        s.delete_many(&a, false).await.unwrap();
+        assert_eq!(s.usage(), 10, "b is still stored");
+        // Repeating the deletion cannot make room beyond the quota.
+        s.delete_many(&a, false).await.unwrap();
+        s.set("c", b"123456789", None, false).await.unwrap();
+        let e = s.set("d", b"123456789", None, false).await.unwrap_err();
+        assert!(matches!(e, StorageError::QuotaExceeded { .. }), "{e}");
+        assert_eq!(s.usage(), 20);
+        assert_eq!(s.recount().await.unwrap(), 20);
     }
 
     #[test]
