@@ -183,30 +183,49 @@ impl Backend for MemoryBackend {
         entries: &[(&[u8], &[u8])],
         expires_in: Option<Duration>,
     ) -> Result<(), BackendError> {
+        self.replace_many(entries, expires_in).await.map(drop)
+    }
+
+    async fn replace_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+    ) -> Result<Vec<Option<u64>>, BackendError> {
         let now = Instant::now();
         let expires_at = expires_in.map(|d| {
             now.checked_add(d)
                 .unwrap_or(now + Duration::from_secs(u32::MAX.into()))
         });
         let mut map = self.map();
-        for (key, value) in entries {
-            map.insert(
-                key.to_vec(),
-                Entry {
-                    value: value.to_vec(),
-                    expires_at,
-                },
-            );
-        }
-        Ok(())
+        Ok(entries
+            .iter()
+            .map(|(key, value)| {
+                let old = map.insert(
+                    key.to_vec(),
+                    Entry {
+                        value: value.to_vec(),
+                        expires_at,
+                    },
+                );
+                old.filter(|e| e.live(now)).map(|e| e.value.len() as u64)
+            })
+            .collect())
     }
 
     async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError> {
+        self.remove_many(keys).await.map(drop)
+    }
+
+    async fn remove_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, BackendError> {
+        let now = Instant::now();
         let mut map = self.map();
-        for key in keys {
-            map.remove(*key);
-        }
-        Ok(())
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let old = map.remove(*key);
+                old.filter(|e| e.live(now)).map(|e| e.value.len() as u64)
+            })
+            .collect())
     }
 
     async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
