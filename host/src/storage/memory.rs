@@ -318,3 +318,29 @@ impl Backend for MemoryBackend {
         Ok((before - map.len()) as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn expiring_re_sets_keep_one_entry_per_key() {
+        let db = MemoryBackend::new();
+        let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("k{i:02}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        for round in 0..30 {
+            let ttl = Some(Duration::from_secs(3600 + round));
+            for key in &refs[..25] {
+                db.set(key, b"v", ttl).await.unwrap();
+            }
+            let pairs: Vec<(&[u8], &[u8])> = refs[25..].iter().map(|k| (*k, &b"v"[..])).collect();
+            db.set_many(&pairs, ttl).await.unwrap();
+        }
+        assert_eq!(db.stored_entries(), 50);
+        for key in &refs[..25] {
+            db.delete(key).await.unwrap();
+        }
+        db.delete_many(&refs[25..]).await.unwrap();
+        assert_eq!(db.stored_entries(), 0);
+    }
+}
