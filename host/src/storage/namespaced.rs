@@ -82,6 +82,11 @@ pub struct StorageLimits {
     /// Most bytes of keys and values one namespace may hold, so one plugin
     /// cannot fill the store.
     pub max_stored_bytes: u64,
+    /// Most bytes one call may return to the plugin: a value, the values of
+    /// a batch (a key listed twice counts twice) or the keys of a listing
+    /// page, since each is copied into the plugin's memory. A call over it
+    /// fails with [`StorageError::ReadTooLarge`].
+    pub max_read_bytes: u64,
 }
 
 impl Default for StorageLimits {
@@ -90,6 +95,7 @@ impl Default for StorageLimits {
             max_key_bytes: 512,
             max_value_bytes: 1024 * 1024,
             max_stored_bytes: 64 * 1024 * 1024,
+            max_read_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -149,6 +155,19 @@ pub enum StorageError {
         len: usize,
         /// The limit.
         max: usize,
+    },
+    /// What a call would return is over [`StorageLimits::max_read_bytes`].
+    #[error(
+        "{what} would return {len} bytes; at most {max} bytes may be returned by one call \
+         ([limits] max_read_bytes)"
+    )]
+    ReadTooLarge {
+        /// The call (with the key, for a single value), e.g. `get-many`.
+        what: String,
+        /// The bytes it would return.
+        len: u64,
+        /// The limit.
+        max: u64,
     },
     /// The backend failed.
     #[error(transparent)]
@@ -603,10 +622,32 @@ impl PluginStorage {
         Ok((raw, (key.len() + value.len()) as u64))
     }
 
-    /// The value under `key`.
+    /// The value under `key`; fails if it is longer than
+    /// [`StorageLimits::max_read_bytes`].
     pub async fn get(&self, key: &str, shared: bool) -> Result<Option<Vec<u8>>, StorageError> {
         let raw = self.resolve(key, shared, false)?;
-        Ok(self.backend.get(&raw).await?)
+        let value = self.backend.get(&raw).await?;
+        self.check_read(key, value)
+    }
+
+    /// Refuses to return `value`, read under `key`, if it is over
+    /// [`StorageLimits::max_read_bytes`] (a value stored under larger
+    /// limits, or by another host).
+    fn check_read(
+        &self,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        match value {
+            Some(v) if v.len() as u64 > self.limits.max_read_bytes => {
+                Err(StorageError::ReadTooLarge {
+                    what: format!("get of key {:?}", shown(key)),
+                    len: v.len() as u64,
+                    max: self.limits.max_read_bytes,
+                })
+            }
+            value => Ok(value),
+        }
     }
 
     /// Whether `key` holds a value.
@@ -631,7 +672,8 @@ impl PluginStorage {
     /// it has none.
     pub fn get_now(&self, key: &str, shared: bool) -> Result<Option<Vec<u8>>, StorageError> {
         let raw = self.resolve(key, shared, false)?;
-        Ok(self.immediate()?.get_now(&raw)?)
+        let value = self.immediate()?.get_now(&raw)?;
+        self.check_read(key, value)
     }
 
     /// [`has`](Self::has) through the backend's immediate reads; fails if
@@ -681,7 +723,8 @@ impl PluginStorage {
     }
 
     /// Keys starting with `prefix`, after `cursor`, at most `limit` (capped
-    /// at [`MAX_BATCH`]), in bytewise order.
+    /// at [`MAX_BATCH`]), in bytewise order; fails if the keys of the page
+    /// come to more than [`StorageLimits::max_read_bytes`].
     pub async fn list_keys(
         &self,
         prefix: &str,
@@ -719,6 +762,14 @@ impl PluginStorage {
             .into_iter()
             .filter_map(|e| identity::decode_key(&e.key).map(|(_, k)| k.to_owned()))
             .collect();
+        let len: u64 = keys.iter().map(|k| k.len() as u64).sum();
+        if len > self.limits.max_read_bytes {
+            return Err(StorageError::ReadTooLarge {
+                what: "list-keys".to_owned(),
+                len,
+                max: self.limits.max_read_bytes,
+            });
+        }
         let next = if full { keys.last().cloned() } else { None };
         Ok(KeyPage { keys, next })
     }
@@ -801,15 +852,56 @@ impl PluginStorage {
         }
     }
 
-    /// The values under `keys`, in order.
+    /// The values under `keys`, in order; fails if they come to more than
+    /// [`StorageLimits::max_read_bytes`], counting a key listed twice
+    /// twice. Each distinct key is read once, and the total is checked
+    /// before any value is copied for a repeated key.
     pub async fn get_many(
         &self,
         keys: &[String],
         shared: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
         let raw = self.validate_all(keys.iter().map(String::as_str), shared, false)?;
-        let raw: Vec<&[u8]> = raw.iter().map(|r| &r[..]).collect();
-        Ok(self.backend.get_many(&raw).await?)
+        // Where each listing's key is among the distinct keys.
+        let mut distinct: Vec<&[u8]> = Vec::with_capacity(raw.len());
+        let mut index: BTreeMap<&[u8], usize> = BTreeMap::new();
+        let at: Vec<usize> = raw
+            .iter()
+            .map(|r| {
+                *index.entry(&r[..]).or_insert_with(|| {
+                    distinct.push(&r[..]);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let mut values = self.backend.get_many(&distinct).await?;
+        let len: u64 = at
+            .iter()
+            .map(|&i| values[i].as_ref().map_or(0, |v| v.len() as u64))
+            .sum();
+        if len > self.limits.max_read_bytes {
+            return Err(StorageError::ReadTooLarge {
+                what: "get-many".to_owned(),
+                len,
+                max: self.limits.max_read_bytes,
+            });
+        }
+        // Each value is moved to its last listing and copied for the others.
+        let mut remaining = vec![0usize; distinct.len()];
+        for &i in &at {
+            remaining[i] += 1;
+        }
+        Ok(at
+            .iter()
+            .map(|&i| {
+                remaining[i] -= 1;
+                if remaining[i] == 0 {
+                    values[i].take()
+                } else {
+                    values[i].clone()
+                }
+            })
+            .collect())
     }
 
     /// Stores every pair, all or none. A key listed more than once takes
@@ -1133,7 +1225,18 @@ mod tests {
     /// that concurrent writers interleave. Its immediate writes wait by
     /// sleeping.
     #[derive(Debug)]
-    struct Slow(MemoryBackend, Duration);
+    struct Slow(MemoryBackend, Duration, std::sync::atomic::AtomicUsize);
+
+    impl Slow {
+        fn new(wait: Duration) -> Self {
+            Self(MemoryBackend::new(), wait, Default::default())
+        }
+
+        /// How many keys have been read so far.
+        fn reads(&self) -> usize {
+            self.2.load(Ordering::Relaxed)
+        }
+    }
 
     impl ImmediateWrites for Slow {
         fn replace_now(
@@ -1154,6 +1257,7 @@ mod tests {
     #[async_trait::async_trait]
     impl Backend for Slow {
         async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+            self.2.fetch_add(1, Ordering::Relaxed);
             self.0.get(key).await
         }
         async fn set(
@@ -1253,7 +1357,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writers_cannot_overshoot_the_quota() {
-        let backend = Arc::new(Slow(MemoryBackend::new(), Duration::from_millis(2)));
+        let backend = Arc::new(Slow::new(Duration::from_millis(2)));
         // Room for ten of the 64 ten-byte entries.
         let s = with_quota(&backend, 100);
         // Recounts meanwhile must neither drop nor double the reservations
@@ -1312,7 +1416,7 @@ mod tests {
 
     #[test]
     fn concurrent_immediate_writers_cannot_overshoot_the_quota() {
-        let backend = Arc::new(Slow(MemoryBackend::new(), Duration::from_millis(1)));
+        let backend = Arc::new(Slow::new(Duration::from_millis(1)));
         let s = with_quota(&backend, 1000);
         let start = std::sync::Barrier::new(4);
         let stored_entries: u64 = std::thread::scope(|scope| {
@@ -1339,7 +1443,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_recount_keeps_the_reservation_of_a_write_in_flight() {
-        let backend = Arc::new(Slow(MemoryBackend::new(), Duration::from_millis(200)));
+        let backend = Arc::new(Slow::new(Duration::from_millis(200)));
         let s = PluginStorage::new(
             backend.clone(),
             PluginId::new("a.A").unwrap(),
@@ -1402,6 +1506,118 @@ mod tests {
         assert!(swapped.await.unwrap());
         assert_eq!(s.usage(), 26);
         assert_eq!(s.recount().await.unwrap(), 26);
+    }
+
+    /// Storage for plugin `a.A` that may return at most `max_read_bytes`
+    /// from one call.
+    fn with_read_limit(
+        backend: &Arc<impl Backend + 'static>,
+        max_read_bytes: u64,
+    ) -> PluginStorage {
+        PluginStorage::new(
+            backend.clone(),
+            PluginId::new("a.A").unwrap(),
+            Grant::None,
+            StorageLimits {
+                max_read_bytes,
+                ..StorageLimits::default()
+            },
+            Arc::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_value_over_the_read_limit_is_refused() {
+        let backend = Arc::new(MemoryBackend::new());
+        let s = with_read_limit(&backend, 10);
+        s.set("k", &[7; 11], None, false).await.unwrap();
+        s.set("ok", &[7; 10], None, false).await.unwrap();
+        for e in [
+            s.get("k", false).await.unwrap_err(),
+            s.get_now("k", false).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    e,
+                    StorageError::ReadTooLarge {
+                        len: 11,
+                        max: 10,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert_eq!(
+                e.to_string(),
+                "get of key \"k\" would return 11 bytes; at most 10 bytes may be returned by \
+                 one call ([limits] max_read_bytes)"
+            );
+        }
+        assert_eq!(s.get("ok", false).await.unwrap().unwrap(), [7; 10]);
+        assert_eq!(s.get_now("ok", false).unwrap().unwrap(), [7; 10]);
+    }
+
+    #[tokio::test]
+    async fn get_many_counts_every_listing_and_reads_each_key_once() {
+        let backend = Arc::new(Slow::new(Duration::ZERO));
+        let s = PluginStorage::new(
+            backend.clone(),
+            PluginId::new("a.A").unwrap(),
+            Grant::None,
+            StorageLimits {
+                max_value_bytes: 900_000,
+                ..StorageLimits::default()
+            },
+            Arc::default(),
+        );
+        s.set("big", &vec![1; 900_000], None, false).await.unwrap();
+        // 900 MB if every listing were copied: refused before any copy.
+        let keys = vec!["big".to_owned(); 1000];
+        let e = match s.get_many(&keys, false).await {
+            Ok(values) => panic!("{} values returned", values.len()),
+            Err(e) => e,
+        };
+        assert_eq!(
+            e.to_string(),
+            "get-many would return 900000000 bytes; at most 8388608 bytes may be returned by \
+             one call ([limits] max_read_bytes)"
+        );
+        assert_eq!(backend.reads(), 1);
+        // Under the limit, every listing gets its value, in order.
+        s.set("a", b"1", None, false).await.unwrap();
+        let keys: Vec<String> = ["a", "missing", "big", "a", "missing", "a"]
+            .map(str::to_owned)
+            .to_vec();
+        let values = s.get_many(&keys, false).await.unwrap();
+        assert_eq!(backend.reads(), 4);
+        let lengths: Vec<Option<usize>> = values.iter().map(|v| v.as_ref().map(Vec::len)).collect();
+        assert_eq!(
+            lengths,
+            [Some(1), None, Some(900_000), Some(1), None, Some(1)]
+        );
+        assert!(values[2].as_ref().unwrap().iter().all(|&b| b == 1));
+        assert!(
+            [0, 3, 5]
+                .iter()
+                .all(|&i| values[i].as_deref() == Some(b"1"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_over_the_read_limit_is_refused() {
+        let backend = Arc::new(MemoryBackend::new());
+        let s = with_read_limit(&backend, 10);
+        for key in ["aaaa", "bbbb", "cccc"] {
+            s.set(key, b"", None, false).await.unwrap();
+        }
+        let e = s.list_keys("", None, 100, false).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "list-keys would return 12 bytes; at most 10 bytes may be returned by one call \
+             ([limits] max_read_bytes)"
+        );
+        let page = s.list_keys("", None, 2, false).await.unwrap();
+        assert_eq!(page.keys, ["aaaa", "bbbb"]);
     }
 
     #[test]
