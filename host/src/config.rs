@@ -15,6 +15,7 @@
 //! [limits]
 //! max_key_bytes = 512
 //! max_value_bytes = 1048576
+//! max_read_bytes = 8388608   # most bytes one storage call returns
 //! max_memory_bytes = 67108864
 //! handler_timeout_ms = 5000
 //!
@@ -282,6 +283,13 @@ limits! {
     /// Largest stored value in bytes (default 1 MiB): values are held whole
     /// in memory on every read.
     max_value_bytes: usize = StorageLimits::default().max_value_bytes,
+    /// Most bytes one storage call may return to a plugin (default 8 MiB):
+    /// the value of a `get`, the values of a `get-many` (a key listed twice
+    /// counts twice) and the keys of a `list-keys` page are copied into the
+    /// plugin's memory, so one call cannot fill it (`max_memory_bytes`); a
+    /// call over it fails with `too-large`. At least `max_value_bytes`, so
+    /// every value that can be stored can be read.
+    max_read_bytes: u64 = StorageLimits::default().max_read_bytes,
     /// Most bytes (keys and values) one plugin may keep in its namespace
     /// (default 64 MiB), so one plugin cannot fill the store; a write over
     /// it fails with `quota-exceeded`.
@@ -310,7 +318,20 @@ impl Limits {
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
             max_stored_bytes: self.max_stored_bytes,
+            max_read_bytes: self.max_read_bytes,
         }
+    }
+
+    /// Why a value these limits let a plugin store could not be read back
+    /// by it, if one could not.
+    fn unreadable_values(&self) -> Option<String> {
+        (self.max_read_bytes < self.max_value_bytes as u64).then(|| {
+            format!(
+                "max_read_bytes ({}) must be at least max_value_bytes ({}), or a stored value \
+                 could not be read",
+                self.max_read_bytes, self.max_value_bytes
+            )
+        })
     }
 
     /// The handler timeout as a duration.
@@ -619,6 +640,12 @@ impl Config {
                 format!("[limits] {name} must be greater than 0"),
             ));
         }
+        if let Some(message) = self.limits.unreadable_values() {
+            return Err(Fault::new(
+                &[("limits", "max_read_bytes"), ("limits", "max_value_bytes")],
+                format!("[limits] {message}"),
+            ));
+        }
         for (id, overrides) in &self.plugin_limits {
             let limits = self.limits.with(overrides);
             if let Some((name, _)) = limits.named().into_iter().find(|(_, v)| *v == 0) {
@@ -626,6 +653,9 @@ impl Config {
                     &[],
                     format!("[plugin_limits.{id:?}] {name} must be greater than 0"),
                 ));
+            }
+            if let Some(message) = limits.unreadable_values() {
+                return Err(Fault::new(&[], format!("[plugin_limits.{id:?}] {message}")));
             }
         }
         if self.http.max_body_bytes == 0 {
@@ -803,6 +833,35 @@ mod tests {
     }
 
     #[test]
+    fn every_storable_value_must_be_readable() {
+        let c = parse("").unwrap();
+        assert_eq!(c.limits.max_read_bytes, 8 * 1024 * 1024);
+        assert_eq!(c.limits.storage().max_read_bytes, 8 * 1024 * 1024);
+        let e = parse("[limits]\nmax_read_bytes = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_read_bytes must be greater than 0"), "{e}");
+        let e = parse("[limits]\nmax_value_bytes = 16777216")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "[limits] max_read_bytes (8388608) must be at least max_value_bytes (16777216)"
+            ),
+            "{e}"
+        );
+        let c = parse("[limits]\nmax_value_bytes = 16777216\nmax_read_bytes = 16777216").unwrap();
+        assert_eq!(c.limits.storage().max_read_bytes, 16 * 1024 * 1024);
+        let e = parse("[plugin_limits.\"a.Big\"]\nmax_read_bytes = 1000")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[plugin_limits.\"a.Big\"] max_read_bytes (1000) must be at least"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn plugin_limits_override_the_defaults_for_one_plugin() {
         let c = parse(
             "[limits]\nhandler_timeout_ms = 100\n[plugin_limits.\"a.Slow\"]\nhandler_timeout_ms = 900\n",
@@ -880,6 +939,7 @@ mod tests {
                 ("WARDEN_LIMITS_HANDLER_TIMEOUT_MS", "5"),
                 ("WARDEN_LIMITS_MAX_CALLS_IN_FLIGHT", "6"),
                 ("WARDEN_LIMITS_MAX_INSTANCES", "7"),
+                ("WARDEN_LIMITS_MAX_READ_BYTES", "9"),
                 ("WARDEN_HTTP_LISTEN", "localhost:8080"),
                 ("WARDEN_HTTP_MAX_BODY_BYTES", "8"),
                 ("WARDEN_ROUTING_MAX_MESSAGE_BYTES", "9"),
@@ -911,9 +971,10 @@ mod tests {
                 l.max_memory_bytes as u64,
                 l.handler_timeout_ms,
                 l.max_calls_in_flight as u64,
-                l.max_instances as u64
+                l.max_instances as u64,
+                l.max_read_bytes
             ],
-            [1, 2, 3, 4, 5, 6, 7]
+            [1, 2, 3, 4, 5, 6, 7, 9]
         );
         assert_eq!(
             c.http,

@@ -24,6 +24,7 @@ const LIMITS: StorageLimits = StorageLimits {
     max_key_bytes: 24,
     max_value_bytes: 32,
     max_stored_bytes: 160,
+    max_read_bytes: 64,
 };
 const GRANTS: [Grant; 3] = [Grant::None, Grant::Read, Grant::ReadWrite];
 

@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
-use warden::storage::{Backend, Counted, Entry, MemoryBackend, RedisBackend, SledBackend};
+use warden::identity::{self, Namespace, PluginId};
+use warden::storage::{
+    Backend, Counted, Entry, Grant, MemoryBackend, PluginStorage, RedisBackend, SledBackend,
+    StorageError, StorageLimits,
+};
 
 use crate::redis_server::{RedisServer, unique_prefix};
 
@@ -33,6 +37,8 @@ pub struct Subject {
     pub backend: Arc<dyn Backend>,
     /// What its `size` measures.
     pub size: SizeKind,
+    /// The same backend when it is sled, for its expiry index.
+    sled: Option<Arc<SledBackend>>,
     /// The directory it stores in, removed once the test is done.
     _dir: Option<TempDir>,
     /// The server it stores in, stopped once the test is done.
@@ -45,6 +51,7 @@ impl Subject {
         Some(Self {
             backend: Arc::new(MemoryBackend::new()),
             size: SizeKind::LiveData,
+            sled: None,
             _dir: None,
             _server: None,
         })
@@ -53,10 +60,11 @@ impl Subject {
     /// A [`SledBackend`] in a temporary directory.
     pub async fn sled() -> Option<Self> {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let backend = SledBackend::open(dir.path()).expect("open sled");
+        let backend = Arc::new(SledBackend::open(dir.path()).expect("open sled"));
         Some(Self {
-            backend: Arc::new(backend),
+            backend: backend.clone(),
             size: SizeKind::OnDisk,
+            sled: Some(backend),
             _dir: Some(dir),
             _server: None,
         })
@@ -72,9 +80,18 @@ impl Subject {
         Some(Self {
             backend: Arc::new(backend),
             size: SizeKind::LiveData,
+            sled: None,
             _dir: None,
             _server: Some(server),
         })
+    }
+}
+
+impl Subject {
+    /// How many entries the backend's own expiry index holds, for a
+    /// backend that keeps one (sled); `None` for the others.
+    pub fn expiry_index_len(&self) -> Option<usize> {
+        self.sled.as_ref().map(|sled| sled.expiry_index_len())
     }
 }
 
@@ -778,4 +795,107 @@ pub async fn batches_expire_together(s: &Subject) {
         s.backend.get_many(&[b"x", b"y"]).await.expect("get_many"),
         [None, None]
     );
+}
+
+/// The storage plugin `conformance.Plugin` sees over the backend, its own
+/// namespace holding at most `quota` bytes, recounted from the store.
+async fn plugin_storage(s: &Subject, quota: u64) -> PluginStorage {
+    let storage = PluginStorage::new(
+        s.backend.clone(),
+        PluginId::new("conformance.Plugin").expect("identity"),
+        Grant::None,
+        StorageLimits {
+            max_stored_bytes: quota,
+            ..StorageLimits::default()
+        },
+        Arc::default(),
+    );
+    storage.recount().await.expect("recount");
+    storage
+}
+
+fn pairs(entries: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+        .collect()
+}
+
+/// Quotas: a key listed more than once in a `set_many` is stored with its
+/// last value and counts once, what it held before once too.
+pub async fn quota_counts_a_key_listed_twice_in_a_batch_once(s: &Subject) {
+    let p = plugin_storage(s, 10).await;
+    // Three listings of nine bytes each would not fit; one does.
+    let batch = pairs(&[("k", b"first..."), ("k", b"second.."), ("k", b"last")]);
+    p.set_many(&batch, None, false).await.expect("set_many");
+    assert_eq!(
+        p.get("k", false).await.expect("get").as_deref(),
+        Some(&b"last"[..])
+    );
+    assert_eq!(p.usage(), 5);
+    let batch = pairs(&[("k", b"12345678"), ("k", b"12345678")]);
+    p.set_many(&batch, None, false).await.expect("set_many");
+    assert_eq!(p.usage(), 9);
+    assert_eq!(p.recount().await.expect("recount"), 9);
+}
+
+/// Quotas: a key listed more than once in a `delete_many` is uncounted
+/// once, so deleting it repeatedly cannot make room beyond the quota.
+pub async fn quota_cannot_be_bypassed_by_repeated_deletes(s: &Subject) {
+    let p = plugin_storage(s, 20).await;
+    p.set("a", b"123456789", None, false).await.expect("set");
+    p.set("b", b"123456789", None, false).await.expect("set");
+    let a = vec!["a".to_owned(); 3];
+    for _ in 0..3 {
+        p.delete_many(&a, false).await.expect("delete_many");
+        assert_eq!(p.usage(), 10, "b is still stored");
+    }
+    p.set("c", b"123456789", None, false).await.expect("set");
+    let e = p.set("d", b"123456789", None, false).await.unwrap_err();
+    assert!(matches!(e, StorageError::QuotaExceeded { .. }), "{e}");
+    assert!(!p.has("d", false).await.expect("has"));
+    assert_eq!(p.usage(), 20);
+    assert_eq!(p.recount().await.expect("recount"), 20);
+}
+
+/// Setting expiring keys again and again keeps what the store holds to the
+/// live data (and, for a backend with an expiry index, one index entry per
+/// key), and deleting them leaves nothing behind.
+pub async fn expiring_re_sets_do_not_grow_the_store(s: &Subject) {
+    const KEYS: usize = 20;
+    let p = plugin_storage(s, 1 << 20).await;
+    let prefix = identity::namespace_prefix(&Namespace::Plugin(p.plugin().clone()));
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("k{i:02}")).collect();
+    let live = (KEYS * (3 + 5)) as u64;
+    for round in 0..30 {
+        // A different deadline each round.
+        let ttl = Some(LONG_TTL + Duration::from_secs(round));
+        for key in &keys[..KEYS / 2] {
+            p.set(key, b"value", ttl, false).await.expect("set");
+        }
+        let batch: Vec<(String, Vec<u8>)> = keys[KEYS / 2..]
+            .iter()
+            .map(|k| (k.clone(), b"value".to_vec()))
+            .collect();
+        p.set_many(&batch, ttl, false).await.expect("set_many");
+    }
+    assert_eq!(p.usage(), live);
+    assert_eq!(p.recount().await.expect("recount"), live);
+    assert_eq!(scan(s, &prefix, None, 1000).await.len(), KEYS);
+    if let Some(indexed) = s.expiry_index_len() {
+        assert_eq!(indexed, KEYS, "one index entry per expiring key");
+    }
+
+    for key in &keys[..KEYS / 2] {
+        p.delete(key, false).await.expect("delete");
+    }
+    p.delete_many(&keys[KEYS / 2..], false)
+        .await
+        .expect("delete_many");
+    assert_eq!(p.usage(), 0);
+    assert_eq!(p.recount().await.expect("recount"), 0);
+    assert!(scan(s, &prefix, None, 1000).await.is_empty());
+    if let Some(indexed) = s.expiry_index_len() {
+        assert_eq!(indexed, 0, "deleted keys leave no index entry");
+    }
 }

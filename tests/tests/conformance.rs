@@ -60,6 +60,9 @@ conformance! {
         concurrent_compare_and_swap_loses_nothing,
         batches_set_get_and_delete,
         batches_expire_together,
+        quota_counts_a_key_listed_twice_in_a_batch_once,
+        quota_cannot_be_bypassed_by_repeated_deletes,
+        expiring_re_sets_do_not_grow_the_store,
     ],
 }
 

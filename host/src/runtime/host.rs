@@ -116,6 +116,7 @@ impl PluginHost {
             e @ StorageError::TooLarge { .. } => StorageErrorWit::TooLarge(e.to_string()),
             e @ StorageError::QuotaExceeded { .. } => StorageErrorWit::QuotaExceeded(e.to_string()),
             e @ StorageError::TooMany { .. } => StorageErrorWit::TooLarge(e.to_string()),
+            e @ StorageError::ReadTooLarge { .. } => StorageErrorWit::TooLarge(e.to_string()),
             StorageError::InvalidValue(m) => StorageErrorWit::InvalidValue(m),
             StorageError::Backend(e) => {
                 tracing::error!(plugin = %self.id, op, error = %e, "storage backend failed");

@@ -183,30 +183,49 @@ impl Backend for MemoryBackend {
         entries: &[(&[u8], &[u8])],
         expires_in: Option<Duration>,
     ) -> Result<(), BackendError> {
+        self.replace_many(entries, expires_in).await.map(drop)
+    }
+
+    async fn replace_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+    ) -> Result<Vec<Option<u64>>, BackendError> {
         let now = Instant::now();
         let expires_at = expires_in.map(|d| {
             now.checked_add(d)
                 .unwrap_or(now + Duration::from_secs(u32::MAX.into()))
         });
         let mut map = self.map();
-        for (key, value) in entries {
-            map.insert(
-                key.to_vec(),
-                Entry {
-                    value: value.to_vec(),
-                    expires_at,
-                },
-            );
-        }
-        Ok(())
+        Ok(entries
+            .iter()
+            .map(|(key, value)| {
+                let old = map.insert(
+                    key.to_vec(),
+                    Entry {
+                        value: value.to_vec(),
+                        expires_at,
+                    },
+                );
+                old.filter(|e| e.live(now)).map(|e| e.value.len() as u64)
+            })
+            .collect())
     }
 
     async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError> {
+        self.remove_many(keys).await.map(drop)
+    }
+
+    async fn remove_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, BackendError> {
+        let now = Instant::now();
         let mut map = self.map();
-        for key in keys {
-            map.remove(*key);
-        }
-        Ok(())
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let old = map.remove(*key);
+                old.filter(|e| e.live(now)).map(|e| e.value.len() as u64)
+            })
+            .collect())
     }
 
     async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
@@ -297,5 +316,31 @@ impl Backend for MemoryBackend {
         let before = map.len();
         map.retain(|_, e| e.live(now));
         Ok((before - map.len()) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn expiring_re_sets_keep_one_entry_per_key() {
+        let db = MemoryBackend::new();
+        let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("k{i:02}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        for round in 0..30 {
+            let ttl = Some(Duration::from_secs(3600 + round));
+            for key in &refs[..25] {
+                db.set(key, b"v", ttl).await.unwrap();
+            }
+            let pairs: Vec<(&[u8], &[u8])> = refs[25..].iter().map(|k| (*k, &b"v"[..])).collect();
+            db.set_many(&pairs, ttl).await.unwrap();
+        }
+        assert_eq!(db.stored_entries(), 50);
+        for key in &refs[..25] {
+            db.delete(key).await.unwrap();
+        }
+        db.delete_many(&refs[25..]).await.unwrap();
+        assert_eq!(db.stored_entries(), 0);
     }
 }

@@ -204,6 +204,39 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<(), BackendError>;
     /// Removes every key, all or none.
     async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError>;
+    /// Stores every pair as [`set_many`](Backend::set_many) does, and
+    /// returns the length of the live value each key held before, in order
+    /// (`None` where it held none): Warden counts each namespace's bytes for
+    /// its quota with them, and lists each key once. The default asks
+    /// [`value_len`](Backend::value_len) for each key, then calls
+    /// `set_many`; a backend that learns the old values as it writes should
+    /// override it, to save the reads and to report what the batch really
+    /// replaced when other writers change the same keys meanwhile.
+    async fn replace_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+    ) -> Result<Vec<Option<u64>>, BackendError> {
+        let mut old = Vec::with_capacity(entries.len());
+        for (key, _) in entries {
+            old.push(self.value_len(key).await?);
+        }
+        self.set_many(entries, expires_in).await?;
+        Ok(old)
+    }
+    /// Removes every key as [`delete_many`](Backend::delete_many) does, and
+    /// returns the length of the live value each held, in order (`None`
+    /// where it held none), as [`replace_many`](Backend::replace_many)
+    /// does. The default asks [`value_len`](Backend::value_len) for each
+    /// key, then calls `delete_many`.
+    async fn remove_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, BackendError> {
+        let mut old = Vec::with_capacity(keys.len());
+        for key in keys {
+            old.push(self.value_len(key).await?);
+        }
+        self.delete_many(keys).await?;
+        Ok(old)
+    }
     /// Up to `limit` live entries whose keys start with `prefix` and sort
     /// strictly after `after` (bytewise), in key order. Paging with the last
     /// key of one page as the next `after` visits every entry once.

@@ -1,6 +1,7 @@
 //! The storage a plugin sees: bare keys, namespaced by its identity, with
 //! shared access checked against the operator's grant.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -81,6 +82,11 @@ pub struct StorageLimits {
     /// Most bytes of keys and values one namespace may hold, so one plugin
     /// cannot fill the store.
     pub max_stored_bytes: u64,
+    /// Most bytes one call may return to the plugin: a value, the values of
+    /// a batch (a key listed twice counts twice) or the keys of a listing
+    /// page, since each is copied into the plugin's memory. A call over it
+    /// fails with [`StorageError::ReadTooLarge`].
+    pub max_read_bytes: u64,
 }
 
 impl Default for StorageLimits {
@@ -89,6 +95,7 @@ impl Default for StorageLimits {
             max_key_bytes: 512,
             max_value_bytes: 1024 * 1024,
             max_stored_bytes: 64 * 1024 * 1024,
+            max_read_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -149,6 +156,19 @@ pub enum StorageError {
         /// The limit.
         max: usize,
     },
+    /// What a call would return is over [`StorageLimits::max_read_bytes`].
+    #[error(
+        "{what} would return {len} bytes; at most {max} bytes may be returned by one call \
+         ([limits] max_read_bytes)"
+    )]
+    ReadTooLarge {
+        /// The call (with the key, for a single value), e.g. `get-many`.
+        what: String,
+        /// The bytes it would return.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -170,36 +190,85 @@ fn shown(key: &str) -> String {
 /// The bytes (keys within the namespace, and values) one namespace holds,
 /// as the host counts them for its quota.
 ///
-/// Writes and deletes through [`PluginStorage`] keep the count; expiry and
-/// writes by other hosts sharing the store do not, so the host
-/// [recounts](Usage::recount) from the store periodically, and before it
-/// refuses a write.
+/// Writes and deletes through [`PluginStorage`] keep the count. A write
+/// that may grow the namespace reserves its growth in the count before it
+/// reaches the store, in one atomic step that fails if the count would pass
+/// the quota, so concurrent writers (several instances of one plugin)
+/// cannot together take the namespace over it; once the store answers, the
+/// count is corrected to what the write really replaced.
+///
+/// The reservation errs towards refusing: a write far from the quota
+/// reserves its whole size, as if its key were new, and gives back what it
+/// replaced once written, so a concurrent write near the quota may be
+/// refused that would have fit a moment later. Only near the quota does a
+/// write read what its key holds and reserve just its growth over that; if
+/// another writer removes the same key meanwhile, the namespace can end up
+/// over its quota by at most that value, and further growth is refused
+/// until it deletes.
+///
+/// Expiry and writes by other hosts sharing the store are not seen, so the
+/// host [recounts](Usage::recount) from the store periodically, and before
+/// it refuses a write.
 #[derive(Debug, Default)]
 pub struct Usage {
     bytes: AtomicU64,
+    /// The writes through this count: the low 32 bits count those in
+    /// flight; the high 32 bits count every start and end of one (wrapping),
+    /// so a recount can tell whether any write overlapped its scan.
+    writes: AtomicU64,
 }
 
+/// One start or end of a write, in [`Usage::writes`].
+const WRITE_EVENT: u64 = 1 << 32;
+/// The writes in flight, in [`Usage::writes`].
+const IN_FLIGHT: u64 = WRITE_EVENT - 1;
+
 impl Usage {
-    /// The bytes counted.
+    /// The bytes counted, including those reserved by writes in flight.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    fn replace(&self, old: u64, new: u64) {
-        let _ = self
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(old).saturating_add(new))
-            });
+    /// Starts a write, with nothing reserved yet.
+    fn begin(&self) -> Pending<'_> {
+        // Before any change to `bytes`, so a recount that sees the change
+        // sees the write too.
+        self.writes.fetch_add(WRITE_EVENT + 1, Ordering::SeqCst);
+        Pending {
+            usage: self,
+            charged: 0,
+        }
     }
 
-    /// Counts the namespace's live keys and values from the store.
+    /// Adds `up` bytes to the count and takes `down` away, stopping at 0.
+    fn shift(&self, up: u64, down: u64) {
+        if up > down {
+            self.bytes.fetch_add(up - down, Ordering::SeqCst);
+        } else if down > up {
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    Some(b.saturating_sub(down - up))
+                });
+        }
+    }
+
+    /// Counts the namespace's live keys and values from the store, and
+    /// returns the count in force afterwards.
+    ///
+    /// A write through this count that is in flight while the store is
+    /// scanned may or may not be in what the scan saw, so if one started or
+    /// ended during the scan, or was in flight when it began, the count is
+    /// kept as it is and a later recount corrects it. Writes that start
+    /// once the scan is over keep their reservations.
     pub async fn recount(
         &self,
         backend: &dyn Backend,
         namespace: &Namespace,
     ) -> Result<u64, BackendError> {
         const PAGE: usize = 1000;
+        let writes = self.writes.load(Ordering::SeqCst);
+        let before = self.bytes.load(Ordering::SeqCst);
         let prefix = identity::namespace_prefix(namespace);
         let (mut total, mut after) = (0u64, None::<Vec<u8>>);
         loop {
@@ -213,8 +282,70 @@ impl Usage {
             }
             after = page.last().map(|e| e.key.clone());
         }
-        self.bytes.store(total, Ordering::Relaxed);
-        Ok(total)
+        if writes & IN_FLIGHT == 0 && self.writes.load(Ordering::SeqCst) == writes {
+            // Replace what was counted before the scan with what the scan
+            // found, keeping what writes started since have changed.
+            self.shift(total, before);
+        }
+        Ok(self.bytes())
+    }
+}
+
+/// A write in flight in one namespace, and the bytes reserved for it in
+/// the namespace's [`Usage`].
+///
+/// [`settle`](Pending::settle) it once the store has answered, or
+/// [`release`](Pending::release) it if the write failed or changed nothing.
+/// Dropped otherwise (the call was abandoned while the store worked), it
+/// keeps its reservation, since the write may have happened: the count
+/// errs high, towards refusing, until the next recount.
+#[must_use]
+struct Pending<'u> {
+    usage: &'u Usage,
+    /// The bytes added to the count ahead of the write.
+    charged: u64,
+}
+
+impl Pending<'_> {
+    /// Reserves `bytes` more for the write if the count stays within
+    /// `max`; returns whether it did.
+    fn reserve(&mut self, bytes: u64, max: u64) -> bool {
+        if bytes == 0 {
+            return true;
+        }
+        let reserved = self
+            .usage
+            .bytes
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |b| {
+                b.checked_add(bytes).filter(|&total| total <= max)
+            })
+            .is_ok();
+        if reserved {
+            self.charged += bytes;
+        }
+        reserved
+    }
+
+    /// The write replaced `old` bytes with `new`: corrects the count from
+    /// what was reserved to that.
+    fn settle(mut self, old: u64, new: u64) {
+        self.usage
+            .shift(new, old.saturating_add(std::mem::take(&mut self.charged)));
+    }
+
+    /// The write failed or changed nothing: returns what was reserved.
+    fn release(mut self) {
+        self.usage.shift(0, std::mem::take(&mut self.charged));
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        // One more event, one fewer in flight (the low bits are at least 1,
+        // so the subtraction borrows nothing from the events).
+        self.usage
+            .writes
+            .fetch_add(WRITE_EVENT - 1, Ordering::SeqCst);
     }
 }
 
@@ -359,30 +490,51 @@ impl PluginStorage {
         keys.map(|key| self.resolve(key, shared, write)).collect()
     }
 
-    /// Refuses a change of `old` to `new` bytes that would take the
-    /// namespace over its quota.
-    async fn check_quota(
+    /// Starts a write of `new` bytes, reserving them all as if the key
+    /// held nothing now: one atomic step, which fails (returning `None`)
+    /// only near the quota. The caller settles the reservation with what
+    /// the write really replaced.
+    fn reserve_new(&self, shared: bool, new: u64) -> Option<Pending<'_>> {
+        let mut pending = self.namespace(shared).1.begin();
+        pending
+            .reserve(new, self.limits.max_stored_bytes)
+            .then_some(pending)
+    }
+
+    /// Starts a write replacing `old` bytes (as read now) with `new`,
+    /// reserving the growth, or refuses it if that would take the namespace
+    /// over its quota. The count can be stale (expired keys, other hosts),
+    /// so it is recounted before a refusal. A write that does not grow the
+    /// namespace is never refused.
+    async fn reserve_growth(
         &self,
         key: &str,
         shared: bool,
         old: u64,
         new: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Pending<'_>, StorageError> {
         let (namespace, usage) = self.namespace(shared);
         let max = self.limits.max_stored_bytes;
-        let over = |held: u64| new > old && held.saturating_sub(old).saturating_add(new) > max;
-        // The count can be stale (expired keys, other hosts): recount before
-        // refusing.
-        if over(usage.bytes()) && over(usage.recount(&*self.backend, namespace).await?) {
-            return Err(StorageError::QuotaExceeded {
-                key: shown(key),
-                len: new,
-                namespace: namespace.clone(),
-                would: usage.bytes().saturating_sub(old).saturating_add(new),
-                max,
-            });
+        let growth = new.saturating_sub(old);
+        let mut pending = usage.begin();
+        if pending.reserve(growth, max) {
+            return Ok(pending);
         }
-        Ok(())
+        // Not in flight while it recounts, or the recount would be kept
+        // from replacing the count.
+        drop(pending);
+        usage.recount(&*self.backend, namespace).await?;
+        let mut pending = usage.begin();
+        if pending.reserve(growth, max) {
+            return Ok(pending);
+        }
+        Err(StorageError::QuotaExceeded {
+            key: shown(key),
+            len: new,
+            namespace: namespace.clone(),
+            would: usage.bytes().saturating_sub(old).saturating_add(new),
+            max,
+        })
     }
 
     fn check_value(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
@@ -405,14 +557,23 @@ impl PluginStorage {
         shared: bool,
     ) -> Result<(), StorageError> {
         let (raw, new) = self.check_set(key, value, shared)?;
-        if self.near_quota(shared, new) {
-            self.check_replacing(&raw, key, shared, new).await?;
+        let pending = match self.reserve_new(shared, new) {
+            Some(pending) => pending,
+            None => {
+                let old = self.stored_len(&raw, key).await?;
+                self.reserve_growth(key, shared, old, new).await?
+            }
+        };
+        match self.backend.replace(&raw, value, expires_in).await {
+            Ok(old) => {
+                pending.settle(stored_bytes(key, old), new);
+                Ok(())
+            }
+            Err(e) => {
+                pending.release();
+                Err(e.into())
+            }
         }
-        let old = self.backend.replace(&raw, value, expires_in).await?;
-        self.namespace(shared)
-            .1
-            .replace(stored_bytes(key, old), new);
-        Ok(())
     }
 
     /// [`set`](Self::set) through the backend's immediate writes; fails if
@@ -426,17 +587,26 @@ impl PluginStorage {
     ) -> Result<(), StorageError> {
         let writes = self.immediate_writes()?;
         let (raw, new) = self.check_set(key, value, shared)?;
-        if self.near_quota(shared, new) {
+        let pending = match self.reserve_new(shared, new) {
+            Some(pending) => pending,
             // A backend with immediate writes reads and scans without
             // waiting too (see `Backend::immediate_writes`): this future
             // completes on its first poll.
-            futures::executor::block_on(self.check_replacing(&raw, key, shared, new))?;
+            None => futures::executor::block_on(async {
+                let old = self.stored_len(&raw, key).await?;
+                self.reserve_growth(key, shared, old, new).await
+            })?,
+        };
+        match writes.replace_now(&raw, value, expires_in) {
+            Ok(old) => {
+                pending.settle(stored_bytes(key, old), new);
+                Ok(())
+            }
+            Err(e) => {
+                pending.release();
+                Err(e.into())
+            }
         }
-        let old = writes.replace_now(&raw, value, expires_in)?;
-        self.namespace(shared)
-            .1
-            .replace(stored_bytes(key, old), new);
-        Ok(())
     }
 
     /// Validates a write of `value` under `key`; returns the backend key
@@ -452,32 +622,32 @@ impl PluginStorage {
         Ok((raw, (key.len() + value.len()) as u64))
     }
 
-    /// Whether a write of `new` bytes could take the namespace over its
-    /// quota. A write that fits even if the key holds nothing now fits
-    /// whatever it holds; only a write near the quota needs
-    /// [`check_replacing`](Self::check_replacing), which reads the old value.
-    fn near_quota(&self, shared: bool, new: u64) -> bool {
-        let usage = self.namespace(shared).1;
-        usage.bytes().saturating_add(new) > self.limits.max_stored_bytes
-    }
-
-    /// Refuses replacing what `raw` (bare key `key`) holds with `new` bytes
-    /// if that would take the namespace over its quota.
-    async fn check_replacing(
-        &self,
-        raw: &[u8],
-        key: &str,
-        shared: bool,
-        new: u64,
-    ) -> Result<(), StorageError> {
-        let old = self.stored_len(raw, key).await?;
-        self.check_quota(key, shared, old, new).await
-    }
-
-    /// The value under `key`.
+    /// The value under `key`; fails if it is longer than
+    /// [`StorageLimits::max_read_bytes`].
     pub async fn get(&self, key: &str, shared: bool) -> Result<Option<Vec<u8>>, StorageError> {
         let raw = self.resolve(key, shared, false)?;
-        Ok(self.backend.get(&raw).await?)
+        let value = self.backend.get(&raw).await?;
+        self.check_read(key, value)
+    }
+
+    /// Refuses to return `value`, read under `key`, if it is over
+    /// [`StorageLimits::max_read_bytes`] (a value stored under larger
+    /// limits, or by another host).
+    fn check_read(
+        &self,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        match value {
+            Some(v) if v.len() as u64 > self.limits.max_read_bytes => {
+                Err(StorageError::ReadTooLarge {
+                    what: format!("get of key {:?}", shown(key)),
+                    len: v.len() as u64,
+                    max: self.limits.max_read_bytes,
+                })
+            }
+            value => Ok(value),
+        }
     }
 
     /// Whether `key` holds a value.
@@ -502,7 +672,8 @@ impl PluginStorage {
     /// it has none.
     pub fn get_now(&self, key: &str, shared: bool) -> Result<Option<Vec<u8>>, StorageError> {
         let raw = self.resolve(key, shared, false)?;
-        Ok(self.immediate()?.get_now(&raw)?)
+        let value = self.immediate()?.get_now(&raw)?;
+        self.check_read(key, value)
     }
 
     /// [`has`](Self::has) through the backend's immediate reads; fails if
@@ -515,9 +686,17 @@ impl PluginStorage {
     /// Removes `key`.
     pub async fn delete(&self, key: &str, shared: bool) -> Result<(), StorageError> {
         let raw = self.resolve(key, shared, true)?;
-        let old = self.backend.remove(&raw).await?;
-        self.namespace(shared).1.replace(stored_bytes(key, old), 0);
-        Ok(())
+        let pending = self.namespace(shared).1.begin();
+        match self.backend.remove(&raw).await {
+            Ok(old) => {
+                pending.settle(stored_bytes(key, old), 0);
+                Ok(())
+            }
+            Err(e) => {
+                pending.release();
+                Err(e.into())
+            }
+        }
     }
 
     /// [`delete`](Self::delete) through the backend's immediate writes;
@@ -525,9 +704,17 @@ impl PluginStorage {
     pub fn delete_now(&self, key: &str, shared: bool) -> Result<(), StorageError> {
         let writes = self.immediate_writes()?;
         let raw = self.resolve(key, shared, true)?;
-        let old = writes.remove_now(&raw)?;
-        self.namespace(shared).1.replace(stored_bytes(key, old), 0);
-        Ok(())
+        let pending = self.namespace(shared).1.begin();
+        match writes.remove_now(&raw) {
+            Ok(old) => {
+                pending.settle(stored_bytes(key, old), 0);
+                Ok(())
+            }
+            Err(e) => {
+                pending.release();
+                Err(e.into())
+            }
+        }
     }
 
     /// The size of the whole store in bytes.
@@ -536,7 +723,8 @@ impl PluginStorage {
     }
 
     /// Keys starting with `prefix`, after `cursor`, at most `limit` (capped
-    /// at [`MAX_BATCH`]), in bytewise order.
+    /// at [`MAX_BATCH`]), in bytewise order; fails if the keys of the page
+    /// come to more than [`StorageLimits::max_read_bytes`].
     pub async fn list_keys(
         &self,
         prefix: &str,
@@ -574,6 +762,14 @@ impl PluginStorage {
             .into_iter()
             .filter_map(|e| identity::decode_key(&e.key).map(|(_, k)| k.to_owned()))
             .collect();
+        let len: u64 = keys.iter().map(|k| k.len() as u64).sum();
+        if len > self.limits.max_read_bytes {
+            return Err(StorageError::ReadTooLarge {
+                what: "list-keys".to_owned(),
+                len,
+                max: self.limits.max_read_bytes,
+            });
+        }
         let next = if full { keys.last().cloned() } else { None };
         Ok(KeyPage { keys, next })
     }
@@ -586,24 +782,41 @@ impl PluginStorage {
         shared: bool,
     ) -> Result<i64, StorageError> {
         let raw = self.resolve(key, shared, true)?;
+        // A counter's new length is known only once it is written, so the
+        // longest one (i64::MIN's 20 characters) is reserved.
         let old = self.stored_len(&raw, key).await?;
-        // The longest counter is i64::MIN's 20 characters.
         let longest = key.len() as u64 + 20;
-        self.check_quota(key, shared, old, longest.max(old)).await?;
-        match self.backend.increment(&raw, delta).await? {
+        let pending = self
+            .reserve_growth(key, shared, old, longest.max(old))
+            .await?;
+        let counted = match self.backend.increment(&raw, delta).await {
+            Ok(counted) => counted,
+            Err(e) => {
+                pending.release();
+                return Err(e.into());
+            }
+        };
+        match counted {
             super::Counted::Value(value) => {
                 let new = (key.len() + super::counter_bytes(value).len()) as u64;
-                self.namespace(shared).1.replace(old, new);
+                pending.settle(old, new);
                 Ok(value)
             }
-            super::Counted::NotACounter => Err(StorageError::InvalidValue(format!(
-                "the value under key {:?} is not a counter (a signed 64-bit integer in decimal)",
-                shown(key)
-            ))),
-            super::Counted::Overflow => Err(StorageError::InvalidValue(format!(
-                "adding {delta} to the counter under key {:?} would overflow 64 bits",
-                shown(key)
-            ))),
+            super::Counted::NotACounter => {
+                pending.release();
+                Err(StorageError::InvalidValue(format!(
+                    "the value under key {:?} is not a counter (a signed 64-bit integer in \
+                     decimal)",
+                    shown(key)
+                )))
+            }
+            super::Counted::Overflow => {
+                pending.release();
+                Err(StorageError::InvalidValue(format!(
+                    "adding {delta} to the counter under key {:?} would overflow 64 bits",
+                    shown(key)
+                )))
+            }
         }
     }
 
@@ -619,28 +832,81 @@ impl PluginStorage {
         if let Some(new) = new {
             self.check_value(key, new)?;
         }
+        // A swap replaces exactly `expected`.
         let old = expected.map_or(0, |v| (key.len() + v.len()) as u64);
         let new_len = new.map_or(0, |v| (key.len() + v.len()) as u64);
-        self.check_quota(key, shared, old, new_len).await?;
-        let swapped = self.backend.compare_and_swap(&raw, expected, new).await?;
-        if swapped {
-            self.namespace(shared).1.replace(old, new_len);
+        let pending = self.reserve_growth(key, shared, old, new_len).await?;
+        match self.backend.compare_and_swap(&raw, expected, new).await {
+            Ok(true) => {
+                pending.settle(old, new_len);
+                Ok(true)
+            }
+            Ok(false) => {
+                pending.release();
+                Ok(false)
+            }
+            Err(e) => {
+                pending.release();
+                Err(e.into())
+            }
         }
-        Ok(swapped)
     }
 
-    /// The values under `keys`, in order.
+    /// The values under `keys`, in order; fails if they come to more than
+    /// [`StorageLimits::max_read_bytes`], counting a key listed twice
+    /// twice. Each distinct key is read once, and the total is checked
+    /// before any value is copied for a repeated key.
     pub async fn get_many(
         &self,
         keys: &[String],
         shared: bool,
     ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
         let raw = self.validate_all(keys.iter().map(String::as_str), shared, false)?;
-        let raw: Vec<&[u8]> = raw.iter().map(|r| &r[..]).collect();
-        Ok(self.backend.get_many(&raw).await?)
+        // Where each listing's key is among the distinct keys.
+        let mut distinct: Vec<&[u8]> = Vec::with_capacity(raw.len());
+        let mut index: BTreeMap<&[u8], usize> = BTreeMap::new();
+        let at: Vec<usize> = raw
+            .iter()
+            .map(|r| {
+                *index.entry(&r[..]).or_insert_with(|| {
+                    distinct.push(&r[..]);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let mut values = self.backend.get_many(&distinct).await?;
+        let len: u64 = at
+            .iter()
+            .map(|&i| values[i].as_ref().map_or(0, |v| v.len() as u64))
+            .sum();
+        if len > self.limits.max_read_bytes {
+            return Err(StorageError::ReadTooLarge {
+                what: "get-many".to_owned(),
+                len,
+                max: self.limits.max_read_bytes,
+            });
+        }
+        // Each value is moved to its last listing and copied for the others.
+        let mut remaining = vec![0usize; distinct.len()];
+        for &i in &at {
+            remaining[i] += 1;
+        }
+        Ok(at
+            .iter()
+            .map(|&i| {
+                remaining[i] -= 1;
+                if remaining[i] == 0 {
+                    values[i].take()
+                } else {
+                    values[i].clone()
+                }
+            })
+            .collect())
     }
 
-    /// Stores every pair, all or none.
+    /// Stores every pair, all or none. A key listed more than once takes
+    /// its last value, as [`Backend::set_many`] does, and counts once for
+    /// the quota: the bytes it held before once, and its last value.
     pub async fn set_many(
         &self,
         entries: &[(String, Vec<u8>)],
@@ -648,36 +914,82 @@ impl PluginStorage {
         shared: bool,
     ) -> Result<(), StorageError> {
         let raw = self.validate_all(entries.iter().map(|(k, _)| k.as_str()), shared, true)?;
-        let (mut old, mut new) = (0u64, 0u64);
-        for ((key, value), raw) in entries.iter().zip(&raw) {
+        for (key, value) in entries {
             self.check_value(key, value)?;
-            old += self.stored_len(raw, key).await?;
-            new += (key.len() + value.len()) as u64;
         }
-        let first = entries.first().map_or("", |(k, _)| k.as_str());
-        self.check_quota(first, shared, old, new).await?;
-        let pairs: Vec<(&[u8], &[u8])> = raw
-            .iter()
-            .zip(entries)
-            .map(|(r, (_, v))| (&r[..], v.as_slice()))
-            .collect();
-        self.backend.set_many(&pairs, expires_in).await?;
-        self.namespace(shared).1.replace(old, new);
-        Ok(())
+        let distinct = last_values(entries, &raw);
+        let new: u64 = distinct
+            .values()
+            .map(|(key, value)| (key.len() + value.len()) as u64)
+            .sum();
+        let pending = match self.reserve_new(shared, new) {
+            Some(pending) => pending,
+            None => {
+                let mut old = 0;
+                for (raw, (key, _)) in &distinct {
+                    old += self.stored_len(raw, key).await?;
+                }
+                let first = entries.first().map_or("", |(k, _)| k.as_str());
+                self.reserve_growth(first, shared, old, new).await?
+            }
+        };
+        let pairs: Vec<(&[u8], &[u8])> = distinct.iter().map(|(r, (_, v))| (*r, *v)).collect();
+        match self.backend.replace_many(&pairs, expires_in).await {
+            Ok(old) => {
+                let old = distinct
+                    .values()
+                    .zip(old)
+                    .map(|((key, _), len)| stored_bytes(key, len))
+                    .sum();
+                pending.settle(old, new);
+                Ok(())
+            }
+            Err(e) => {
+                pending.release();
+                Err(e.into())
+            }
+        }
     }
 
-    /// Removes every key, all or none.
+    /// Removes every key, all or none. A key listed more than once is
+    /// removed, and its bytes uncounted, once.
     pub async fn delete_many(&self, keys: &[String], shared: bool) -> Result<(), StorageError> {
         let raw = self.validate_all(keys.iter().map(String::as_str), shared, true)?;
-        let mut old = 0;
-        for (key, raw) in keys.iter().zip(&raw) {
-            old += self.stored_len(raw, key).await?;
+        let distinct: BTreeMap<&[u8], &str> = raw
+            .iter()
+            .zip(keys)
+            .map(|(r, k)| (&r[..], k.as_str()))
+            .collect();
+        let raw: Vec<&[u8]> = distinct.keys().copied().collect();
+        let pending = self.namespace(shared).1.begin();
+        match self.backend.remove_many(&raw).await {
+            Ok(old) => {
+                let old = distinct
+                    .values()
+                    .zip(old)
+                    .map(|(key, len)| stored_bytes(key, len))
+                    .sum();
+                pending.settle(old, 0);
+                Ok(())
+            }
+            Err(e) => {
+                pending.release();
+                Err(e.into())
+            }
         }
-        let raw: Vec<&[u8]> = raw.iter().map(|r| &r[..]).collect();
-        self.backend.delete_many(&raw).await?;
-        self.namespace(shared).1.replace(old, 0);
-        Ok(())
     }
+}
+
+/// Each distinct backend key among `raw` (those of `entries`, in order)
+/// with the bare key and the last value listed for it.
+fn last_values<'e>(
+    entries: &'e [(String, Vec<u8>)],
+    raw: &'e [Vec<u8>],
+) -> BTreeMap<&'e [u8], (&'e str, &'e [u8])> {
+    raw.iter()
+        .zip(entries)
+        .map(|(r, (k, v))| (&r[..], (k.as_str(), v.as_slice())))
+        .collect()
 }
 
 /// The error of an immediate call to a backend that has no immediate
@@ -851,6 +1163,461 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         a.set("y", b"1234567", None, false).await.unwrap();
         assert_eq!(a.usage(), 10);
+    }
+
+    /// Storage for plugin `a.A` whose namespace may hold `quota` bytes.
+    fn with_quota(backend: &Arc<impl Backend + 'static>, quota: u64) -> PluginStorage {
+        PluginStorage::new(
+            backend.clone(),
+            PluginId::new("a.A").unwrap(),
+            Grant::None,
+            StorageLimits {
+                max_stored_bytes: quota,
+                ..StorageLimits::default()
+            },
+            Arc::default(),
+        )
+    }
+
+    fn entries(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_key_listed_twice_in_set_many_counts_once() {
+        let backend = Arc::new(MemoryBackend::new());
+        let s = with_quota(&backend, 10);
+        // Three listings of nine bytes each: only the last is stored.
+        let batch = entries(&[("k", b"first..."), ("k", b"second.."), ("k", b"last")]);
+        s.set_many(&batch, None, false).await.unwrap();
+        assert_eq!(s.get("k", false).await.unwrap().unwrap(), b"last");
+        assert_eq!(s.usage(), 5);
+        assert_eq!(s.recount().await.unwrap(), 5);
+        // Replacing the key counts what it held once, too.
+        let batch = entries(&[("k", b"12345678"), ("k", b"12345678")]);
+        s.set_many(&batch, None, false).await.unwrap();
+        assert_eq!(s.usage(), 9);
+        assert_eq!(s.recount().await.unwrap(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_key_listed_twice_in_delete_many_is_uncounted_once() {
+        let backend = Arc::new(MemoryBackend::new());
+        let s = with_quota(&backend, 20);
+        s.set("a", b"123456789", None, false).await.unwrap();
+        s.set("b", b"123456789", None, false).await.unwrap();
+        let a = vec!["a".to_owned(); 3];
+        s.delete_many(&a, false).await.unwrap();
+        assert_eq!(s.usage(), 10, "b is still stored");
+        // Repeating the deletion cannot make room beyond the quota.
+        s.delete_many(&a, false).await.unwrap();
+        s.set("c", b"123456789", None, false).await.unwrap();
+        let e = s.set("d", b"123456789", None, false).await.unwrap_err();
+        assert!(matches!(e, StorageError::QuotaExceeded { .. }), "{e}");
+        assert_eq!(s.usage(), 20);
+        assert_eq!(s.recount().await.unwrap(), 20);
+    }
+
+    /// A memory backend whose writes wait a while before they happen, so
+    /// that concurrent writers interleave. Its immediate writes wait by
+    /// sleeping.
+    #[derive(Debug)]
+    struct Slow(MemoryBackend, Duration, std::sync::atomic::AtomicUsize);
+
+    impl Slow {
+        fn new(wait: Duration) -> Self {
+            Self(MemoryBackend::new(), wait, Default::default())
+        }
+
+        /// How many keys have been read so far.
+        fn reads(&self) -> usize {
+            self.2.load(Ordering::Relaxed)
+        }
+    }
+
+    impl ImmediateWrites for Slow {
+        fn replace_now(
+            &self,
+            key: &[u8],
+            value: &[u8],
+            expires_in: Option<Duration>,
+        ) -> Result<Option<u64>, BackendError> {
+            std::thread::sleep(self.1);
+            self.0.replace_now(key, value, expires_in)
+        }
+        fn remove_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+            std::thread::sleep(self.1);
+            self.0.remove_now(key)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Slow {
+        async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            self.0.get(key).await
+        }
+        async fn set(
+            &self,
+            key: &[u8],
+            value: &[u8],
+            expires_in: Option<Duration>,
+        ) -> Result<(), BackendError> {
+            self.replace(key, value, expires_in).await.map(drop)
+        }
+        async fn replace(
+            &self,
+            key: &[u8],
+            value: &[u8],
+            expires_in: Option<Duration>,
+        ) -> Result<Option<u64>, BackendError> {
+            tokio::time::sleep(self.1).await;
+            self.0.replace(key, value, expires_in).await
+        }
+        async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
+            self.remove(key).await.map(drop)
+        }
+        async fn remove(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+            tokio::time::sleep(self.1).await;
+            self.0.remove(key).await
+        }
+        async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
+            self.0.has(key).await
+        }
+        async fn size(&self) -> Result<u64, BackendError> {
+            self.0.size().await
+        }
+        async fn set_many(
+            &self,
+            entries: &[(&[u8], &[u8])],
+            expires_in: Option<Duration>,
+        ) -> Result<(), BackendError> {
+            self.replace_many(entries, expires_in).await.map(drop)
+        }
+        async fn replace_many(
+            &self,
+            entries: &[(&[u8], &[u8])],
+            expires_in: Option<Duration>,
+        ) -> Result<Vec<Option<u64>>, BackendError> {
+            tokio::time::sleep(self.1).await;
+            self.0.replace_many(entries, expires_in).await
+        }
+        async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError> {
+            tokio::time::sleep(self.1).await;
+            self.0.delete_many(keys).await
+        }
+        async fn increment(
+            &self,
+            key: &[u8],
+            delta: i64,
+        ) -> Result<crate::storage::Counted, BackendError> {
+            tokio::time::sleep(self.1).await;
+            self.0.increment(key, delta).await
+        }
+        async fn compare_and_swap(
+            &self,
+            key: &[u8],
+            expected: Option<&[u8]>,
+            new: Option<&[u8]>,
+        ) -> Result<bool, BackendError> {
+            tokio::time::sleep(self.1).await;
+            self.0.compare_and_swap(key, expected, new).await
+        }
+        async fn scan(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<crate::storage::Entry>, BackendError> {
+            self.0.scan(prefix, after, limit).await
+        }
+        async fn close(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn value_len(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+            self.0.value_len(key).await
+        }
+        fn immediate_writes(&self) -> Option<&dyn ImmediateWrites> {
+            Some(self)
+        }
+    }
+
+    /// The bytes the namespace of plugin `a.A` holds, counted from the
+    /// store.
+    async fn stored(backend: &dyn Backend) -> u64 {
+        let id = PluginId::new("a.A").unwrap();
+        Usage::default()
+            .recount(backend, &Namespace::Plugin(id))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_cannot_overshoot_the_quota() {
+        let backend = Arc::new(Slow::new(Duration::from_millis(2)));
+        // Room for ten of the 64 ten-byte entries.
+        let s = with_quota(&backend, 100);
+        // Recounts meanwhile must neither drop nor double the reservations
+        // of the writes in flight.
+        let recounts = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    s.recount().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let writers: Vec<_> = (0..64)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(
+                    async move { s.set(&format!("k{i:02}"), b"1234567", None, false).await },
+                )
+            })
+            .collect();
+        let mut kept = Vec::new();
+        for (i, w) in writers.into_iter().enumerate() {
+            match w.await.unwrap() {
+                Ok(()) => kept.push(format!("k{i:02}")),
+                Err(e) => assert!(matches!(e, StorageError::QuotaExceeded { .. }), "{e}"),
+            }
+        }
+        assert_eq!(kept.len(), 10);
+        assert_eq!(stored(&*backend).await, 100);
+        // At the quota, replacing what is stored, alone or in a batch,
+        // still fits; nothing new does.
+        let writers: Vec<_> = (0..64)
+            .map(|i| {
+                let s = s.clone();
+                let key = format!("k{i:02}");
+                let kept = kept.contains(&key);
+                tokio::spawn(async move {
+                    let batch = vec![(key.clone(), b"abcdefg".to_vec())];
+                    let results = [
+                        s.set(&key, b"7654321", None, false).await.is_ok(),
+                        s.set_many(&batch, None, false).await.is_ok(),
+                    ];
+                    assert_eq!(results, [kept; 2], "{key}");
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        recounts.await.unwrap();
+        assert_eq!(stored(&*backend).await, 100);
+        assert_eq!(s.usage(), 100);
+        assert_eq!(s.recount().await.unwrap(), 100);
+    }
+
+    #[test]
+    fn concurrent_immediate_writers_cannot_overshoot_the_quota() {
+        let backend = Arc::new(Slow::new(Duration::from_millis(1)));
+        let s = with_quota(&backend, 1000);
+        let start = std::sync::Barrier::new(4);
+        let stored_entries: u64 = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let (s, start) = (&s, &start);
+                    scope.spawn(move || {
+                        start.wait();
+                        (0..100)
+                            .filter(|i| {
+                                let key = format!("k{t}-{i:02}");
+                                s.set_now(&key, b"12345", None, false).is_ok()
+                            })
+                            .count() as u64
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        assert_eq!(stored_entries, 100);
+        let total = futures::executor::block_on(stored(&*backend));
+        assert_eq!((total, s.usage()), (1000, 1000));
+    }
+
+    #[tokio::test]
+    async fn a_recount_keeps_the_reservation_of_a_write_in_flight() {
+        let backend = Arc::new(Slow::new(Duration::from_millis(200)));
+        let s = PluginStorage::new(
+            backend.clone(),
+            PluginId::new("a.A").unwrap(),
+            Grant::None,
+            StorageLimits::default(),
+            Arc::default(),
+        );
+        let write = tokio::spawn({
+            let s = s.clone();
+            async move { s.set("k", b"123456789", None, false).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The store does not hold the value yet; the count reserves it.
+        assert_eq!(stored(&*backend).await, 0);
+        assert_eq!(s.recount().await.unwrap(), 10);
+        write.await.unwrap().unwrap();
+        assert_eq!(s.usage(), 10);
+        assert_eq!(s.recount().await.unwrap(), 10);
+        // The same for a deletion: what it removes is taken off once.
+        let delete = tokio::spawn({
+            let s = s.clone();
+            async move { s.delete("k", false).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.recount().await.unwrap();
+        delete.await.unwrap().unwrap();
+        s.set("j", b"1", None, false).await.unwrap();
+        assert_eq!(s.usage(), 2);
+        assert_eq!(s.recount().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn writes_that_fail_or_change_nothing_release_their_reservation() {
+        let backend = Arc::new(MemoryBackend::new());
+        // Far from the quota, so that nothing recounts.
+        let s = with_quota(&backend, 1000);
+        s.set("n", b"abc", None, false).await.unwrap();
+        s.set("m", i64::MAX.to_string().as_bytes(), None, false)
+            .await
+            .unwrap();
+        assert_eq!(s.usage(), 24);
+        for _ in 0..100 {
+            // Not a counter; overflow; swaps that find another value.
+            assert!(s.increment("n", 1, false).await.is_err());
+            assert!(s.increment("m", 1, false).await.is_err());
+            let swapped = [
+                s.compare_and_swap("n", Some(b"x"), Some(b"y"), false),
+                s.compare_and_swap("new", Some(b"x"), Some(b"12345678"), false),
+                s.compare_and_swap("n", None, Some(b"12345678"), false),
+            ];
+            for swapped in swapped {
+                assert!(!swapped.await.unwrap());
+            }
+        }
+        assert_eq!(s.usage(), 24);
+        assert_eq!(s.recount().await.unwrap(), 24);
+        // A counter is counted by its digits once written.
+        assert_eq!(s.increment("c", -100, false).await.unwrap(), -100);
+        let swapped = s.compare_and_swap("c", Some(b"-100"), Some(b"7"), false);
+        assert!(swapped.await.unwrap());
+        assert_eq!(s.usage(), 26);
+        assert_eq!(s.recount().await.unwrap(), 26);
+    }
+
+    /// Storage for plugin `a.A` that may return at most `max_read_bytes`
+    /// from one call.
+    fn with_read_limit(
+        backend: &Arc<impl Backend + 'static>,
+        max_read_bytes: u64,
+    ) -> PluginStorage {
+        PluginStorage::new(
+            backend.clone(),
+            PluginId::new("a.A").unwrap(),
+            Grant::None,
+            StorageLimits {
+                max_read_bytes,
+                ..StorageLimits::default()
+            },
+            Arc::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_value_over_the_read_limit_is_refused() {
+        let backend = Arc::new(MemoryBackend::new());
+        let s = with_read_limit(&backend, 10);
+        s.set("k", &[7; 11], None, false).await.unwrap();
+        s.set("ok", &[7; 10], None, false).await.unwrap();
+        for e in [
+            s.get("k", false).await.unwrap_err(),
+            s.get_now("k", false).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    e,
+                    StorageError::ReadTooLarge {
+                        len: 11,
+                        max: 10,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert_eq!(
+                e.to_string(),
+                "get of key \"k\" would return 11 bytes; at most 10 bytes may be returned by \
+                 one call ([limits] max_read_bytes)"
+            );
+        }
+        assert_eq!(s.get("ok", false).await.unwrap().unwrap(), [7; 10]);
+        assert_eq!(s.get_now("ok", false).unwrap().unwrap(), [7; 10]);
+    }
+
+    #[tokio::test]
+    async fn get_many_counts_every_listing_and_reads_each_key_once() {
+        let backend = Arc::new(Slow::new(Duration::ZERO));
+        let s = PluginStorage::new(
+            backend.clone(),
+            PluginId::new("a.A").unwrap(),
+            Grant::None,
+            StorageLimits {
+                max_value_bytes: 900_000,
+                ..StorageLimits::default()
+            },
+            Arc::default(),
+        );
+        s.set("big", &vec![1; 900_000], None, false).await.unwrap();
+        // 900 MB if every listing were copied: refused before any copy.
+        let keys = vec!["big".to_owned(); 1000];
+        let e = match s.get_many(&keys, false).await {
+            Ok(values) => panic!("{} values returned", values.len()),
+            Err(e) => e,
+        };
+        assert_eq!(
+            e.to_string(),
+            "get-many would return 900000000 bytes; at most 8388608 bytes may be returned by \
+             one call ([limits] max_read_bytes)"
+        );
+        assert_eq!(backend.reads(), 1);
+        // Under the limit, every listing gets its value, in order.
+        s.set("a", b"1", None, false).await.unwrap();
+        let keys: Vec<String> = ["a", "missing", "big", "a", "missing", "a"]
+            .map(str::to_owned)
+            .to_vec();
+        let values = s.get_many(&keys, false).await.unwrap();
+        assert_eq!(backend.reads(), 4);
+        let lengths: Vec<Option<usize>> = values.iter().map(|v| v.as_ref().map(Vec::len)).collect();
+        assert_eq!(
+            lengths,
+            [Some(1), None, Some(900_000), Some(1), None, Some(1)]
+        );
+        assert!(values[2].as_ref().unwrap().iter().all(|&b| b == 1));
+        assert!(
+            [0, 3, 5]
+                .iter()
+                .all(|&i| values[i].as_deref() == Some(b"1"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_over_the_read_limit_is_refused() {
+        let backend = Arc::new(MemoryBackend::new());
+        let s = with_read_limit(&backend, 10);
+        for key in ["aaaa", "bbbb", "cccc"] {
+            s.set(key, b"", None, false).await.unwrap();
+        }
+        let e = s.list_keys("", None, 100, false).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "list-keys would return 12 bytes; at most 10 bytes may be returned by one call \
+             ([limits] max_read_bytes)"
+        );
+        let page = s.list_keys("", None, 2, false).await.unwrap();
+        assert_eq!(page.keys, ["aaaa", "bbbb"]);
     }
 
     #[test]

@@ -52,6 +52,10 @@ const MAX_TTL_MS: u64 = u32::MAX as u64 * 1000;
 ///   under the prefix**, whatever the page size: paging through N keys in
 ///   pages of L makes N/L such passes. `expires_at` is computed from `PTTL`
 ///   and the local clock.
+/// - [`replace_many`](Backend::replace_many) and
+///   [`remove_many`](Backend::remove_many) ask every key's `EXISTS` and
+///   `STRLEN` and write (`SET`, `DEL`) in one `MULTI`/`EXEC` transaction,
+///   so the lengths they report are those the batch replaced.
 /// - [`size`](Backend::size) is the sum of `MEMORY USAGE` over every key
 ///   under this backend's prefix: the bytes the server spends on this
 ///   deployment's keys and values, including its per-key overhead. It is
@@ -202,6 +206,31 @@ impl RedisBackend {
             .map_err(|e| self.fail(what, e))
     }
 
+    /// Adds `EXISTS` and `STRLEN` of every key to `pipe`, for
+    /// [`lengths`](Self::lengths): `STRLEN` alone answers 0 for a missing
+    /// key and for an empty value alike.
+    fn ask_lengths(&self, pipe: &mut redis::Pipeline, keys: &[&[u8]]) {
+        for key in keys {
+            let key = self.server_key(key);
+            pipe.cmd("EXISTS").arg(&key).cmd("STRLEN").arg(&key);
+        }
+    }
+
+    /// The length of each of `count` keys from the replies to
+    /// [`ask_lengths`](Self::ask_lengths), `None` where a key was missing.
+    fn lengths(&self, replies: &[u64], count: usize) -> Result<Vec<Option<u64>>, BackendError> {
+        if replies.len() != 2 * count {
+            return Err(BackendError::new(
+                NAME,
+                format!("{} answered a transaction incompletely", self.server),
+            ));
+        }
+        Ok(replies
+            .chunks(2)
+            .map(|pair| (pair[0] > 0).then_some(pair[1]))
+            .collect())
+    }
+
     /// Every key on the server that starts with `{prefix}:{key_prefix}`, as
     /// backend keys, sorted bytewise and without duplicates.
     async fn keys_under(&self, key_prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
@@ -334,6 +363,54 @@ impl Backend for RedisBackend {
             cmd.arg(self.server_key(key));
         }
         self.query::<()>("DEL", &cmd).await
+    }
+
+    async fn replace_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+    ) -> Result<Vec<Option<u64>>, BackendError> {
+        let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
+        let ms = match expires_in.map(ttl_millis) {
+            Some(0) => return self.remove_many(&keys).await,
+            other => other,
+        };
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One transaction: the old lengths are those the writes replace.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.ask_lengths(&mut pipe, &keys);
+        for (key, value) in entries {
+            let cmd = pipe.cmd("SET").arg(self.server_key(key)).arg(*value);
+            if let Some(ms) = ms {
+                cmd.arg("PX").arg(ms);
+            }
+            cmd.ignore();
+        }
+        let replies: Vec<u64> = self
+            .query_pipe("MULTI/EXISTS/STRLEN/SET/EXEC", &pipe)
+            .await?;
+        self.lengths(&replies, keys.len())
+    }
+
+    async fn remove_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.ask_lengths(&mut pipe, keys);
+        let del = pipe.cmd("DEL");
+        for key in keys {
+            del.arg(self.server_key(key));
+        }
+        del.ignore();
+        let replies: Vec<u64> = self
+            .query_pipe("MULTI/EXISTS/STRLEN/DEL/EXEC", &pipe)
+            .await?;
+        self.lengths(&replies, keys.len())
     }
 
     async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {

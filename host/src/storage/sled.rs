@@ -4,7 +4,10 @@
 //! time in milliseconds since the Unix epoch (`0` for never). A second tree,
 //! `expiry`, indexes expiring keys by deadline so that
 //! [`purge_expired`](Backend::purge_expired) reclaims their space without
-//! scanning the whole store. Expired values are also dropped when read.
+//! scanning the whole store. A write or removal that displaces an expiring
+//! value also removes that value's entry from the index, so the index holds
+//! one entry per expiring key however often it is set. Expired values are
+//! also dropped when read.
 //!
 //! [`size`](Backend::size) reports the database's size on disk.
 //!
@@ -24,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sled::Transactional;
 
 use super::{
     Backend, BackendError, Counted, Entry, ImmediateReads, ImmediateWrites, add_to_counter,
@@ -89,6 +93,21 @@ fn err(e: impl std::fmt::Display) -> BackendError {
 fn split(stored: &[u8]) -> Option<(u64, &[u8])> {
     let (header, value) = stored.split_at_checked(HEADER)?;
     Some((u64::from_be_bytes(header.try_into().ok()?), value))
+}
+
+/// The deadline in a stored value's header, if it expires.
+fn deadline(stored: &[u8]) -> Option<u64> {
+    split(stored)
+        .map(|(expires_at, _)| expires_at)
+        .filter(|&expires_at| expires_at != NEVER)
+}
+
+/// A failed transaction over both trees as a backend error.
+fn tx_err(e: sled::transaction::TransactionError<std::convert::Infallible>) -> BackendError {
+    match e {
+        sled::transaction::TransactionError::Storage(e) => err(e),
+        sled::transaction::TransactionError::Abort(never) => match never {},
+    }
 }
 
 fn live(expires_at: u64, now: u64) -> bool {
@@ -202,10 +221,14 @@ impl SledBackend {
             return Ok(Some(stored));
         }
         // Remove it unless a concurrent writer has replaced it meanwhile.
-        let _ = self
+        if self
             .data
             .compare_and_swap(key, Some(&stored), None::<&[u8]>)
-            .map_err(err)?;
+            .map_err(err)?
+            .is_ok()
+        {
+            self.unindex(key, Some(&stored), NEVER)?;
+        }
         Ok(None)
     }
 
@@ -234,7 +257,31 @@ impl SledBackend {
         stored.extend_from_slice(&expires_at.to_be_bytes());
         stored.extend_from_slice(value);
         let old = self.data.insert(key, stored).map_err(err)?;
+        self.unindex(key, old.as_deref(), expires_at)?;
         Ok(live_len(old.as_deref(), now))
+    }
+
+    /// Removes the index entry of `old`, the value a write under `key`
+    /// displaced, unless the value now there (expiring at `kept`, or
+    /// [`NEVER`]) shares it. A crash before this leaves an entry that the
+    /// purge checks against the value and discards.
+    fn unindex(&self, key: &[u8], old: Option<&[u8]>, kept: u64) -> Result<(), BackendError> {
+        if let Some(old) = old.and_then(deadline)
+            && old != kept
+        {
+            self.expiry
+                .remove(Self::expiry_index_key(old, key))
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// How many entries the expiry index holds: one for each stored key
+    /// that expires, until [`purge_expired`](Backend::purge_expired) removes
+    /// those due (and, after a crash, possibly one for a value already
+    /// replaced, which the purge discards).
+    pub fn expiry_index_len(&self) -> usize {
+        self.expiry.len()
     }
 
     /// Removes a value, without waiting for the disk; returns the length of
@@ -242,6 +289,7 @@ impl SledBackend {
     fn remove_value(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
         let now = now_millis();
         let old = self.data.remove(key).map_err(err)?;
+        self.unindex(key, old.as_deref(), NEVER)?;
         Ok(live_len(old.as_deref(), now))
     }
 
@@ -359,34 +407,73 @@ impl Backend for SledBackend {
         entries: &[(&[u8], &[u8])],
         expires_in: Option<Duration>,
     ) -> Result<(), BackendError> {
+        self.replace_many(entries, expires_in).await.map(drop)
+    }
+
+    async fn replace_many(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+    ) -> Result<Vec<Option<u64>>, BackendError> {
+        let now = now_millis();
         let expires_at = match expires_in {
-            Some(d) => deadline_millis(now_millis(), d).max(1),
+            Some(d) => deadline_millis(now, d).max(1),
             None => NEVER,
         };
-        let mut batch = sled::Batch::default();
-        let mut index = sled::Batch::default();
-        for (key, value) in entries {
-            let mut stored = Vec::with_capacity(HEADER + value.len());
-            stored.extend_from_slice(&expires_at.to_be_bytes());
-            stored.extend_from_slice(value);
-            batch.insert(*key, stored);
-            if expires_at != NEVER {
-                index.insert(Self::expiry_index_key(expires_at, key), &[]);
-            }
-        }
-        // The index first, as for `set`; the values in one atomic batch.
-        self.expiry.apply_batch(index).map_err(err)?;
-        self.data.apply_batch(batch).map_err(err)?;
-        self.sync_write().await
+        let stored: Vec<sled::IVec> = entries
+            .iter()
+            .map(|(_, value)| {
+                let mut stored = Vec::with_capacity(HEADER + value.len());
+                stored.extend_from_slice(&expires_at.to_be_bytes());
+                stored.extend_from_slice(value);
+                stored.into()
+            })
+            .collect();
+        // One transaction over both trees: the values and their index
+        // entries, all or none.
+        let old = (&self.data, &self.expiry)
+            .transaction(|(data, expiry)| {
+                let mut lengths = Vec::with_capacity(entries.len());
+                for ((key, _), stored) in entries.iter().zip(&stored) {
+                    if expires_at != NEVER {
+                        expiry.insert(Self::expiry_index_key(expires_at, key), &[])?;
+                    }
+                    let old = data.insert(*key, stored.clone())?;
+                    if let Some(old) = old.as_deref().and_then(deadline)
+                        && old != expires_at
+                    {
+                        expiry.remove(Self::expiry_index_key(old, key))?;
+                    }
+                    lengths.push(live_len(old.as_deref(), now));
+                }
+                Ok(lengths)
+            })
+            .map_err(tx_err)?;
+        self.sync_write().await?;
+        Ok(old)
     }
 
     async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError> {
-        let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.remove(*key);
-        }
-        self.data.apply_batch(batch).map_err(err)?;
-        self.sync_write().await
+        self.remove_many(keys).await.map(drop)
+    }
+
+    async fn remove_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, BackendError> {
+        let now = now_millis();
+        let old = (&self.data, &self.expiry)
+            .transaction(|(data, expiry)| {
+                let mut lengths = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let old = data.remove(*key)?;
+                    if let Some(old) = old.as_deref().and_then(deadline) {
+                        expiry.remove(Self::expiry_index_key(old, key))?;
+                    }
+                    lengths.push(live_len(old.as_deref(), now));
+                }
+                Ok(lengths)
+            })
+            .map_err(tx_err)?;
+        self.sync_write().await?;
+        Ok(old)
     }
 
     async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
@@ -407,10 +494,11 @@ impl Backend for SledBackend {
             // Retry if another writer changed the key since it was read.
             if self
                 .data
-                .compare_and_swap(key, old, Some(stored))
+                .compare_and_swap(key, old.as_ref(), Some(stored))
                 .map_err(err)?
                 .is_ok()
             {
+                self.unindex(key, old.as_deref(), expires_at)?;
                 self.sync_write().await?;
                 return Ok(Counted::Value(value));
             }
@@ -441,10 +529,11 @@ impl Backend for SledBackend {
             });
             if self
                 .data
-                .compare_and_swap(key, old, stored)
+                .compare_and_swap(key, old.as_ref(), stored)
                 .map_err(err)?
                 .is_ok()
             {
+                self.unindex(key, old.as_deref(), NEVER)?;
                 self.sync_write().await?;
                 return Ok(true);
             }
@@ -541,6 +630,75 @@ mod tests {
         assert_eq!(db.get(b"kept").await.unwrap().as_deref(), Some(&b"v2"[..]));
         assert!(db.has(b"long").await.unwrap());
         assert_eq!(db.expiry.len(), 1, "only the live deadline stays indexed");
+    }
+
+    #[tokio::test]
+    async fn the_expiry_index_holds_one_entry_per_expiring_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SledOptions {
+            sync: SyncPolicy::Periodic,
+            ..SledOptions::default()
+        };
+        let db = SledBackend::open_with(dir.path(), options).unwrap();
+        let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("k{i:02}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        for round in 0..30 {
+            // A new deadline every round, by each way of setting.
+            let ttl = Some(Duration::from_secs(3600 + round));
+            for key in &refs[..20] {
+                db.set(key, b"v", ttl).await.unwrap();
+            }
+            for key in &refs[20..25] {
+                db.replace_now(key, b"v", ttl).unwrap();
+            }
+            let pairs: Vec<(&[u8], &[u8])> = refs[25..].iter().map(|k| (*k, &b"v"[..])).collect();
+            db.set_many(&pairs, ttl).await.unwrap();
+            // A key listed twice in one batch.
+            db.set_many(&[(refs[49], b"1"), (refs[49], b"2")], ttl)
+                .await
+                .unwrap();
+        }
+        assert_eq!(db.expiry_index_len(), 50);
+        // A counter keeps its deadline.
+        db.increment(refs[49], 1).await.unwrap();
+        assert_eq!(db.expiry_index_len(), 50);
+
+        // Every way of removing a value, or replacing it with one that
+        // does not expire, removes its entry.
+        for key in &refs[..10] {
+            db.delete(key).await.unwrap();
+        }
+        db.remove_now(refs[10]).unwrap();
+        db.set(refs[11], b"v", None).await.unwrap();
+        db.replace_now(refs[12], b"v", None).unwrap();
+        assert!(
+            db.compare_and_swap(refs[13], Some(b"v"), Some(b"w"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            db.compare_and_swap(refs[14], Some(b"v"), None)
+                .await
+                .unwrap()
+        );
+        db.set_many(&[(refs[15], b"v")], None).await.unwrap();
+        assert_eq!(db.expiry_index_len(), 50 - 16);
+        db.delete_many(&refs[16..]).await.unwrap();
+        assert_eq!(db.expiry_index_len(), 0);
+
+        // A counter whose value has expired starts again without expiry.
+        db.set(b"c", b"5", Some(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(db.increment(b"c", 1).await.unwrap(), Counted::Value(1));
+        // So does a key read after it expired.
+        db.set(b"r", b"v", Some(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(db.get(b"r").await.unwrap(), None);
+        assert_eq!(db.expiry_index_len(), 0);
     }
 
     #[test]
