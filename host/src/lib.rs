@@ -395,7 +395,7 @@ struct Shared {
 /// received it; above it, matching moves to the blocking pool (see
 /// [`Shared::matching`]). At the rate the slowest routes are matched
 /// (BENCHMARKS.md), this much takes a few milliseconds at most.
-const INLINE_MATCH_WORK: u64 = 1 << 28;
+const INLINE_MATCH_WORK: u64 = 1 << 29;
 
 impl Shared {
     /// The routes of `snapshot` that `msg` matches, as

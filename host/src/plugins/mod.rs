@@ -315,6 +315,26 @@ impl LoadedPlugin {
             replies: Vec::new(),
             error: None,
         };
+        // What the call copies into the plugin is bounded as its reads are.
+        let passed = [&msg.text, &msg.user, &msg.channel]
+            .iter()
+            .map(|s| s.len())
+            .chain(
+                captures
+                    .iter()
+                    .map(|c| c.name.len() + c.value.as_ref().map_or(0, String::len)),
+            )
+            .fold(0u64, |sum, len| sum.saturating_add(len as u64));
+        if passed > self.limits.max_read_bytes {
+            let message = format!(
+                "the message and its captures are {passed} bytes; at most {} bytes may be \
+                 passed to one call ([limits] max_read_bytes)",
+                self.limits.max_read_bytes
+            );
+            tracing::warn!(plugin = %self.info.id, handler = %route.handler, "call refused: {message}");
+            outcome.error = Some(message);
+            return outcome;
+        }
         let Ok(_permit) = self.in_flight.try_acquire() else {
             let message = format!(
                 "busy: {} calls are already waiting or running",
