@@ -213,7 +213,11 @@ async fn faults_stay_inside_the_plugin() {
     ";
     let (host, _dir) = host(&[HOSTILE, STORAGE], config, backend).await;
     let faults = [
-        ("spin", "trapped: ran longer than its time limit of 300 ms"),
+        (
+            "spin",
+            "timed out: still running or waiting at its time limit of 300 ms \
+             ([limits] handler_timeout_ms); the instance was stopped",
+        ),
         (
             "grow",
             "trapped: ran out of memory (its limit is 33554432 bytes)",
