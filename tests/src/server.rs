@@ -153,6 +153,11 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("wait for warden").is_none()

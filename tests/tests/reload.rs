@@ -192,3 +192,92 @@ async fn a_restart_with_unchanged_plugins_skips_compilation() {
     let c = changed.cache().unwrap();
     assert_eq!((c.hits(), c.misses()), (2, 1));
 }
+
+/// The CPU time (user and system) process `pid` has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Linux reports CPU time in clock ticks of 1/100 s.
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn skipped_files_do_not_keep_the_watcher_reloading() {
+    use std::ffi::OsStr;
+    let dir = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let args: Vec<&OsStr> = vec![
+        "run".as_ref(),
+        "--plugins".as_ref(),
+        dir.path().as_os_str(),
+        "--data".as_ref(),
+        data.path().as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ];
+    let server = warden_tests::server::Server::start(
+        warden_bin!(),
+        args,
+        &[("WARDEN_LOG", "info,warden=debug")],
+    );
+    // A junk file, and the README's upgrade path: a second file declaring
+    // the same identity, refused until rebound.
+    drop_in(&dir.path().join("junk.wasm"), b"not a component");
+    drop_in(
+        &dir.path().join("storage-v2.wasm"),
+        &rebuilt(&std::fs::read(wasm(STORAGE)).unwrap(), 2),
+    );
+    let reported = |log: &str, file: &str| {
+        log.lines()
+            .filter(|l| l.contains("plugin skipped") && l.contains(file))
+            .count()
+    };
+    let started = Instant::now();
+    while reported(&server.stderr(), "storage-v2.wasm") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Quiet for a while: no reload, no log line, no CPU.
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = cpu_time(server.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = cpu_time(server.pid()) - cpu;
+    assert!(
+        busy < Duration::from_millis(200),
+        "{busy:?} of CPU in 2 s idle"
+    );
+    let log = server.stderr();
+    assert_eq!(reported(&log, "junk.wasm"), 1, "{log}");
+    assert_eq!(reported(&log, "storage-v2.wasm"), 1, "{log}");
+    let reloads = log.matches("plugins directory reloaded").count();
+    assert!(
+        (1..=2).contains(&reloads),
+        "{reloads} reloads for two new files:\n{log}"
+    );
+
+    // Other files do not count; a real change reloads once, and the
+    // unchanged skipped file is not tried again.
+    std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+    std::fs::remove_file(dir.path().join("junk.wasm")).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let log = server.stderr();
+    assert_eq!(reported(&log, "junk.wasm"), 1, "{log}");
+    assert_eq!(reported(&log, "storage-v2.wasm"), 1, "{log}");
+    assert_eq!(
+        log.matches("plugins directory reloaded").count(),
+        reloads + 1,
+        "{log}"
+    );
+    drop(server);
+}

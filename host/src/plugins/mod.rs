@@ -228,6 +228,8 @@ impl Health {
 pub struct LoadedPlugin {
     info: PluginInfo,
     digest: [u8; 32],
+    /// What told the file apart when it was read.
+    stamp: Option<Stamp>,
     pre: PluginPre<PluginState>,
     runtime: Runtime,
     storage: PluginStorage,
@@ -517,10 +519,76 @@ pub struct Loader<'a> {
     pub cache: Option<&'a Arc<CompileCache>>,
 }
 
-/// Files that failed to load for a reason of their own (see
-/// [`LoadError::is_permanent`]), by path, with the digest of the contents
-/// that failed: [`sync`] does not try them again until they change.
-pub type Failed = HashMap<PathBuf, ([u8; 32], Arc<LoadError>)>;
+/// Files that failed to load, by path, with what they held then: [`sync`]
+/// does not read them again until they change, nor try them again while
+/// the reason holds (see [`LoadError::is_permanent`]; a duplicate identity
+/// holds while the file that has it keeps it).
+pub type Failed = HashMap<PathBuf, FailedFile>;
+
+/// A file that failed to load, as [`Failed`] keeps it.
+#[derive(Debug, Clone)]
+pub struct FailedFile {
+    stamp: Stamp,
+    digest: [u8; 32],
+    error: Arc<LoadError>,
+}
+
+/// What tells, without reading it, that a file has not changed since it
+/// was last read: its length, modification time and (on Unix) inode. A
+/// file written in place changes its time; one renamed into place, its
+/// inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl Stamp {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+            inode,
+        }
+    }
+}
+
+/// A file's contents as [`sync`] found them: read (`bytes`), or known
+/// unchanged from its [`Stamp`] (`bytes` is `None`).
+struct Found {
+    bytes: Option<Vec<u8>>,
+    digest: [u8; 32],
+    stamp: Stamp,
+}
+
+/// Reads `path` unless its stamp is `known`'s, whose digest it then has.
+fn find(path: &Path, known: Option<(Stamp, [u8; 32])>) -> std::io::Result<Found> {
+    let stamp = Stamp::of(&std::fs::metadata(path)?);
+    if let Some((known, digest)) = known
+        && known == stamp
+    {
+        return Ok(Found {
+            bytes: None,
+            digest,
+            stamp,
+        });
+    }
+    let bytes = std::fs::read(path)?;
+    let digest = cache::sha256(&bytes);
+    // The stamp of what was read: taken again, so a write under way while
+    // reading makes the next look read it again.
+    let stamp = Stamp::of(&std::fs::metadata(path)?);
+    Ok(Found {
+        bytes: Some(bytes),
+        digest,
+        stamp,
+    })
+}
 
 /// The plugins after a [`sync`], and what changed.
 #[derive(Debug, Default)]
@@ -568,15 +636,16 @@ pub async fn sync(
     // time, the CPU-bound work on the blocking pool.
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
 
-    // Read every file first: unchanged ones are kept as they are.
+    // Look at every file first: unchanged ones are kept as they are, and
+    // not read again.
     let contents: Vec<_> = futures::stream::iter(files.to_vec())
         .map(|path: PathBuf| {
-            let read = tokio::task::spawn_blocking(move || {
-                std::fs::read(&path).map(|bytes| {
-                    let digest = cache::sha256(&bytes);
-                    (bytes, digest)
-                })
+            let known = failed.get(&path).map(|f| (f.stamp, f.digest)).or_else(|| {
+                old_by_file
+                    .get(path.as_path())
+                    .and_then(|p| p.stamp.map(|stamp| (stamp, p.digest)))
             });
+            let read = tokio::task::spawn_blocking(move || find(&path, known));
             async move {
                 read.await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
@@ -586,22 +655,35 @@ pub async fn sync(
         .collect()
         .await;
     let mut work = Vec::new();
+    // Files that held a duplicate identity: still refused if the file that
+    // has the identity keeps it.
+    let mut duplicates = Vec::new();
     let mut kept: HashMap<PathBuf, Arc<LoadedPlugin>> = HashMap::new();
     for (file, read) in files.iter().zip(contents) {
         let old = old_by_file.get(file.as_path()).copied();
         match read {
-            Ok((bytes, digest)) => match (old, failed.get(file)) {
-                (Some(old), _) if old.digest == digest => {
+            Ok(found) => match (old, failed.get(file)) {
+                (Some(old), _) if old.digest == found.digest => {
                     kept.insert(file.clone(), old.clone());
                 }
-                (old, Some((failed_digest, error))) if *failed_digest == digest => {
+                (old, Some(before)) if before.digest == found.digest => {
                     if let Some(old) = old {
                         kept.insert(file.clone(), old.clone());
                     }
-                    synced.errors.push(error.clone());
-                    synced.failed.insert(file.clone(), (digest, error.clone()));
+                    if before.error.is_permanent() {
+                        synced.errors.push(before.error.clone());
+                        synced.failed.insert(
+                            file.clone(),
+                            FailedFile {
+                                stamp: found.stamp,
+                                ..before.clone()
+                            },
+                        );
+                    } else {
+                        duplicates.push((file.clone(), found, before.clone()));
+                    }
                 }
-                _ => work.push((file.clone(), bytes, digest)),
+                _ => work.push((file.clone(), found)),
             },
             Err(source) => {
                 if let Some(old) = old {
@@ -615,11 +697,52 @@ pub async fn sync(
         }
     }
 
-    let progress = Progress::new(work.len());
     let mut by_id: HashMap<PluginId, PathBuf> = kept
         .values()
         .map(|p| (p.info.id.clone(), p.info.file.clone()))
         .collect();
+    for (file, found, before) in duplicates {
+        let still = match &*before.error {
+            LoadError::DuplicateId { id, first, .. } => by_id.get(id) == Some(first),
+            _ => false,
+        };
+        if still {
+            synced.errors.push(before.error.clone());
+            synced.failed.insert(file, before);
+        } else {
+            work.push((file, found));
+        }
+    }
+    work.sort_by(|a, b| a.0.cmp(&b.0));
+    // Files known unchanged but to be tried again are read now.
+    let mut read_now = Vec::new();
+    for (file, found) in work {
+        if found.bytes.is_some() {
+            read_now.push((file, found));
+            continue;
+        }
+        match tokio::fs::read(&file).await {
+            Ok(bytes) => read_now.push((
+                file,
+                Found {
+                    digest: cache::sha256(&bytes),
+                    bytes: Some(bytes),
+                    stamp: found.stamp,
+                },
+            )),
+            Err(source) => synced
+                .errors
+                .push(Arc::new(LoadError::Read { file, source })),
+        }
+    }
+    let work: Vec<_> = read_now
+        .into_iter()
+        .map(|(file, found)| {
+            let bytes = found.bytes.unwrap_or_default();
+            (file, bytes, found.digest, found.stamp)
+        })
+        .collect();
+    let progress = Progress::new(work.len());
     let mut loaded: HashMap<PathBuf, Arc<LoadedPlugin>> = HashMap::new();
     // Files are prepared several at a time, and then loaded one by one in
     // name order, so that of two files declaring one identity the first in
@@ -629,7 +752,7 @@ pub async fn sync(
     let routing = &loader.config.routing;
     let bar = &progress;
     let mut prepared = futures::stream::iter(work)
-        .map(|(file, bytes, digest)| async move {
+        .map(|(file, bytes, digest, stamp)| async move {
             bar.start(&file);
             let result = prepare(
                 loader.runtime,
@@ -641,13 +764,21 @@ pub async fn sync(
                 routing,
             )
             .await;
-            (file, digest, result)
+            (
+                file,
+                digest,
+                stamp,
+                result.map(|p| Prepared {
+                    stamp: Some(stamp),
+                    ..p
+                }),
+            )
         })
         .buffered(parallel * 2);
     // The routes of every plugin kept count towards the host's budget, and
     // those of each plugin loaded as it loads.
     let mut route_cost: usize = kept.values().map(|p| p.route_cost()).sum();
-    while let Some((file, digest, result)) = prepared.next().await {
+    while let Some((file, digest, stamp, result)) = prepared.next().await {
         let old = old_by_file.get(file.as_path()).copied();
         let result = match result {
             Ok(prepared) => {
@@ -692,8 +823,15 @@ pub async fn sync(
                     }
                     None => tracing::error!("plugin skipped: {}", text::escape(&e.to_string())),
                 }
-                if e.is_permanent() {
-                    synced.failed.insert(file, (digest, e.clone()));
+                if e.is_permanent() || matches!(&*e, LoadError::DuplicateId { .. }) {
+                    synced.failed.insert(
+                        file,
+                        FailedFile {
+                            stamp,
+                            digest,
+                            error: e.clone(),
+                        },
+                    );
                 }
                 synced.errors.push(e);
             }
@@ -769,6 +907,8 @@ impl Progress {
 pub(crate) struct Prepared {
     /// The file.
     pub file: PathBuf,
+    /// What tells the file has not changed since, when known.
+    pub stamp: Option<Stamp>,
     /// Its SHA-256 digest.
     pub digest: [u8; 32],
     pre: PluginPre<PluginState>,
@@ -881,6 +1021,7 @@ pub(crate) async fn prepare(
         })?;
     Ok(Prepared {
         file: path,
+        stamp: None,
         digest,
         pre,
         instance: Instance { store, bindings },
@@ -942,6 +1083,7 @@ async fn finish(
     } = loader;
     let Prepared {
         file: path,
+        stamp,
         digest,
         pre,
         mut instance,
@@ -990,6 +1132,7 @@ async fn finish(
             routes,
         },
         digest,
+        stamp,
         pre,
         runtime: runtime.clone(),
         storage,
