@@ -251,11 +251,16 @@ pub fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    match cli.command {
+    let result = match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Storage(args) => runtime.block_on(storage(args)),
         Command::Plugins(args) => runtime.block_on(plugins(args)),
-    }
+    };
+    // Everything is done and the store closed. A console stopped by a
+    // signal still has a blocking-pool thread waiting for a line of input
+    // that may never come: do not wait for it.
+    runtime.shutdown_background();
+    result
 }
 
 /// Logs go to stderr, filtered by `WARDEN_LOG` (default `info`).

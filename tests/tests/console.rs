@@ -158,3 +158,71 @@ fn bad_invocations_fail_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_signal_ends_a_console_whose_input_is_still_open() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    for signal in ["-INT", "-TERM"] {
+        let plugins = plugins_dir(&[STORAGE]);
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(warden_bin!())
+            .args(["run", "--console", "--plugins"])
+            .arg(plugins.path())
+            .arg("--data")
+            .arg(data.path())
+            .env("WARDEN_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Something stored, and the input left open.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"store kept under k\n").unwrap();
+        stdin.flush().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "'kept' stored under k!\n");
+
+        let sent = Instant::now();
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if sent.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("warden did not stop within 10 s of kill {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "kill {signal}: {status}");
+        drop(stdin);
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+        assert!(log.contains("; shutting down"), "{log}");
+
+        // The store was closed cleanly: the value is there on the next start.
+        let out = run_warden(
+            warden_bin!(),
+            [
+                "run".as_ref(),
+                "--console".as_ref(),
+                "--plugins".as_ref(),
+                plugins.path().as_os_str(),
+                "--data".as_ref(),
+                data.path().as_os_str(),
+            ],
+            "retrieve k\n",
+        );
+        assert_eq!(stdout_lines(&out), ["'kept' retrieved from <k>!"]);
+    }
+}
