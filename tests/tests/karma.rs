@@ -26,12 +26,17 @@ async fn karma_counts_and_ranks() {
     assert_eq!(say(&host, "top karma").await, ["nobody has karma yet."]);
     assert_eq!(say(&host, "rust++").await, ["rust now has 1 karma."]);
     assert_eq!(
-        say(&host, "rust++ and go++").await,
-        ["rust now has 2 karma."],
-        "a route runs once per message, on its first match (Slack Machine's re.search)"
+        say(&host, "rust++ and go++, then go-- again").await,
+        [
+            "rust now has 2 karma.",
+            "go now has 1 karma.",
+            "go now has 0 karma."
+        ],
+        "every thing++ and thing-- of a message counts"
     );
     assert_eq!(say(&host, "go++").await, ["go now has 1 karma."]);
     assert_eq!(say(&host, "bugs--").await, ["bugs now has -1 karma."]);
+    assert!(say(&host, "++ -- +x++ a + b").await.is_empty());
     let overheard = host.dispatch(&Incoming::overheard("c++ is fine")).await;
     assert_eq!(
         overheard[0].replies,

@@ -4,6 +4,8 @@
 //! ```text
 //! rust++                  rust now has 1 karma.
 //! bugs--                  bugs now has -1 karma.
+//! rust++ and go++         rust now has 2 karma.
+//!                         go now has 1 karma.
 //! @bot karma rust         rust has 1 karma.
 //! @bot top karma          top karma: rust (1), bugs (-1)
 //! ```
@@ -19,13 +21,32 @@ const PREFIX: &str = "karma:";
 /// How many entries the leaderboard shows.
 const TOP: usize = 10;
 
+/// Every `thing++` (+1) and `thing--` (-1) in `text`, in order: in each
+/// word, the text before its first `++` or `--`, which must not be empty or
+/// start with `+` or `-`.
+fn votes(text: &str) -> Vec<(&str, i64)> {
+    text.split_whitespace()
+        .filter_map(|word| {
+            let at = [word.find("++"), word.find("--")]
+                .into_iter()
+                .flatten()
+                .min()?;
+            let thing = &word[..at];
+            let delta = if word[at..].starts_with("++") { 1 } else { -1 };
+            (!thing.is_empty() && !thing.starts_with(['+', '-'])).then_some((thing, delta))
+        })
+        .collect()
+}
+
 /// The plugin. Scores live in storage.
 #[derive(Default)]
 pub struct Karma;
 
 impl Karma {
     fn bump(&self, msg: &Message, thing: &str, delta: i64) -> Result<()> {
-        let score = self.storage().increment(format!("{PREFIX}{thing}"), delta)?;
+        let score = self
+            .storage()
+            .increment(format!("{PREFIX}{thing}"), delta)?;
         msg.say(format!("{thing} now has {score} karma."));
         Ok(())
     }
@@ -36,14 +57,14 @@ impl Karma {
     description = "Counts karma: thing++, thing--, karma thing, top karma"
 )]
 impl Karma {
-    #[listen_to(r"(?P<thing>[^\s+-][^\s]*?)\+\+")]
-    fn up(&self, msg: &Message, thing: &str) -> Result<()> {
-        self.bump(msg, thing, 1)
-    }
-
-    #[listen_to(r"(?P<thing>[^\s+-][^\s]*?)--")]
-    fn down(&self, msg: &Message, thing: &str) -> Result<()> {
-        self.bump(msg, thing, -1)
+    /// Gives or takes one karma for every `thing++` and `thing--` in the
+    /// message, in order.
+    #[listen_to(r"[^\s+-][^\s]*?(?:\+\+|--)")]
+    fn give(&self, msg: &Message) -> Result<()> {
+        for (thing, delta) in votes(msg.text()) {
+            self.bump(msg, thing, delta)?;
+        }
+        Ok(())
     }
 
     #[respond_to(r"^karma (?P<thing>\S+)$")]
@@ -71,7 +92,11 @@ impl Karma {
         }
         // Highest first; ties in name order.
         board.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let shown: Vec<String> = board.iter().take(TOP).map(|(score, thing)| format!("{thing} ({score})")).collect();
+        let shown: Vec<String> = board
+            .iter()
+            .take(TOP)
+            .map(|(score, thing)| format!("{thing} ({score})"))
+            .collect();
         msg.say(format!("top karma: {}", shown.join(", ")));
         Ok(())
     }
