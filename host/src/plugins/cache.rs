@@ -123,6 +123,7 @@ impl CompileCache {
                 tracing::warn!(entry = %path.display(), "cannot read the compilation cache: {e}")
             }
         }
+        announce_compile(file, bytes.len());
         let artifact = engine.precompile_component(bytes)?;
         // SAFETY: `artifact` was made by `precompile_component` on this very
         // engine just now.
@@ -165,6 +166,20 @@ impl CompileCache {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, &entry)?;
         std::fs::rename(&tmp, path)
+    }
+}
+
+/// Says, before a compile that takes a while, that it is under way: a
+/// large component (a Python plugin is about 20 MB) can take tens of
+/// seconds to compile, which would otherwise pass in silence.
+pub(crate) fn announce_compile(file: &Path, len: usize) {
+    /// Components at least this large are announced at `info`.
+    const LARGE: usize = 1024 * 1024;
+    let size = crate::storage::human_size(len as u64);
+    if len >= LARGE {
+        tracing::info!(file = %file.display(), "compiling {} ({size}); this can take a while", file.display());
+    } else {
+        tracing::debug!(file = %file.display(), "compiling {} ({size})", file.display());
     }
 }
 

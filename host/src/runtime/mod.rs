@@ -197,7 +197,10 @@ impl Runtime {
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         match cache {
             Some(cache) => cache.load_or_compile(&self.engine, bytes, digest, file),
-            None => Ok((Component::new(&self.engine, bytes)?, CacheOutcome::Off)),
+            None => {
+                crate::plugins::cache::announce_compile(file, bytes.len());
+                Ok((Component::new(&self.engine, bytes)?, CacheOutcome::Off))
+            }
         }
     }
 
