@@ -628,6 +628,7 @@ impl Host {
                                 handler: info.routes[r].handler.clone(),
                                 replies: Vec::new(),
                                 error: Some("failed in the host; see its log".into()),
+                                detail: Some(e.to_string()),
                             }
                         })
                     })

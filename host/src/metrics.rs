@@ -591,6 +591,7 @@ mod tests {
             handler: "h".into(),
             replies: vec![],
             error: Some("failed".into()),
+            detail: None,
         };
         let back = m.observe_call(&id("a.A"), async { outcome.clone() }).await;
         assert_eq!(back, outcome);

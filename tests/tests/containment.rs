@@ -442,12 +442,18 @@ async fn replies_and_errors_are_bounded() {
     let host = host_over(dir.path(), "", Arc::new(MemoryBackend::new())).await;
     let replies = replies_of(&host, &id, "saymany 100000").await;
     assert_eq!(replies.len(), 100);
-    let e = error_of(&host, &id, "errbig 40000000").await;
+    let outcomes = send(&host, "errbig 40000000").await;
+    let e = outcomes[0].detail.as_deref().unwrap();
     assert!(e.len() < 4200, "{} bytes", e.len());
     assert!(
         e.ends_with("… [cut: 40000000 bytes in all]"),
         "{}",
         &e[4000..]
+    );
+    let shown = outcomes[0].error.as_deref().unwrap();
+    assert!(
+        shown.starts_with("failed; see the host log (reference E"),
+        "{shown}"
     );
     assert!(storage_answers(&host, "k").await < Duration::from_secs(1));
 }
@@ -519,9 +525,10 @@ fn plugin_text_cannot_flood_or_forge_the_log_or_the_console() {
         "{stdout}"
     );
     assert!(lines.contains(&"\\u{001b}[2Jcleared"), "{stdout}");
+    // A handler's error reaches the log (escaped), not the console.
     assert!(
-        lines.contains(&format!("error: {}: bad\\n<greeting> exists.", raw_id(0)).as_str()),
-        "{stdout}"
+        log.contains("handler failed: bad\\n<greeting> exists."),
+        "{log}"
     );
     assert!(!lines.contains(&"<greeting> exists."), "{stdout}");
     let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error: ")).collect();

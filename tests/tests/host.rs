@@ -262,8 +262,15 @@ async fn a_trapping_handler_is_isolated_and_its_instance_rebuilt() {
     // The other plugin is unaffected, and the probe answers again.
     assert_eq!(say(&host, "store x under k").await, ["'x' stored under k!"]);
     assert_eq!(say(&host, "get before").await, ["value: 1"]);
+    // A handler's own error reaches the log, not the sender, who gets a
+    // short, stable line with the reference of the log entry.
     let outcomes = host.dispatch(&Incoming::addressed("fail")).await;
-    assert_eq!(outcomes[0].error.as_deref(), Some("probe asked to fail"));
+    assert_eq!(outcomes[0].detail.as_deref(), Some("probe asked to fail"));
+    let error = outcomes[0].error.as_deref().unwrap();
+    assert!(
+        error.starts_with("failed; see the host log (reference E") && error.ends_with(')'),
+        "{error}"
+    );
     host.shutdown().await.unwrap();
 }
 

@@ -104,13 +104,25 @@ fn messages_get_the_replies_and_errors_of_every_handler() {
         ),
         json!({"replies": [], "errors": []})
     );
-    // A handler's failure is reported with its plugin and handler.
-    assert_eq!(
-        post(&server, json!({"text": "fail"})),
-        json!({
-            "replies": [],
-            "errors": [{"plugin": PROBE_ID, "handler": "fail", "error": "probe asked to fail"}]
-        })
+    // A handler's failure is reported with its plugin and handler; its own
+    // text stays in the log, under the reference the answer gives.
+    let answer = post(&server, json!({"text": "fail"}));
+    assert_eq!(answer["replies"], json!([]));
+    assert_eq!(answer["errors"][0]["plugin"], PROBE_ID);
+    assert_eq!(answer["errors"][0]["handler"], "fail");
+    let error = answer["errors"][0]["error"].as_str().unwrap();
+    let reference = error
+        .strip_prefix("failed; see the host log (reference ")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{error}"));
+    assert!(
+        server
+            .stderr()
+            .lines()
+            .any(|l| l.contains(&format!("reference={reference}"))
+                && l.contains("probe asked to fail")),
+        "{}",
+        server.stderr()
     );
 
     let stopped = server.terminate();

@@ -265,9 +265,32 @@ pub struct Outcome {
     pub handler: String,
     /// Everything the handler said, in order.
     pub replies: Vec<String>,
-    /// Why the call failed, if it did: the handler's own error, a trap, or
-    /// its time limit; at most [`MAX_ERROR_BYTES`] (and a marker).
+    /// Why the call failed, if it did, as the sender may see it: short and
+    /// stable, written by the host (`timed out: ...`, `trapped: stack
+    /// overflow`, `busy: ...`). Where the reason is the plugin's own text (a
+    /// handler's error) or long (a trap's backtrace), it reads
+    /// `failed; see the host log (reference E12)`, and the log entry with
+    /// that reference has the [`detail`](Self::detail).
     pub error: Option<String>,
+    /// The full account of a failure, as logged: the handler's own error,
+    /// or the trap with its backtrace; at most [`MAX_ERROR_BYTES`] (and a
+    /// marker).
+    pub detail: Option<String>,
+}
+
+/// A reference that ties a failure the sender sees to its log entry.
+fn log_reference() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!(
+        "E{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// What the sender of a message sees of a failure whose details are logged
+/// under `reference`.
+fn see_the_log(what: &str, reference: &str) -> String {
+    format!("{what}; see the host log (reference {reference})")
 }
 
 impl LoadedPlugin {
@@ -316,6 +339,7 @@ impl LoadedPlugin {
             handler: route.handler.clone(),
             replies: Vec::new(),
             error: None,
+            detail: None,
         };
         // What the call copies into the plugin is bounded as its reads are.
         let passed = [&msg.text, &msg.user, &msg.channel]
@@ -380,9 +404,14 @@ impl LoadedPlugin {
             None => match self.instantiate(deadline).await {
                 Ok(instance) => instance,
                 Err(e) => {
-                    let message = format!("cannot start a new instance: {}", self.describe(&e));
-                    self.fault(&message, route);
-                    outcome.error = Some(message);
+                    let (short, detail) = self.describe(&e);
+                    let detail = format!("cannot start a new instance: {detail}");
+                    let reference = self.fault(&detail, route);
+                    outcome.error = Some(match short {
+                        Some(short) => format!("cannot start a new instance: {short}"),
+                        None => see_the_log("cannot start a new instance", &reference),
+                    });
+                    outcome.detail = Some(detail);
                     return outcome;
                 }
             },
@@ -409,32 +438,46 @@ impl LoadedPlugin {
                 self.health().ok();
                 if let Err(e) = result {
                     let e = text::truncate(&e, MAX_ERROR_BYTES).into_owned();
+                    let reference = log_reference();
                     tracing::warn!(plugin = %self.info.id, handler = %route.handler,
-                        "handler failed: {}", text::escape(&e));
-                    outcome.error = Some(e);
+                        reference = %reference, "handler failed: {}", text::escape(&e));
+                    outcome.error = Some(see_the_log("failed", &reference));
+                    outcome.detail = Some(e);
                 }
             }
             Err(e) => {
                 // The instance is dropped here: one that trapped or was
                 // stopped mid-call is in no state to serve again.
                 drop(instance);
-                let message = self.describe(&e);
-                self.fault(&message, route);
-                outcome.error = Some(message);
+                let (short, detail) = self.describe(&e);
+                let reference = self.fault(&detail, route);
+                outcome.error = Some(short.unwrap_or_else(|| see_the_log("trapped", &reference)));
+                outcome.detail = Some(detail);
             }
         }
         outcome
     }
 
-    /// A readable account of a failed entry into the plugin.
-    fn describe(&self, e: &Entry) -> String {
+    /// A readable account of a failed entry into the plugin: a short one
+    /// for the sender where the host can give one, and the full one.
+    fn describe(&self, e: &Entry) -> (Option<String>, String) {
         match e {
-            Entry::TimedOut => format!(
-                "timed out: still running or waiting at its time limit of {} ms \
-                 ([limits] handler_timeout_ms); the instance was stopped",
-                self.limits.handler_timeout_ms
-            ),
-            Entry::Failed(e) => describe_trap(e, &self.limits),
+            Entry::TimedOut => {
+                let message = format!(
+                    "timed out: still running or waiting at its time limit of {} ms \
+                     ([limits] handler_timeout_ms); the instance was stopped",
+                    self.limits.handler_timeout_ms
+                );
+                (Some(message.clone()), message)
+            }
+            Entry::Failed(e) => {
+                let detail = describe_trap(e, &self.limits);
+                // A trap the host names is short and stable; any other
+                // account carries the plugin's backtrace.
+                let known = e.downcast_ref::<wasmtime::Trap>().is_some()
+                    || detail.starts_with("trapped: ran out of memory");
+                (known.then(|| detail.clone()), detail)
+            }
         }
     }
 
@@ -444,18 +487,22 @@ impl LoadedPlugin {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Logs a fault and counts it towards a pause.
-    fn fault(&self, message: &str, route: &CompiledRoute) {
+    /// Logs a fault and counts it towards a pause; returns the reference
+    /// of its log entry.
+    fn fault(&self, message: &str, route: &CompiledRoute) -> String {
         let pause = self.health().fault(Instant::now());
         let id = &self.info.id;
         let message = text::escape(message);
+        let reference = log_reference();
         match pause {
-            None => tracing::error!(plugin = %id, handler = %route.handler,
+            None => tracing::error!(plugin = %id, handler = %route.handler, reference = %reference,
                 "handler failed: {message}; the instance is rebuilt for the next message"),
             Some(pause) => tracing::error!(plugin = %id, handler = %route.handler,
+                reference = %reference,
                 "handler failed: {message}; paused for {} s after {} faults in a row",
                 pause.as_secs(), self.health().faults),
         }
+        reference
     }
 
     /// A new instance, started by `deadline`.
