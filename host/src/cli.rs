@@ -54,6 +54,47 @@ enum Command {
     Storage(StorageArgs),
     /// Check plugin files, list what would load, and manage identities.
     Plugins(PluginsArgs),
+    /// Create a new plugin project, in Rust (the default) or Python, with
+    /// the seed's storage plugin as its code, that builds as it is.
+    New(NewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NewArgs {
+    /// The plugin's name: lower-case letters, digits, `-` and `_`. The
+    /// project is created in a new directory of that name.
+    name: String,
+    /// Write it in Python instead of Rust.
+    #[arg(long)]
+    python: bool,
+    /// Create the directory here instead of the current directory.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    r#in: PathBuf,
+    /// The guest-sdk directory of a Warden checkout to depend on (default:
+    /// the one this `warden` was built from).
+    #[arg(long, value_name = "DIR")]
+    sdk: Option<PathBuf>,
+}
+
+/// `warden new`.
+fn new_plugin(args: &NewArgs) -> anyhow::Result<()> {
+    let language = if args.python {
+        crate::scaffold::Language::Python
+    } else {
+        crate::scaffold::Language::Rust
+    };
+    let made = crate::scaffold::create(&args.r#in, &args.name, language, args.sdk.as_deref())?;
+    println!(
+        "created plugin {} in {}
+build it:  cd {} && {}
+then copy {} into the plugins directory",
+        made.id,
+        made.dir.display(),
+        made.dir.display(),
+        made.build,
+        made.component.display()
+    );
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -255,6 +296,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Storage(args) => runtime.block_on(storage(args)),
         Command::Plugins(args) => runtime.block_on(plugins(args)),
+        Command::New(args) => new_plugin(&args),
     };
     // Everything is done and the store closed. A console stopped by a
     // signal still has a blocking-pool thread waiting for a line of input

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod router;
 pub mod runtime;
+pub mod scaffold;
 pub mod storage;
 pub mod text;
 
