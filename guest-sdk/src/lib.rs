@@ -20,7 +20,9 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! warden-sdk = "0.1"
+//! # The guest-sdk directory of a Warden checkout; `warden new NAME`
+//! # writes this, with a toolchain file and a build for wasm32-wasip2.
+//! warden-sdk = { path = "/path/to/warden/guest-sdk" }
 //! ```
 //!
 //! `src/lib.rs`:
@@ -134,6 +136,33 @@
 //! following ones as long as the host keeps the component instance, so it
 //! may cache data in its fields (wrap them in `Cell` or `RefCell`: handlers
 //! take `&self`). Keep anything that must last in [`Storage`].
+//!
+//! # Errors
+//!
+//! A handler returns `()` or `Result<(), E>` for any `E: Display`. An `Err`
+//! is logged by the host with the plugin's identity; the sender is told only
+//! that the handler failed. [`Result`] is `Result<T, warden_sdk::Error>`;
+//! to use `?` on the SDK's errors and your own in one handler, return
+//! `Result<(), Box<dyn std::error::Error>>` (or `anyhow::Result<()>`):
+//!
+//! ```no_run
+//! use warden_sdk::{Message, Plugin};
+//!
+//! #[derive(Default)]
+//! pub struct Adder;
+//!
+//! #[warden_sdk::plugin(id = "example.adder.Adder", description = "Adds to counters")]
+//! impl Adder {
+//!     #[respond_to(r"add (?P<n>\S+) to (?P<key>\w+)")]
+//!     fn add(&self, msg: &Message, n: String, key: String) -> Result<(), Box<dyn std::error::Error>> {
+//!         let n: i64 = n.parse()?; // a std::num::ParseIntError
+//!         let total = self.storage().increment(&key, n)?; // a warden_sdk::Error
+//!         msg.say(format!("{key} is now {total}"));
+//!         Ok(())
+//!     }
+//! }
+//! # fn main() {}
+//! ```
 //!
 //! # Storage
 //!
