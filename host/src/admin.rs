@@ -74,7 +74,15 @@ pub enum AdminError {
     /// A command on one key needs `--plugin ID` or `--shared`.
     #[error("name the namespace of the key: --plugin ID or --shared")]
     NoNamespace,
-    /// An import line is not a valid entry.
+    /// An import line is not a JSON object (or not UTF-8).
+    #[error("line {line} is not a JSON object: {message}")]
+    NotAnObject {
+        /// The line number, from 1.
+        line: usize,
+        /// What the JSON parser said.
+        message: String,
+    },
+    /// An import line is a JSON object but not a valid entry.
     #[error("line {line}: {message}")]
     BadLine {
         /// The line number, from 1.
@@ -309,7 +317,12 @@ pub struct Imported {
 
 impl fmt::Display for Imported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "imported {} entries", self.written)?;
+        let entries = if self.written == 1 {
+            "entry"
+        } else {
+            "entries"
+        };
+        write!(f, "imported {} {entries}", self.written)?;
         if self.expired > 0 {
             write!(f, " ({} already expired, skipped)", self.expired)?;
         }
@@ -320,9 +333,43 @@ impl fmt::Display for Imported {
 /// A parsed line: backend key, value, expiry.
 type Parsed = (Vec<u8>, Vec<u8>, Option<u64>);
 
+/// A JSON parser's message about one line, without its `at line 1`: the
+/// line number is the import's.
+fn json_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&suffix) {
+        Some(message) => format!("{message} at column {}", e.column()),
+        None => text,
+    }
+}
+
 fn parse_line(text: &str, line: usize) -> Result<Parsed, AdminError> {
     let bad = |message: String| AdminError::BadLine { line, message };
-    let l: ExportLine = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let object = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value @ serde_json::Value::Object(_)) => value,
+        Ok(other) => {
+            let kind = match other {
+                serde_json::Value::Null => "null",
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::Object(_) => "an object",
+            };
+            return Err(AdminError::NotAnObject {
+                line,
+                message: format!("it is {kind}"),
+            });
+        }
+        Err(e) => {
+            return Err(AdminError::NotAnObject {
+                line,
+                message: json_message(&e),
+            });
+        }
+    };
+    let l: ExportLine = serde_json::from_value(object).map_err(|e| bad(json_message(&e)))?;
     let key = match (&l.key, &l.key_base64) {
         (Some(key), None) => key.clone().into_bytes(),
         (None, Some(b64)) => BASE64
@@ -366,7 +413,16 @@ pub async fn import(
 ) -> Result<Imported, AdminError> {
     let mut parsed = Vec::new();
     for (i, line) in input.lines().enumerate() {
-        let line = line?;
+        let line = match line {
+            Ok(line) => line,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(AdminError::NotAnObject {
+                    line: i + 1,
+                    message: "it is not valid UTF-8".into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !line.trim().is_empty() {
             parsed.push(parse_line(&line, i + 1)?);
         }
@@ -399,6 +455,23 @@ mod tests {
 
     fn id(s: &str) -> PluginId {
         PluginId::new(s).unwrap()
+    }
+
+    #[test]
+    fn imports_count_in_words() {
+        let one = Imported {
+            written: 1,
+            expired: 0,
+        };
+        assert_eq!(one.to_string(), "imported 1 entry");
+        let two = Imported {
+            written: 2,
+            expired: 1,
+        };
+        assert_eq!(
+            two.to_string(),
+            "imported 2 entries (1 already expired, skipped)"
+        );
     }
 
     #[tokio::test]
@@ -544,6 +617,31 @@ mod tests {
         let before = b.stored_entries();
         let e = import(&b, bad.as_bytes()).await.unwrap_err().to_string();
         assert!(e.starts_with("line 2:") && e.contains("bad id"), "{e}");
+        assert_eq!(b.stored_entries(), before, "nothing written");
+
+        for (input, said) in [
+            (
+                "{\"namespace\":\"shared\",\"key\":\"a\",\"value\":\"v\"}\n{\"namespace\"",
+                "line 2 is not a JSON object: EOF while parsing",
+            ),
+            ("[1]", "line 1 is not a JSON object: it is an array"),
+            (
+                "\n\n\"text\"",
+                "line 3 is not a JSON object: it is a string",
+            ),
+            (
+                "\u{ff}",
+                "line 1 is not a JSON object: expected value at column 1",
+            ),
+        ] {
+            let e = import(&b, input.as_bytes()).await.unwrap_err().to_string();
+            assert!(e.starts_with(said), "{input:?}: {e}");
+        }
+        let e = import(&b, b"\xff\xfe".as_slice()).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 1 is not a JSON object: it is not valid UTF-8"
+        );
         assert_eq!(b.stored_entries(), before, "nothing written");
     }
 }

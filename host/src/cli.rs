@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +15,7 @@ use crate::adapters::http::kind_name;
 use crate::admin::{self, Scope};
 use crate::identity::PluginId;
 use crate::inspect::{Inspected, Inspector};
+use crate::plugins::shell_word;
 use crate::storage::{Backend, human_size};
 use crate::{Config, Host, LoadError};
 
@@ -119,19 +121,26 @@ enum PluginsCommand {
     /// Check that a file is a plugin Warden can load: a WebAssembly
     /// component of the warden:plugin/plugin world with a valid identity
     /// and valid routes. Prints what it declares; exits non-zero if it
-    /// cannot load.
+    /// cannot load. With --data or --config, also checks its identity's
+    /// binding in that store: a file whose identity is bound to another
+    /// file is refused, as loading would refuse it.
     Check {
         /// The plugin file.
         file: PathBuf,
     },
     /// Bind a plugin identity to another file, so that file loads with that
     /// identity and its data (each identity is bound to the file that first
-    /// declared it). On sled, stop `warden run` first.
+    /// declared it). The file must be in the plugins directory, and the
+    /// identity already bound or declared by a plugin there. On sled, stop
+    /// `warden run` first.
     Rebind {
         /// The plugin identity, e.g. example.storage.StoragePlugin.
         id: String,
-        /// The plugin file (its file name is what counts).
+        /// The plugin file, by name or path (its file name is what counts).
         file: PathBuf,
+        /// Directory of plugin components (`*.wasm`).
+        #[arg(long, env = "WARDEN_PLUGINS", value_name = "DIR")]
+        plugins: PathBuf,
     },
 }
 
@@ -148,6 +157,27 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The options as given, shell-quoted, for commands printed as hints.
+    fn options(&self) -> String {
+        let mut options = Vec::new();
+        if let Some(config) = &self.config {
+            options.push(format!(
+                "--config {}",
+                shell_word(&config.to_string_lossy())
+            ));
+        }
+        if let Some(data) = &self.data {
+            options.push(format!("--data {}", shell_word(&data.to_string_lossy())));
+        }
+        options.join(" ")
+    }
+
+    /// Whether the store was named, by --config or --data (or their
+    /// environment variables).
+    fn named(&self) -> bool {
+        self.config.is_some() || self.data.is_some()
+    }
+
     /// The configuration file, if any, with the environment's
     /// `WARDEN_<TABLE>_<FIELD>` overrides applied.
     fn load_config(&self) -> anyhow::Result<Config> {
@@ -284,25 +314,64 @@ enum StorageCommand {
     Import,
 }
 
-/// Runs the command line with the process's arguments.
-pub fn main() -> anyhow::Result<()> {
+/// Runs the command line with the process's arguments. A failure is
+/// printed to stderr as one line, `error: ` and the message.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    let result = match cli.command {
-        Command::Run(args) => runtime.block_on(run(args)),
-        Command::Storage(args) => runtime.block_on(storage(args)),
-        Command::Plugins(args) => runtime.block_on(plugins(args)),
-        Command::New(args) => new_plugin(&args),
-    };
-    // Everything is done and the store closed. A console stopped by a
-    // signal still has a blocking-pool thread waiting for a line of input
-    // that may never come: do not wait for it.
-    runtime.shutdown_background();
-    result
+        .context("cannot start the async runtime")
+        .and_then(|runtime| {
+            let result = match cli.command {
+                Command::Run(args) => runtime.block_on(run(args)),
+                Command::Storage(args) => runtime.block_on(storage(args)),
+                Command::Plugins(args) => runtime.block_on(plugins(args)),
+                Command::New(args) => new_plugin(&args),
+            };
+            // Everything is done and the store closed. A console stopped by
+            // a signal still has a blocking-pool thread waiting for a line of
+            // input that may never come: do not wait for it.
+            runtime.shutdown_background();
+            result
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, joined with ": ". A cause whose
+/// text the line already holds (an error that repeats its source) is left
+/// out; line breaks within a message become spaces.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `count` and the noun, singular for one: `1 key`, `2 keys`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Logs go to stderr, filtered by `WARDEN_LOG` (default `info`).
@@ -325,25 +394,102 @@ fn init_logs(format: LogFormat) {
 
 async fn plugins(args: PluginsArgs) -> anyhow::Result<()> {
     let config = args.store.load_config()?;
+    crate::plugins::set_store_options(args.store.options());
     match args.command {
-        PluginsCommand::List { plugins } => list_plugins(&config, &args.store, &plugins).await?,
-        PluginsCommand::Check { file } => check_plugin(&config, &file).await?,
-        PluginsCommand::Rebind { id, file } => {
-            let id = PluginId::new(&id)?;
-            let name = file
-                .file_name()
-                .with_context(|| format!("{} is not a file name", file.display()))?
-                .to_string_lossy()
-                .into_owned();
-            let backend = crate::open_backend(&config, args.store.data.as_deref()).await?;
-            let before = crate::plugins::rebind(&*backend, &id, &name).await;
+        PluginsCommand::List { plugins } => list_plugins(&config, &args.store, &plugins).await,
+        PluginsCommand::Check { file } => check_plugin(&config, &args.store, &file).await,
+        PluginsCommand::Rebind { id, file, plugins } => {
+            rebind(&config, &args.store, &id, &file, &plugins).await
+        }
+    }
+}
+
+/// The sled data directory the options name, when the store is sled.
+fn sled_dir(config: &Config, data: Option<&Path>) -> Option<PathBuf> {
+    (config.storage.backend == crate::config::BackendKind::Sled).then(|| {
+        data.map(Path::to_path_buf)
+            .or_else(|| config.storage.path.clone())
+            .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_DATA_DIR))
+    })
+}
+
+/// The sled data directory the options name, if it does not exist.
+fn missing_store(config: &Config, data: Option<&Path>) -> Option<PathBuf> {
+    sled_dir(config, data).filter(|dir| !dir.exists())
+}
+
+/// `warden plugins rebind`: checks the identity and the file, then binds.
+/// Nothing is written (and no store created) when a check fails.
+async fn rebind(
+    config: &Config,
+    store: &StoreArgs,
+    id: &str,
+    file: &Path,
+    plugins: &Path,
+) -> anyhow::Result<()> {
+    let id = PluginId::new(id).context("cannot rebind")?;
+    let name = file
+        .file_name()
+        .with_context(|| format!("cannot rebind: {} is not a file name", file.display()))?
+        .to_string_lossy()
+        .into_owned();
+    if !plugins.is_dir() {
+        bail!(
+            "cannot rebind: the plugins directory {} does not exist or is not a directory",
+            plugins.display()
+        );
+    }
+    let path = plugins.join(&name);
+    if !path.is_file() {
+        bail!(
+            "cannot rebind {id} to {name}: no such file in the plugins directory \
+             (looked for {})",
+            path.display()
+        );
+    }
+    let bound = match missing_store(config, store.data.as_deref()) {
+        Some(_) => None,
+        None => {
+            let backend = crate::open_backend(config, store.data.as_deref()).await?;
+            let bound = backend.get(&crate::identity::binding_key(&id)).await;
             backend.close().await.context("closing storage failed")?;
-            match before? {
-                Some(old) if old == name => println!("{id} was already bound to {name}"),
-                Some(old) => println!("{id} is now bound to {name} (it was bound to {old})"),
-                None => println!("{id} is now bound to {name}"),
+            bound?
+        }
+    };
+    let inspector = Inspector::new(config)?;
+    let declared = inspector.inspect(&path).await.map(|p| p.id);
+    match &declared {
+        Ok(declares) if *declares == id => {}
+        Ok(declares) => eprintln!(
+            "warning: {} declares plugin identity {declares}, not {id}; it will not load as {id}",
+            path.display()
+        ),
+        Err(e) => eprintln!("warning: {e}"),
+    }
+    if bound.is_none() && declared.as_ref().ok() != Some(&id) {
+        let files = crate::plugins::plugin_files(plugins)
+            .with_context(|| format!("cannot read the plugins directory {}", plugins.display()))?;
+        let mut declared_elsewhere = false;
+        for other in files.iter().filter(|f| **f != path) {
+            if inspector.inspect(other).await.is_ok_and(|p| p.id == id) {
+                declared_elsewhere = true;
+                break;
             }
         }
+        if !declared_elsewhere {
+            bail!(
+                "cannot rebind {id}: it has no binding, and no plugin in {} declares it",
+                plugins.display()
+            );
+        }
+    }
+    let backend = crate::open_backend(config, store.data.as_deref()).await?;
+    let before = crate::plugins::rebind(&*backend, &id, &name).await;
+    backend.close().await.context("closing storage failed")?;
+    match before? {
+        Some(old) if old == name => println!("{id} was already bound to {name}"),
+        Some(old) => println!("{id} is now bound to {name} (it was bound to {old})"),
+        None => println!("{id} is now bound to {name}"),
     }
     Ok(())
 }
@@ -351,6 +497,7 @@ async fn plugins(args: PluginsArgs) -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let config = args.store.load_config()?;
+    crate::plugins::set_store_options(args.store.options());
     if !args.plugins.is_dir() {
         bail!(
             "the plugins directory {} does not exist or is not a directory",
@@ -514,14 +661,23 @@ async fn close(host: Arc<Host>) -> anyhow::Result<()> {
     host.shutdown().await.context("closing storage failed")
 }
 
-/// `warden plugins check`.
-async fn check_plugin(config: &Config, file: &Path) -> anyhow::Result<()> {
+/// `warden plugins check`: what loading `file` would say, and with a named
+/// store, its identity's binding there.
+async fn check_plugin(config: &Config, store: &StoreArgs, file: &Path) -> anyhow::Result<()> {
     let inspector = Inspector::new(config)?;
     // The error names the file and says everything: no cause chain.
     let plugin = inspector
         .inspect(file)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let binding = if store.named() {
+        let bindings = Bindings::open(config, store.data.as_deref()).await;
+        let checked = bindings.check(&plugin.id, file).await;
+        bindings.close().await?;
+        Some(checked?)
+    } else {
+        None
+    };
     if file.extension().is_none_or(|e| e != "wasm") {
         eprintln!(
             "warning: {} does not end in .wasm; Warden loads only *.wasm files",
@@ -531,6 +687,9 @@ async fn check_plugin(config: &Config, file: &Path) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: ok, a Warden plugin", file.display())?;
     describe_plugin(&mut out, &plugin)?;
+    if let Some(binding) = binding {
+        writeln!(out, "  binding:     {binding}")?;
+    }
     Ok(())
 }
 
@@ -566,20 +725,32 @@ enum Bindings {
 
 impl Bindings {
     async fn open(config: &Config, data: Option<&Path>) -> Self {
-        if config.storage.backend == crate::config::BackendKind::Sled {
-            let dir = data
-                .map(Path::to_path_buf)
-                .or_else(|| config.storage.path.clone())
-                .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_DATA_DIR));
-            // Listing never creates a store.
-            if !dir.exists() {
-                return Self::Empty(format!("no store in {} yet", dir.display()));
-            }
+        // Reading bindings never creates a store.
+        if let Some(dir) = missing_store(config, data) {
+            return Self::Empty(format!("no store in {} yet", dir.display()));
         }
         match crate::open_backend(config, data).await {
             Ok(backend) => Self::Store(backend),
             Err(e) => Self::Unknown(format!("cannot open the store: {e}")),
         }
+    }
+
+    /// Refuses `file` as loading would when `id` is bound to another file;
+    /// else describes the binding, as a line for people.
+    async fn check(&self, id: &PluginId, file: &Path) -> anyhow::Result<String> {
+        match self {
+            Self::Store(backend) => {
+                crate::plugins::check_binding(backend, id, file)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            Self::Empty(_) => {}
+            Self::Unknown(why) => bail!(
+                "{}: cannot check the binding of its identity {id}: {why}",
+                file.display()
+            ),
+        }
+        Ok(self.describe(id, file).await.0)
     }
 
     /// The binding of `id`, as a line for people; and whether it refuses
@@ -605,9 +776,8 @@ impl Bindings {
                 let bound = String::from_utf8_lossy(&bound);
                 (
                     format!(
-                        "bound to {bound}; this file is refused until \
-                         `warden plugins rebind {id} {}`",
-                        file.display()
+                        "bound to {bound}; this file is refused until `{}`",
+                        crate::plugins::rebind_command(id, file)
                     ),
                     true,
                 )
@@ -675,8 +845,8 @@ async fn list_plugins(config: &Config, store: &StoreArgs, dir: &Path) -> anyhow:
     }
     writeln!(
         out,
-        "{loading} of {} file(s) would load from {}",
-        files.len(),
+        "{loading} of {} would load from {}",
+        count(files.len() as u64, "file", "files"),
         dir.display()
     )?;
     drop(out);
@@ -694,6 +864,20 @@ fn without_file(e: &LoadError, file: &Path) -> String {
 
 async fn storage(args: StorageArgs) -> anyhow::Result<()> {
     let config = args.store.load_config()?;
+    // A command that only reads does not create a store where there is none.
+    let reads_only = matches!(
+        args.command,
+        StorageCommand::Ls { .. }
+            | StorageCommand::Get { .. }
+            | StorageCommand::Size
+            | StorageCommand::Export
+    );
+    if reads_only && let Some(dir) = missing_store(&config, args.store.data.as_deref()) {
+        bail!(
+            "no store at {}: the directory does not exist (check --data, or storage.path in the config)",
+            dir.display()
+        );
+    }
     let backend = crate::open_backend(&config, args.store.data.as_deref()).await?;
     let result = storage_command(&*backend, args.command).await;
     backend.close().await.context("closing storage failed")?;
@@ -773,9 +957,9 @@ async fn storage_command(backend: &dyn Backend, command: StorageCommand) -> anyh
             for n in &by_namespace {
                 writeln!(
                     stdout,
-                    "{}\t{} keys\t{}",
+                    "{}\t{}\t{}",
                     n.namespace,
-                    n.keys,
+                    count(n.keys, "key", "keys"),
                     human_size(n.bytes)
                 )?;
                 keys += n.keys;
@@ -783,14 +967,15 @@ async fn storage_command(backend: &dyn Backend, command: StorageCommand) -> anyh
             }
             writeln!(
                 stdout,
-                "total\t{keys} keys\t{}\t(store size {})",
+                "total\t{}\t{}\t(store size {})",
+                count(keys, "key", "keys"),
                 human_size(bytes),
                 human_size(total)
             )?;
         }
         StorageCommand::Export => {
-            let count = admin::export(backend, std::io::BufWriter::new(stdout)).await?;
-            eprintln!("exported {count} entries");
+            let exported = admin::export(backend, std::io::BufWriter::new(stdout)).await?;
+            eprintln!("exported {}", count(exported, "entry", "entries"));
         }
         StorageCommand::Import => {
             let done = admin::import(backend, std::io::stdin().lock()).await?;

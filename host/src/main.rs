@@ -1,5 +1,5 @@
 //! The `warden` binary; everything it does is in [`warden::cli`].
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     warden::cli::main()
 }

@@ -56,9 +56,20 @@ fn another_file_cannot_take_over_an_identity_until_rebound() {
         refusal.contains(&format!("{ID}, which is bound to the file storage.wasm")),
         "{refusal}"
     );
-    assert!(
-        refusal.contains(&format!("warden plugins rebind {ID} ")),
-        "{refusal}"
+    // The hint is a command that works as printed: the flags this host was
+    // given name the same plugins directory and store.
+    let command = refusal
+        .split_once("run `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(command, _)| command)
+        .expect(refusal);
+    assert_eq!(
+        command,
+        format!(
+            "warden plugins rebind {ID} impostor.wasm --plugins {} --data {}",
+            impostor.path().display(),
+            data.path().display()
+        )
     );
 
     // Replacing the bound file itself (an upgrade) keeps the data.
@@ -67,19 +78,11 @@ fn another_file_cannot_take_over_an_identity_until_rebound() {
     let out = run(original.path(), data.path(), "retrieve secret\n");
     assert_eq!(stdout_lines(&out), ["'mine' retrieved from <secret>!"]);
 
-    // The operator moves the identity to the new file.
-    let rebind = run_warden(
-        warden_bin!(),
-        [
-            "plugins".as_ref(),
-            "rebind".as_ref(),
-            ID.as_ref(),
-            impostor.path().join("impostor.wasm").as_os_str(),
-            "--data".as_ref(),
-            data.path().as_os_str(),
-        ],
-        "",
-    );
+    // The operator moves the identity to the new file, with the command the
+    // refusal gave.
+    let words: Vec<&str> = command.split(' ').collect();
+    assert_eq!(words[0], "warden");
+    let rebind = run_warden(warden_bin!(), &words[1..], "");
     assert!(rebind.status.success(), "{}", stderr_text(&rebind));
     assert_eq!(
         stdout_lines(&rebind),

@@ -1,5 +1,6 @@
-//! `warden plugins check` and `warden plugins list`: what a plugin file
-//! declares and what a directory would load, without serving.
+//! `warden plugins check`, `warden plugins list` and `warden plugins
+//! rebind`: what a plugin file declares, what a directory would load, and
+//! moving an identity, without serving.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -150,10 +151,7 @@ fn list_shows_what_would_load_and_why_not() {
     );
     has_line(
         &out,
-        format!(
-            "2 of 6 file(s) would load from {}",
-            plugins.path().display()
-        ),
+        format!("2 of 6 files would load from {}", plugins.path().display()),
     );
 
     // After a run, the identities are bound to their files; another file
@@ -240,5 +238,235 @@ fn list_fails_on_a_missing_directory() {
         stderr_text(&out).contains("nowhere"),
         "{}",
         stderr_text(&out)
+    );
+}
+
+/// `warden run` over `plugins` with `data`, to the end of empty input.
+fn run_once(plugins: &Path, data: &Path) -> Output {
+    let out = warden(&[
+        "run".as_ref(),
+        "--plugins".as_ref(),
+        plugins.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    out
+}
+
+#[test]
+fn check_with_a_store_refuses_a_file_whose_identity_is_bound_elsewhere() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let store = data.path().join("db");
+    let original = plugins.path().join(STORAGE);
+
+    // No store yet: nothing is bound, and checking does not create one.
+    let out = warden(&[
+        "plugins".as_ref(),
+        "check".as_ref(),
+        original.as_os_str(),
+        "--data".as_ref(),
+        store.as_os_str(),
+    ]);
+    let text = ok_stdout(&out);
+    assert!(
+        text.contains("  binding:     not bound (no store in"),
+        "{text}"
+    );
+    assert!(!store.exists(), "checking created the store");
+
+    run_once(plugins.path(), &store);
+    let impostor = plugins.path().join("impostor.wasm");
+    std::fs::copy(wasm(STORAGE), &impostor).unwrap();
+
+    // Without a store, check says what it said before: the file is fine.
+    let out = ok_stdout(&check(&impostor));
+    assert!(!out.contains("binding:"), "{out}");
+
+    // With one, the file is refused with the reason loading gives.
+    let out = warden(&[
+        "plugins".as_ref(),
+        "check".as_ref(),
+        impostor.as_os_str(),
+        "--data".as_ref(),
+        store.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let refusal = format!(
+        "{}: declares plugin identity {STORAGE_ID}, which is bound to the file storage.wasm; \
+         {} is not loaded. If it is meant to replace storage.wasm and take over its data, \
+         run `warden plugins rebind {STORAGE_ID} impostor.wasm --plugins {} --data {}`",
+        impostor.display(),
+        impostor.display(),
+        plugins.path().display(),
+        store.display()
+    );
+    assert_eq!(stderr_text(&out).trim(), format!("error: {refusal}"));
+
+    // `warden run` on the same store skips it for that reason, and
+    // `plugins list` agrees.
+    let run = run_once(plugins.path(), &store);
+    assert!(
+        stderr_text(&run).contains(&refusal),
+        "{}",
+        stderr_text(&run)
+    );
+    let listed = ok_stdout(&list(plugins.path(), &store));
+    assert!(
+        listed.contains(&format!(
+            "{}: skipped: its identity {STORAGE_ID} is bound to another file",
+            impostor.display()
+        )),
+        "{listed}"
+    );
+
+    // The bound file passes, and says so.
+    let out = warden(&[
+        "plugins".as_ref(),
+        "check".as_ref(),
+        original.as_os_str(),
+        "--data".as_ref(),
+        store.as_os_str(),
+    ]);
+    assert!(
+        ok_stdout(&out).contains("  binding:     bound to this file"),
+        "{}",
+        ok_stdout(&out)
+    );
+
+    // A config file naming the store counts as --data does.
+    let config = data.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!("[storage]\npath = {:?}\n", store.display().to_string()),
+    )
+    .unwrap();
+    let out = warden(&[
+        "plugins".as_ref(),
+        "check".as_ref(),
+        impostor.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_text(&out).contains(&format!(
+            "run `warden plugins rebind {STORAGE_ID} impostor.wasm --plugins {} --config {}`",
+            plugins.path().display(),
+            config.display()
+        )),
+        "{}",
+        stderr_text(&out)
+    );
+}
+
+fn rebind(id: &str, file: &Path, plugins: &Path, data: &Path) -> Output {
+    warden(&[
+        "plugins".as_ref(),
+        "rebind".as_ref(),
+        id.as_ref(),
+        file.as_os_str(),
+        "--plugins".as_ref(),
+        plugins.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ])
+}
+
+/// The one line a failed command writes to stderr, without `error: `.
+fn failure(out: &Output) -> String {
+    assert!(!out.status.success(), "succeeded: {}", stderr_text(out));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = stderr_text(out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    lines[0]["error: ".len()..].to_owned()
+}
+
+#[test]
+fn rebind_refuses_unknown_identities_and_missing_files_and_writes_nothing() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let store = data.path().join("db");
+    let file = plugins.path().join(STORAGE);
+
+    // Each refusal says why, and no store is created.
+    let e = failure(&rebind("not an id", &file, plugins.path(), &store));
+    assert!(
+        e.starts_with("cannot rebind: the plugin identity \"not an id\" has ' ' at byte 3"),
+        "{e}"
+    );
+    let e = failure(&rebind("example.Nobody", &file, plugins.path(), &store));
+    assert_eq!(
+        e,
+        format!(
+            "cannot rebind example.Nobody: it has no binding, and no plugin in {} declares it",
+            plugins.path().display()
+        )
+    );
+    let missing = plugins.path().join("missing.wasm");
+    let e = failure(&rebind(
+        STORAGE_ID,
+        Path::new("missing.wasm"),
+        plugins.path(),
+        &store,
+    ));
+    assert_eq!(
+        e,
+        format!(
+            "cannot rebind {STORAGE_ID} to missing.wasm: no such file in the plugins directory \
+             (looked for {})",
+            missing.display()
+        )
+    );
+    assert!(!store.exists(), "a refused rebind created the store");
+
+    // An identity a plugin in the directory declares may be bound before
+    // anything loaded; the bound identity may then move, even to a file
+    // that does not declare it, with a warning.
+    let out = rebind(STORAGE_ID, Path::new(STORAGE), plugins.path(), &store);
+    assert_eq!(
+        ok_stdout(&out).trim(),
+        format!("{STORAGE_ID} is now bound to {STORAGE}")
+    );
+    std::fs::copy(wasm(NOTES), plugins.path().join(NOTES)).unwrap();
+    let out = rebind(STORAGE_ID, Path::new(NOTES), plugins.path(), &store);
+    assert_eq!(
+        ok_stdout(&out).trim(),
+        format!("{STORAGE_ID} is now bound to {NOTES} (it was bound to {STORAGE})")
+    );
+    assert!(
+        stderr_text(&out).contains(&format!(
+            "warning: {} declares plugin identity example.notes.NotesPlugin, not {STORAGE_ID}",
+            plugins.path().join(NOTES).display()
+        )),
+        "{}",
+        stderr_text(&out)
+    );
+
+    // A refused rebind on an existing store leaves the binding as it was.
+    let e = failure(&rebind(
+        STORAGE_ID,
+        Path::new("missing.wasm"),
+        plugins.path(),
+        &store,
+    ));
+    assert!(e.contains("looked for"), "{e}");
+    let listed = ok_stdout(&list(plugins.path(), &store));
+    assert!(
+        listed.contains(&format!(
+            "binding:     bound to {NOTES}; this file is refused"
+        )),
+        "{listed}"
     );
 }

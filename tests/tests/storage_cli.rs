@@ -106,10 +106,10 @@ fn operators_see_and_change_plugin_data() {
 
     let size = ok(storage(data.path(), &["size"], b""));
     assert!(
-        size.contains("plugin:example.notes.NotesPlugin\t1 keys\t12 B"),
+        size.contains("plugin:example.notes.NotesPlugin\t1 key\t12 B"),
         "{size}"
     );
-    assert!(size.contains("shared\t1 keys\t12 B"), "{size}");
+    assert!(size.contains("shared\t1 key\t12 B"), "{size}");
     assert!(size.contains("warden\t2 keys\t"), "{size}");
     assert!(
         size.lines().last().unwrap().starts_with("total\t5 keys\t"),
@@ -326,5 +326,103 @@ fn a_running_host_holding_the_store_is_named() {
         err.contains("in use by another process")
             && err.contains(&data.path().display().to_string()),
         "{err}"
+    );
+}
+
+/// The one line a failed command writes to stderr.
+fn error_line(out: &Output) -> String {
+    assert!(!out.status.success(), "succeeded: {}", stderr_text(out));
+    let err = stderr_text(out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(!err.contains("Caused by"), "{err}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn reading_commands_refuse_a_missing_store_and_do_not_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nowhere");
+    for args in [
+        &["ls"][..],
+        &["ls", "--shared"],
+        &["get", "--shared", "k"],
+        &["size"],
+        &["export"],
+    ] {
+        let out = storage(&data, args, b"");
+        assert_eq!(
+            error_line(&out),
+            format!(
+                "error: no store at {}: the directory does not exist \
+                 (check --data, or storage.path in the config)",
+                data.display()
+            ),
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!data.exists(), "{args:?} created the store");
+    }
+
+    // The store a config file names counts the same.
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!("[storage]\npath = {:?}\n", data.display().to_string()),
+    )
+    .unwrap();
+    let out = run_warden(
+        warden_bin!(),
+        [
+            "storage".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "ls".as_ref(),
+        ],
+        "",
+    );
+    assert!(error_line(&out).contains("does not exist"));
+    assert!(!data.exists());
+
+    // Writing creates it.
+    ok(storage(&data, &["set", "--shared", "k", "v"], b""));
+    assert_eq!(ok(storage(&data, &["get", "--shared", "k"], b"")), "v");
+}
+
+#[test]
+fn counts_and_errors_read_right() {
+    let data = tempfile::tempdir().unwrap();
+    let one = concat!(r#"{"namespace":"shared","key":"k","value":"v"}"#, "\n");
+    let imported = storage(data.path(), &["import"], one.as_bytes());
+    assert_eq!(stderr_text(&imported).trim(), "imported 1 entry");
+    let size = ok(storage(data.path(), &["size"], b""));
+    let lines: Vec<&str> = size.lines().collect();
+    assert_eq!(lines.len(), 2, "{size}");
+    assert_eq!(lines[0], "shared\t1 key\t2 B");
+    assert!(
+        lines[1].starts_with("total\t1 key\t2 B\t(store size "),
+        "{size}"
+    );
+    let exported = storage(data.path(), &["export"], b"");
+    assert_eq!(stderr_text(&exported).trim(), "exported 1 entry");
+
+    let bad = format!("{one}\n[1, 2]\n");
+    let out = storage(data.path(), &["import"], bad.as_bytes());
+    assert_eq!(
+        error_line(&out),
+        "error: line 3 is not a JSON object: it is an array"
+    );
+    let out = storage(data.path(), &["import"], b"not json\n");
+    assert_eq!(
+        error_line(&out),
+        "error: line 1 is not a JSON object: expected ident at column 2"
+    );
+
+    // An invalid identity: the reason once, on one line.
+    let out = storage(data.path(), &["get", "--plugin", "bad id", "k"], b"");
+    let line = error_line(&out);
+    assert!(
+        line.starts_with("error: --plugin bad id: the plugin identity \"bad id\" has ' '"),
+        "{line}"
     );
 }

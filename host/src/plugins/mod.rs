@@ -121,11 +121,14 @@ pub enum LoadError {
         first: PathBuf,
     },
     /// The identity is bound to another file: a new file cannot take over
-    /// an existing plugin's data by declaring its identity.
+    /// an existing plugin's data by declaring its identity. The message
+    /// ends with the command that moves the identity (see
+    /// [`rebind_command`]).
     #[error(
         "{file}: declares plugin identity {id}, which is bound to the file {bound_to}; \
          {file} is not loaded. If it is meant to replace {bound_to} and take over its data, \
-         run `warden plugins rebind {id} {file}`"
+         run `{rebind}`",
+        rebind = rebind_command(.id, .file)
     )]
     BoundElsewhere {
         /// The file refused.
@@ -1203,7 +1206,7 @@ fn binding_name(file: &Path) -> String {
 
 /// Refuses a file that declares an identity bound to another file; returns
 /// whether the identity is bound (to this file) already.
-async fn check_binding(
+pub(crate) async fn check_binding(
     backend: &Arc<dyn Backend>,
     id: &PluginId,
     file: &Path,
@@ -1251,4 +1254,72 @@ pub async fn rebind(
     let before = backend.get(&key).await?;
     backend.set(&key, file_name.as_bytes(), None).await?;
     Ok(before.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// The options naming the store that the running command line was given,
+/// for [`rebind_command`].
+static STORE_OPTIONS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the command-line options that name the store this process uses
+/// (`--config FILE`, `--data DIR`), shell-quoted and separated by spaces, so
+/// that the rebind command in a [`LoadError::BoundElsewhere`] opens the
+/// same store. The `warden` command line sets them before loading; a host
+/// embedded otherwise may leave them unset (the command then names the
+/// plugins directory only). The first call counts; later ones are ignored.
+pub fn set_store_options(options: impl Into<String>) {
+    let _ = STORE_OPTIONS.set(options.into());
+}
+
+/// The command that lets `file` load with identity `id`:
+/// `warden plugins rebind ID NAME --plugins DIR`, then the store options
+/// recorded by [`set_store_options`], each path shell-quoted when needed.
+pub fn rebind_command(id: &PluginId, file: &Path) -> String {
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut command = format!(
+        "warden plugins rebind {id} {} --plugins {}",
+        shell_word(&binding_name(file)),
+        shell_word(&dir.to_string_lossy())
+    );
+    if let Some(options) = STORE_OPTIONS.get().filter(|o| !o.is_empty()) {
+        command.push(' ');
+        command.push_str(options);
+    }
+    command
+}
+
+/// `word` as one word for a POSIX shell: as it is when it holds only
+/// characters no shell treats specially, else in single quotes.
+pub(crate) fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.,/:=@%+".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        std::borrow::Cow::Borrowed(word)
+    } else {
+        std::borrow::Cow::Owned(format!("'{}'", word.replace('\'', r"'\''")))
+    }
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+
+    #[test]
+    fn the_rebind_command_names_the_plugins_directory_and_quotes_paths() {
+        let id = PluginId::new("a.A").unwrap();
+        assert_eq!(
+            rebind_command(&id, Path::new("plugins/new.wasm")),
+            "warden plugins rebind a.A new.wasm --plugins plugins"
+        );
+        assert_eq!(
+            rebind_command(&id, Path::new("new.wasm")),
+            "warden plugins rebind a.A new.wasm --plugins ."
+        );
+        assert_eq!(
+            rebind_command(&id, Path::new("/srv/my plugins/it's.wasm")),
+            r"warden plugins rebind a.A 'it'\''s.wasm' --plugins '/srv/my plugins'"
+        );
+        assert_eq!(shell_word(""), "''");
+    }
 }
