@@ -593,7 +593,10 @@ async fn python_sdk_has_the_whole_storage_api() {
         ("py set j = [1, \"two\"]", "ok"),
         ("py raw get j", r#"bytes b'[1,"two"]'"#),
         // Batches, then pages of their keys.
-        (r#"py set-many {"l:b": 2, "l:a": "one", "l:c": [3]}"#, "NoneType None"),
+        (
+            r#"py set-many {"l:b": 2, "l:a": "one", "l:c": [3]}"#,
+            "NoneType None",
+        ),
         (
             "py get-many l:a,l:b,never-set,l:c",
             "list ['one', 2, None, [3]]",
@@ -622,7 +625,10 @@ async fn python_sdk_has_the_whole_storage_api() {
         ("py get n", "int -2"),
         ("py incr l:b by 1", "int 3"),
         ("py incr j by 1", "InvalidValue: "),
-        ("py incr big by 9223372036854775807", "int 9223372036854775807"),
+        (
+            "py incr big by 9223372036854775807",
+            "int 9223372036854775807",
+        ),
         ("py incr big by 1", "InvalidValue: "),
         ("py get big", "int 9223372036854775807"),
         // Compare-and-swap on JSON values and on bytes.
