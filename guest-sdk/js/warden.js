@@ -31,7 +31,13 @@
 // - A RegExp's own flags apply (`i`: ignore case, `m`, `s`); a pattern given
 //   as a string ignores case unless `{ ignoreCase: false }`, as in Slack
 //   Machine.
-// - `this.storage` and `msg.say` return promises to await.
+// - `this.storage` and `msg.say` return promises to await. Beyond Slack
+//   Machine's `set`, `get`, `has` and `delete`, the storage lists keys a
+//   page at a time (`listKeys`, `keys`), keeps atomic counters
+//   (`increment`), replaces values atomically (`compareAndSwap`), reads and
+//   writes batches (`getMany`, `setMany`, `deleteMany`), stores bytes
+//   unchanged (`setBytes`, `getBytes`) and reports the bytes the plugin's
+//   namespace holds (`getNamespaceSize`).
 // - One instance of the class is created for the first message and kept for
 //   the next ones; `async init()` runs once right after it is created.
 // - An exception escaping a handler is logged by the host with the plugin's
@@ -54,13 +60,16 @@ export class StorageError extends Error {
 export class AccessDenied extends StorageError {}
 /** The key is empty, too long, or has characters that are not allowed. */
 export class InvalidKey extends StorageError {}
-/** The value is over the size limit. */
+/** The value, the batch, or what the call would return is over its size limit. */
 export class TooLarge extends StorageError {}
 /** The plugin's namespace is over its byte quota. */
 export class QuotaExceeded extends StorageError {}
 /** The store itself failed; the message is meant for logs. */
 export class Backend extends StorageError {}
-/** The stored value does not fit the operation. */
+/**
+ * The stored value does not fit the operation: `increment` on a value that
+ * is not a counter, or a counter that would overflow.
+ */
 export class InvalidValue extends StorageError {}
 /** The value cannot be stored: it has no JSON form here. */
 export class Encode extends StorageError {}
@@ -179,6 +188,61 @@ function key(k) {
   return k;
 }
 
+function keyList(keys) {
+  if (typeof keys === 'string' || keys === null || typeof keys?.[Symbol.iterator] !== 'function') {
+    throw new TypeError('pass an array (or another iterable) of keys');
+  }
+  return Array.from(keys, key);
+}
+
+function entryList(entries) {
+  if (entries === null || typeof entries !== 'object') {
+    throw new TypeError('setMany takes a Map, an array of [key, value] pairs or a plain object');
+  }
+  const pairs =
+    typeof entries[Symbol.iterator] === 'function' ? Array.from(entries) : Object.entries(entries);
+  return pairs.map((pair) => {
+    if (!Array.isArray(pair) || pair.length !== 2) {
+      throw new TypeError(`setMany takes [key, value] pairs, not ${JSON.stringify(pair)}`);
+    }
+    return [key(pair[0]), encodeValue(pair[1])];
+  });
+}
+
+function bytes(value, what) {
+  if (value === undefined || value === null) return undefined;
+  if (!(value instanceof Uint8Array)) {
+    throw new TypeError(`${what} must be a Uint8Array, not ${value?.constructor?.name ?? typeof value}`);
+  }
+  return value;
+}
+
+function isNone(value) {
+  return value === undefined || value === null;
+}
+
+// The host returns at most this many keys a page; `keys` asks for full pages.
+const PAGE = 1000;
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
+
+function delta(d) {
+  let big;
+  if (typeof d === 'bigint') big = d;
+  else if (typeof d === 'number' && Number.isSafeInteger(d)) big = BigInt(d);
+  else throw new TypeError(`delta must be an integer (a safe integer number or a BigInt): ${d}`);
+  if (big < I64_MIN || big > I64_MAX) {
+    throw new RangeError(`delta must fit in a signed 64-bit integer: ${d}`);
+  }
+  // componentize-js 0.23.0 traps while passing a negative s64 to the host
+  // (bytecodealliance/ComponentizeJS#343), which would end the handler
+  // call uncatchably; refuse it with an error the plugin can handle.
+  if (big < 0n) {
+    throw new RangeError(`increment cannot take a negative delta in a JavaScript plugin yet: ${d}`);
+  }
+  return big;
+}
+
 // --------------------------------------------------------------- storage
 
 /**
@@ -217,6 +281,130 @@ export class PluginStorage {
   /** The same size formatted for people, e.g. `32.0 KiB`. */
   async getStorageSizeHuman() {
     return call(host.storageSizeHuman);
+  }
+
+  /** The bytes of keys and values the plugin's own namespace holds: what its quota counts. */
+  async getNamespaceSize() {
+    return Number(call(host.namespaceSize));
+  }
+
+  /**
+   * Stores the bytes `data` (a Uint8Array) under `k` unchanged, not as
+   * JSON, the way a Rust plugin's `set_bytes` does; `expires` as for `set`.
+   */
+  async setBytes(k, data, { expires, shared = false } = {}) {
+    if (isNone(data)) throw new TypeError('data must be a Uint8Array');
+    call(host.set, key(k), bytes(data, 'data'), expiry(expires), Boolean(shared));
+  }
+
+  /** The bytes stored under `k`, not decoded (a Uint8Array), or `null`. */
+  async getBytes(k, { shared = false } = {}) {
+    const raw = call(host.get, key(k), Boolean(shared));
+    // A copy: the array the bindings return fails `instanceof Uint8Array`.
+    return isNone(raw) ? null : Uint8Array.from(raw);
+  }
+
+  /**
+   * One page of the keys that start with `prefix`, in bytewise order:
+   * `{ keys, next }`. Pass `next` as `cursor` for the following page; it is
+   * `null` on the last one. `limit`: at most this many keys (the host caps
+   * it at 1000). With `shared`, the prefix must be covered by the plugin's
+   * read grant.
+   *
+   *   let cursor = null;
+   *   do {
+   *     const page = await this.storage.listKeys('karma:', { cursor, limit: 100 });
+   *     for (const k of page.keys) console.log(k);
+   *     cursor = page.next;
+   *   } while (cursor !== null);
+   */
+  async listKeys(prefix = '', { cursor = null, limit = PAGE, shared = false } = {}) {
+    if (typeof prefix !== 'string') throw new TypeError(`the prefix is a string, not ${typeof prefix}`);
+    if (!Number.isInteger(limit) || limit < 0 || limit > 0xffffffff) {
+      throw new RangeError(`limit must be an integer from 0 to 4294967295: ${limit}`);
+    }
+    const after = isNone(cursor) ? undefined : key(cursor);
+    const page = call(host.listKeys, prefix, after, limit, Boolean(shared));
+    return { keys: Array.from(page.keys), next: isNone(page.next) ? null : page.next };
+  }
+
+  /** Every key that starts with `prefix`, in bytewise order, fetched a page at a time. */
+  async keys(prefix = '', { shared = false } = {}) {
+    const keys = [];
+    let cursor = null;
+    do {
+      const page = await this.listKeys(prefix, { cursor, limit: PAGE, shared });
+      keys.push(...page.keys);
+      cursor = page.next;
+    } while (cursor !== null);
+    return keys;
+  }
+
+  /**
+   * Atomically adds `delta` (a safe integer or a BigInt) to the signed
+   * 64-bit counter under `k` (created at `delta` if missing; its expiry is
+   * kept) and returns the new value: a number, or a BigInt when `delta` is
+   * one or the counter is beyond `Number.MAX_SAFE_INTEGER`. Counters are
+   * stored as decimal digits, so `get` reads them as numbers. Throws
+   * `InvalidValue` if the key holds something else or the sum would
+   * overflow.
+   *
+   * A negative `delta` throws `RangeError`: componentize-js 0.23.0 cannot
+   * pass one to the host. Count down with `compareAndSwap` meanwhile (it
+   * drops the key's expiry).
+   */
+  async increment(k, d = 1, { shared = false } = {}) {
+    const big = delta(d);
+    const value = call(host.increment, key(k), big, Boolean(shared));
+    const number = Number(value);
+    return typeof d === 'bigint' || !Number.isSafeInteger(number) ? BigInt(value) : number;
+  }
+
+  /**
+   * Atomically replaces the value under `k` with `next` (`null`: deletes
+   * it) if the value there now is `expected` (`null`: the key is missing);
+   * resolves to whether it did. Values are compared as stored JSON, so use
+   * it on values this SDK (or a Rust plugin's `set`) wrote. The new value
+   * has no expiry.
+   *
+   *   // Claim a job unless someone else has.
+   *   const mine = await this.storage.compareAndSwap('job:42', null, 'worker-a');
+   */
+  async compareAndSwap(k, expected, next, { shared = false } = {}) {
+    return this.compareAndSwapBytes(
+      k,
+      isNone(expected) ? null : encodeValue(expected),
+      isNone(next) ? null : encodeValue(next),
+      { shared },
+    );
+  }
+
+  /** `compareAndSwap` on bytes stored unchanged (`setBytes`), as Uint8Arrays. */
+  async compareAndSwapBytes(k, expected, next, { shared = false } = {}) {
+    const old = bytes(expected, 'expected');
+    const now = bytes(next, 'next');
+    return call(host.compareAndSwap, key(k), old, now, Boolean(shared));
+  }
+
+  /** The values under `keys` (at most 1000), in the same order, `null` for a missing one. */
+  async getMany(keys, { shared = false } = {}) {
+    const values = call(host.getMany, keyList(keys), Boolean(shared));
+    return Array.from(values, (raw) => (isNone(raw) ? null : decodeValue(raw)));
+  }
+
+  /**
+   * Stores every entry (a Map, an array of `[key, value]` pairs or a plain
+   * object; at most 1000) as `set` would, all or none, with one `expires`
+   * for all. A key given twice takes its last value.
+   */
+  async setMany(entries, { expires, shared = false } = {}) {
+    const encoded = entryList(entries);
+    call(host.setMany, encoded, expiry(expires), Boolean(shared));
+  }
+
+  /** Removes every key (at most 1000), all or none; missing keys are fine. */
+  async deleteMany(keys, { shared = false } = {}) {
+    call(host.deleteMany, keyList(keys), Boolean(shared));
   }
 }
 

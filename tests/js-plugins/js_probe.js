@@ -1,10 +1,14 @@
 // Exercises the JavaScript SDK inside a real component: values, storage
-// errors, expiry, handler failures, state and logging.
+// errors, expiry, handler failures, state, logging, and the storage calls
+// beyond Slack Machine's (key pages, counters, compare-and-swap, batches,
+// the namespace size).
 
 import { Plugin, respondTo, listenTo, StorageError, log } from 'warden';
 
 function show(value) {
   if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'bigint') return `BigInt ${value}`;
   const shown = value instanceof Uint8Array ? Array.from(value).join(',') : JSON.stringify(value);
   return `${value.constructor.name} ${shown}`;
 }
@@ -22,6 +26,20 @@ export class Probe extends Plugin {
     respondTo(/^js state$/, 'state'),
     respondTo(/^js expire (?<key>\S+) in (?<secs>[\d.]+)$/, 'expire'),
     listenTo(/^js message(?: (?<extra>\w+))?$/, 'message'),
+    respondTo(/^js raw set (?<key>\S+) = (?<hex>[0-9a-f]*)$/, 'rawSet'),
+    respondTo(/^js raw get (?<key>\S+)$/, 'rawGet'),
+    respondTo(/^js list (?<prefix>\S*) limit (?<limit>\d+)(?: after (?<cursor>\S+))?(?<shared> shared)?$/, 'list'),
+    respondTo(/^js keys (?<prefix>\S*)$/, 'keys'),
+    respondTo(/^js many keys (?<prefix>\S+) (?<count>\d+)$/, 'manyKeys'),
+    respondTo(/^js incr (?<key>\S+) by (?<delta>-?\d+)(?<big>n)?$/, 'incr'),
+    respondTo(/^js cas (?<key>\S+) (?<expected>.+) -> (?<next>.+)$/, 'cas'),
+    respondTo(/^js cas-bytes (?<key>\S+) (?<expected>\S+) -> (?<next>\S+)$/, 'casBytes'),
+    respondTo(/^js get-many (?<keys>\S+)$/, 'getMany'),
+    respondTo(/^js set-many (?<entries>\{.*\})(?: expires (?<expires>\d+))?$/, 'setMany'),
+    respondTo(/^js set-many too many$/, 'setTooMany'),
+    respondTo(/^js set-many map$/, 'setMap'),
+    respondTo(/^js delete-many (?<keys>\S+)$/, 'deleteMany'),
+    respondTo(/^js namespace size$/, 'namespaceSize'),
   ];
   async init() {
     this.inits = (this.inits ?? 0) + 1;
@@ -81,5 +99,89 @@ export class Probe extends Plugin {
 
   async message(msg, { extra }) {
     await msg.say(`${msg.text} | ${msg.user} | ${msg.isAddressed} | ${extra}`);
+  }
+
+  // Beyond Slack Machine: each route replies with the call's result, or
+  // with the error it threw.
+
+  async answer(msg, promise) {
+    try {
+      await msg.say(show(await promise));
+    } catch (e) {
+      await msg.say(`${e.name}: ${e.message}`);
+    }
+  }
+
+  async rawSet(msg, { key, hex }) {
+    const data = new Uint8Array((hex.match(/../g) ?? []).map((b) => parseInt(b, 16)));
+    await this.answer(msg, this.storage.setBytes(key, data));
+  }
+
+  async rawGet(msg, { key }) {
+    await this.answer(msg, this.storage.getBytes(key));
+  }
+
+  async list(msg, { prefix, limit, cursor, shared }) {
+    const page = this.storage.listKeys(prefix, { cursor, limit: Number(limit), shared: Boolean(shared) });
+    await this.answer(msg, page);
+  }
+
+  async keys(msg, { prefix }) {
+    await this.answer(msg, this.storage.keys(prefix));
+  }
+
+  async manyKeys(msg, { prefix, count }) {
+    // More keys than one page holds, for `keys` to page through.
+    const n = Number(count);
+    const name = (i) => `${prefix}${String(i).padStart(5, '0')}`;
+    for (let start = 0; start < n; start += 1000) {
+      const entries = [];
+      for (let i = start; i < Math.min(n, start + 1000); i++) entries.push([name(i), i]);
+      await this.storage.setMany(entries);
+    }
+    const keys = await this.storage.keys(prefix);
+    const ordered = keys.length === n && keys.every((k, i) => k === name(i));
+    await msg.say(`${keys.length} ordered ${ordered}`);
+  }
+
+  async incr(msg, { key, delta, big }) {
+    await this.answer(msg, this.storage.increment(key, big ? BigInt(delta) : Number(delta)));
+  }
+
+  async cas(msg, { key, expected, next }) {
+    const value = (text) => (text === 'missing' ? null : JSON.parse(text));
+    await this.answer(msg, this.storage.compareAndSwap(key, value(expected), value(next)));
+  }
+
+  async casBytes(msg, { key, expected, next }) {
+    const value = (hex) =>
+      hex === 'missing' ? null : new Uint8Array(hex.match(/../g).map((b) => parseInt(b, 16)));
+    await this.answer(msg, this.storage.compareAndSwapBytes(key, value(expected), value(next)));
+  }
+
+  async getMany(msg, { keys }) {
+    await this.answer(msg, this.storage.getMany(keys.split(',')));
+  }
+
+  async setMany(msg, { entries, expires }) {
+    const options = expires === undefined ? {} : { expires: Number(expires) };
+    await this.answer(msg, this.storage.setMany(JSON.parse(entries), options));
+  }
+
+  async setTooMany(msg) {
+    const entries = Array.from({ length: 1001 }, (_, i) => [`k${i}`, i]);
+    await this.answer(msg, this.storage.setMany(entries));
+  }
+
+  async setMap(msg) {
+    await this.answer(msg, this.storage.setMany(new Map([['m:x', 1], ['m:y', [true]]])));
+  }
+
+  async deleteMany(msg, { keys }) {
+    await this.answer(msg, this.storage.deleteMany(keys.split(',')));
+  }
+
+  async namespaceSize(msg) {
+    await this.answer(msg, this.storage.getNamespaceSize());
   }
 }

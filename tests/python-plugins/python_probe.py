@@ -1,5 +1,7 @@
 """Exercises the Python SDK inside a real component: values of every
-supported type, storage errors, expiry, handler failures and logging."""
+supported type, storage errors, expiry, handler failures, logging, and the
+storage calls beyond Slack Machine's (key pages, counters, compare-and-swap,
+batches, the namespace size)."""
 
 import asyncio
 import datetime
@@ -112,3 +114,81 @@ class Probe(Plugin):
     @listen_to(r"^py message(?: (?P<extra>\w+))?$", flags=0)
     async def message(self, msg, extra):
         await msg.say(f"{msg.text} | {msg.user} | {msg.channel} | {msg.is_addressed} | {extra!r}")
+
+    # Beyond Slack Machine: each route replies with the call's result, or
+    # with the storage error it raised.
+
+    async def answer(self, msg, call):
+        try:
+            await msg.say(show(await call))
+        except warden.StorageError as e:
+            await msg.say(f"{type(e).__name__}: {e.message}")
+
+    @respond_to(r"^py raw set (?P<key>\S+) = (?P<hex>[0-9a-f]*)$")
+    async def raw_set(self, msg, key, hex):
+        await self.answer(msg, self.storage.set_bytes(key, bytes.fromhex(hex)))
+
+    @respond_to(r"^py raw get (?P<key>\S+)$")
+    async def raw_get(self, msg, key):
+        await self.answer(msg, self.storage.get_bytes(key))
+
+    @respond_to(r"^py list (?P<prefix>\S*) limit (?P<limit>\d+)(?: after (?P<cursor>\S+))?(?P<shared> shared)?$")
+    async def list_keys(self, msg, prefix, limit, cursor, shared):
+        try:
+            page = await self.storage.list_keys(prefix, cursor, int(limit), shared=bool(shared))
+            await msg.say(f"{type(page).__name__} {page.keys!r} {page.next!r}")
+        except warden.StorageError as e:
+            await msg.say(f"{type(e).__name__}: {e.message}")
+
+    @respond_to(r"^py keys (?P<prefix>\S*)$")
+    async def keys(self, msg, prefix):
+        await self.answer(msg, self.storage.keys(prefix))
+
+    @respond_to(r"^py many keys (?P<prefix>\S+) (?P<count>\d+)$")
+    async def many_keys(self, msg, prefix, count):
+        # More keys than one page holds, for `keys` to page through.
+        count = int(count)
+        for start in range(0, count, 1000):
+            await self.storage.set_many({f"{prefix}{i:05}": i for i in range(start, min(count, start + 1000))})
+        keys = await self.storage.keys(prefix)
+        ordered = keys == sorted(keys) and keys == [f"{prefix}{i:05}" for i in range(count)]
+        await msg.say(f"{len(keys)} ordered {ordered}")
+
+    @respond_to(r"^py incr (?P<key>\S+) by (?P<delta>-?\d+)$")
+    async def incr(self, msg, key, delta):
+        await self.answer(msg, self.storage.increment(key, int(delta)))
+
+    @respond_to(r"^py cas (?P<key>\S+) (?P<expected>.+) -> (?P<new>.+)$")
+    async def cas(self, msg, key, expected, new):
+        def value(text):
+            return None if text == "missing" else json.loads(text)
+
+        await self.answer(msg, self.storage.compare_and_swap(key, value(expected), value(new)))
+
+    @respond_to(r"^py cas-bytes (?P<key>\S+) (?P<expected>\S+) -> (?P<new>\S+)$")
+    async def cas_bytes(self, msg, key, expected, new):
+        def value(text):
+            return None if text == "missing" else bytes.fromhex(text)
+
+        await self.answer(msg, self.storage.compare_and_swap_bytes(key, value(expected), value(new)))
+
+    @respond_to(r"^py get-many (?P<keys>\S+)$")
+    async def get_many(self, msg, keys):
+        await self.answer(msg, self.storage.get_many(keys.split(",")))
+
+    @respond_to(r"^py set-many (?P<entries>\{.*\})(?: expires (?P<expires>\d+))?$")
+    async def set_many(self, msg, entries, expires):
+        expires = None if expires is None else int(expires)
+        await self.answer(msg, self.storage.set_many(json.loads(entries), expires=expires))
+
+    @respond_to(r"^py set-many too many$")
+    async def set_too_many(self, msg):
+        await self.answer(msg, self.storage.set_many((f"k{i}", i) for i in range(1001)))
+
+    @respond_to(r"^py delete-many (?P<keys>\S+)$")
+    async def delete_many(self, msg, keys):
+        await self.answer(msg, self.storage.delete_many(keys.split(",")))
+
+    @respond_to(r"^py namespace size$")
+    async def namespace_size(self, msg):
+        await self.answer(msg, self.storage.get_namespace_size())

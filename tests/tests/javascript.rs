@@ -324,6 +324,135 @@ async fn js_sdk_works_inside_a_component() {
     host.shutdown().await.unwrap();
 }
 
+/// Sends `text` to a host with the probe alone; its one reply.
+async fn reply(host: &Host, text: &str) -> String {
+    let outcomes = host.dispatch(&Incoming::addressed(text)).await;
+    assert_eq!(outcomes.len(), 1, "{text}");
+    assert_eq!(outcomes[0].error, None, "{text}");
+    let replies = &outcomes[0].replies;
+    assert_eq!(replies.len(), 1, "{text}: {replies:?}");
+    replies[0].clone()
+}
+
+/// The storage calls beyond Slack Machine's inside a real component: raw
+/// bytes, key pages, counters, compare-and-swap, batches and the namespace
+/// size, each with the error it can throw.
+#[tokio::test]
+async fn js_sdk_has_the_whole_storage_api() {
+    let Some((_, probe)) = js_plugins() else {
+        return;
+    };
+    let backend = Arc::new(MemoryBackend::new());
+    let (host, _dir) = host_with(&[], &probe, backend.clone()).await;
+    let expect = [
+        // Bytes stored unchanged, and the JSON that `set` stores.
+        ("js raw set r = 89504e47", "undefined"),
+        ("js raw get r", "Uint8Array 137,80,78,71"),
+        ("js raw get never-set", "null"),
+        (r#"js set j = [1,"two"]"#, "ok"),
+        ("js raw get j", "Uint8Array 91,49,44,34,116,119,111,34,93"),
+        // Batches, then pages of their keys.
+        (
+            r#"js set-many {"l:b": 2, "l:a": "one", "l:c": [3]}"#,
+            "undefined",
+        ),
+        (
+            "js get-many l:a,l:b,never-set,l:c",
+            r#"Array ["one",2,null,[3]]"#,
+        ),
+        ("js set-many map", "undefined"),
+        ("js get-many m:x,m:y", "Array [1,[true]]"),
+        (
+            "js list l: limit 2",
+            r#"Object {"keys":["l:a","l:b"],"next":"l:b"}"#,
+        ),
+        (
+            "js list l: limit 2 after l:b",
+            r#"Object {"keys":["l:c"],"next":null}"#,
+        ),
+        (
+            "js list l: limit 0",
+            r#"Object {"keys":["l:a"],"next":"l:a"}"#,
+        ),
+        ("js list  limit 1", r#"Object {"keys":["j"],"next":"j"}"#),
+        ("js keys l:", r#"Array ["l:a","l:b","l:c"]"#),
+        ("js keys nothing:", "Array []"),
+        (
+            "js list l: limit 10 shared",
+            "AccessDenied: plugin js_probe.Probe may not read",
+        ),
+        ("js delete-many l:a,l:c,never-set", "undefined"),
+        ("js keys l:", r#"Array ["l:b"]"#),
+        (r#"js set-many {"x:1": 1} expires 0"#, "undefined"),
+        ("js has x:1", "false"),
+        ("js set-many too many", "TooLarge: "),
+        ("js keys k", "Array []"),
+        ("js many keys p: 2500", "2500 ordered true"),
+        // Counters are JSON numbers: `get` reads them, and a number that
+        // `set` stored counts on.
+        ("js incr n by 5", "Number 5"),
+        ("js incr n by 2n", "BigInt 7"),
+        ("js get n", "Number 7"),
+        ("js incr l:b by 1", "Number 3"),
+        ("js incr j by 1", "InvalidValue: "),
+        // componentize-js cannot pass a negative s64 to the host; the SDK
+        // refuses it before the call instead of trapping.
+        (
+            "js incr n by -7",
+            "RangeError: increment cannot take a negative",
+        ),
+        (
+            "js incr n by -7n",
+            "RangeError: increment cannot take a negative",
+        ),
+        ("js get n", "Number 7"),
+        ("js incr big by 9007199254740991", "Number 9007199254740991"),
+        ("js incr big by 1", "BigInt 9007199254740992"),
+        ("js incr big by 9223372036854775807n", "InvalidValue: "),
+        (
+            "js incr huge by 9223372036854775807n",
+            "BigInt 9223372036854775807",
+        ),
+        // Compare-and-swap on JSON values and on bytes.
+        (r#"js cas job missing -> "a""#, "Boolean true"),
+        (r#"js cas job missing -> "b""#, "Boolean false"),
+        (r#"js cas job "b" -> "c""#, "Boolean false"),
+        ("js get job", r#"String "a""#),
+        (r#"js cas job "a" -> {"by":[1]}"#, "Boolean true"),
+        ("js get job", r#"Object {"by":[1]}"#),
+        (r#"js cas job {"by":[1]} -> missing"#, "Boolean true"),
+        ("js has job", "false"),
+        ("js cas-bytes rb missing -> 0102", "Boolean true"),
+        ("js cas-bytes rb 01 -> 03", "Boolean false"),
+        ("js cas-bytes rb 0102 -> 03", "Boolean true"),
+        ("js raw get rb", "Uint8Array 3"),
+    ];
+    for (text, expected) in expect {
+        let got = reply(&host, text).await;
+        assert!(got.starts_with(expected), "{text}: {got:?}");
+    }
+    let stored = |key: &str| {
+        let backend = backend.clone();
+        let key = raw(PROBE_ID, key);
+        async move { backend.get(&key).await.unwrap() }
+    };
+    assert_eq!(stored("r").await.as_deref(), Some(&b"\x89PNG"[..]));
+    assert_eq!(stored("n").await.as_deref(), Some(&b"7"[..]));
+    assert_eq!(stored("l:a").await, None);
+    assert_eq!(stored("k0").await, None, "a failed batch stores nothing");
+
+    // The namespace size counts the bytes of bare keys and values.
+    let size = |text: String| -> u64 {
+        let size = text.strip_prefix("Number ").expect("a number");
+        size.parse().expect("a size")
+    };
+    let before = size(reply(&host, "js namespace size").await);
+    assert!(before > 2500, "{before}");
+    assert_eq!(reply(&host, "js raw set ns = 0000").await, "undefined");
+    assert_eq!(size(reply(&host, "js namespace size").await), before + 4);
+    host.shutdown().await.unwrap();
+}
+
 #[test]
 fn js_plugin_answers_the_transcript_through_the_cli() {
     let Some((js, _)) = js_plugins() else {

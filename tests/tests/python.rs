@@ -574,6 +574,105 @@ async fn python_sdk_works_inside_a_component() {
     host.shutdown().await.unwrap();
 }
 
+/// The storage calls beyond Slack Machine's inside a real component: raw
+/// bytes, key pages, counters, compare-and-swap, batches and the namespace
+/// size, each with the error it can raise.
+#[tokio::test]
+async fn python_sdk_has_the_whole_storage_api() {
+    let Some(probe) = python_probe() else {
+        return;
+    };
+    let backend = Arc::new(MemoryBackend::new());
+    let (host, _dir) = host_with(&[], Some(&probe), backend.clone()).await;
+
+    let expect = [
+        // Bytes stored unchanged, and the JSON that `set` stores.
+        ("py raw set r = 89504e47", "NoneType None"),
+        ("py raw get r", r"bytes b'\x89PNG'"),
+        ("py raw get never-set", "NoneType None"),
+        ("py set j = [1, \"two\"]", "ok"),
+        ("py raw get j", r#"bytes b'[1,"two"]'"#),
+        // Batches, then pages of their keys.
+        (
+            r#"py set-many {"l:b": 2, "l:a": "one", "l:c": [3]}"#,
+            "NoneType None",
+        ),
+        (
+            "py get-many l:a,l:b,never-set,l:c",
+            "list ['one', 2, None, [3]]",
+        ),
+        ("py list l: limit 2", "KeyPage ['l:a', 'l:b'] 'l:b'"),
+        ("py list l: limit 2 after l:b", "KeyPage ['l:c'] None"),
+        ("py list l: limit 0", "KeyPage ['l:a'] 'l:a'"),
+        ("py list  limit 1", "KeyPage ['j'] 'j'"),
+        ("py keys l:", "list ['l:a', 'l:b', 'l:c']"),
+        ("py keys nothing:", "list []"),
+        (
+            "py list l: limit 10 shared",
+            "AccessDenied: plugin python_probe.Probe may not read",
+        ),
+        ("py delete-many l:a,l:c,never-set", "NoneType None"),
+        ("py keys l:", "list ['l:b']"),
+        (r#"py set-many {"x:1": 1} expires 0"#, "NoneType None"),
+        ("py has x:1", "bool False"),
+        ("py set-many too many", "TooLarge: "),
+        ("py keys k", "list []"),
+        ("py many keys m: 2500", "2500 ordered True"),
+        // Counters are JSON numbers: `get` reads them, and a number that
+        // `set` stored counts on.
+        ("py incr n by 5", "int 5"),
+        ("py incr n by -7", "int -2"),
+        ("py get n", "int -2"),
+        ("py incr l:b by 1", "int 3"),
+        ("py incr j by 1", "InvalidValue: "),
+        (
+            "py incr big by 9223372036854775807",
+            "int 9223372036854775807",
+        ),
+        ("py incr big by 1", "InvalidValue: "),
+        ("py get big", "int 9223372036854775807"),
+        // Compare-and-swap on JSON values and on bytes.
+        (r#"py cas job missing -> "a""#, "bool True"),
+        (r#"py cas job missing -> "b""#, "bool False"),
+        (r#"py cas job "b" -> "c""#, "bool False"),
+        ("py get job", "str 'a'"),
+        (r#"py cas job "a" -> {"by": [1]}"#, "bool True"),
+        ("py get job", "dict {'by': [1]}"),
+        (r#"py cas job {"by": [1]} -> missing"#, "bool True"),
+        ("py has job", "bool False"),
+        ("py cas-bytes rb missing -> 0102", "bool True"),
+        ("py cas-bytes rb 01 -> 03", "bool False"),
+        ("py cas-bytes rb 0102 -> 03", "bool True"),
+        (r"py raw get rb", r"bytes b'\x03'"),
+    ];
+    for (text, reply) in expect {
+        let replies = say(&host, text).await;
+        assert_eq!(replies.len(), 1, "{text}: {replies:?}");
+        assert!(replies[0].starts_with(reply), "{text}: {replies:?}");
+    }
+    let stored = |key: &str| {
+        let backend = backend.clone();
+        let key = raw(PROBE_ID, key);
+        async move { backend.get(&key).await.unwrap() }
+    };
+    assert_eq!(stored("r").await.as_deref(), Some(&b"\x89PNG"[..]));
+    assert_eq!(stored("n").await.as_deref(), Some(&b"-2"[..]));
+    assert_eq!(stored("l:a").await, None);
+    assert_eq!(stored("k0").await, None, "a failed batch stores nothing");
+
+    // The namespace size counts the bytes of bare keys and values.
+    let size = || async {
+        let reply = say(&host, "py namespace size").await;
+        let size = reply[0].strip_prefix("int ").expect("an int");
+        size.parse::<u64>().expect("a size")
+    };
+    let before = size().await;
+    assert!(before > 2500, "{before}");
+    assert_eq!(say(&host, "py raw set ns = 0000").await, ["NoneType None"]);
+    assert_eq!(size().await, before + 4);
+    host.shutdown().await.unwrap();
+}
+
 /// The SDK's unit tests (guest-sdk/python/tests), on the host's Python.
 #[test]
 fn python_sdk_unit_tests_pass() {

@@ -39,6 +39,22 @@ class Error_QuotaExceeded:  # noqa: N801
     value: str
 
 
+@dataclass
+class Error_InvalidValue:  # noqa: N801
+    value: str
+
+
+@dataclass
+class Error_TooLarge:  # noqa: N801
+    value: str
+
+
+@dataclass
+class WitKeyPage:
+    keys: list
+    next: object
+
+
 class FakeStorage:
     def __init__(self):
         self.data = {}
@@ -72,6 +88,59 @@ class FakeStorage:
 
     def storage_size_human(self):
         return "2.0 KiB"
+
+    def namespace_size(self):
+        return sum(len(k) + len(v) for k, v in self.data.items())
+
+    def list_keys(self, prefix, cursor, limit, shared):
+        self._check(prefix or "-", shared)
+        self.calls.append(("list_keys", prefix, cursor, limit))
+        limit = max(1, min(limit, 1000))
+        keys = sorted(k for k in self.data if k.startswith(prefix) and (cursor is None or k > cursor))
+        page = keys[:limit]
+        return WitKeyPage(page, page[-1] if len(page) == limit else None)
+
+    def increment(self, key, delta, shared):
+        self._check(key, shared)
+        raw = self.data.get(key, b"0")
+        if not raw.lstrip(b"-").isdigit():
+            raise Err(Error_InvalidValue("not a counter"))
+        value = int(raw) + delta
+        if not -(2**63) <= value < 2**63:
+            raise Err(Error_InvalidValue("overflow"))
+        self.data[key] = str(value).encode()
+        return value
+
+    def compare_and_swap(self, key, expected, new, shared):
+        self._check(key, shared)
+        self.calls.append(("compare_and_swap", key, expected, new))
+        if self.data.get(key) != expected:
+            return False
+        if new is None:
+            self.data.pop(key, None)
+        else:
+            self.data[key] = bytes(new)
+        return True
+
+    def get_many(self, keys, shared):
+        for key in keys:
+            self._check(key, shared)
+        return [self.data.get(key) for key in keys]
+
+    def set_many(self, entries, expires, shared):
+        for key, _ in entries:
+            self._check(key, shared)
+        if len(entries) > 1000:
+            raise Err(Error_TooLarge("too many keys"))
+        self.calls.append(("set_many", entries, expires))
+        for key, value in entries:
+            self.data[key] = bytes(value)
+
+    def delete_many(self, keys, shared):
+        for key in keys:
+            self._check(key, shared)
+        for key in keys:
+            self.data.pop(key, None)
 
 
 class FakeChat:
@@ -216,6 +285,117 @@ class Values(HostTest):
     def test_keys_must_be_strings(self):
         with self.assertRaises(TypeError):
             run(warden.Plugin.storage.get(1))
+
+
+class BeyondSlackMachine(HostTest):
+    def setUp(self):
+        super().setUp()
+        self.s = warden.Plugin.storage
+
+    def test_raw_bytes_are_stored_unchanged(self):
+        run(self.s.set_bytes("raw", b"\x89PNG", expires=datetime.timedelta(seconds=0.5)))
+        self.assertEqual(self.storage.data["raw"], b"\x89PNG")
+        self.assertEqual(self.storage.calls[-1][3], 1)
+        self.assertEqual(run(self.s.get_bytes("raw")), b"\x89PNG")
+        self.assertIsNone(run(self.s.get_bytes("missing")))
+        with self.assertRaises(warden.Decode):
+            run(self.s.get("raw"))
+        run(self.s.set("json", "text"))
+        self.assertEqual(run(self.s.get_bytes("json")), b'"text"')
+        with self.assertRaises(TypeError):
+            run(self.s.set_bytes("raw", "not bytes"))
+
+    def test_list_keys_pages_with_a_cursor(self):
+        for key in ["k:c", "k:a", "k:b", "other"]:
+            run(self.s.set(key, 1))
+        page = run(self.s.list_keys("k:", limit=2))
+        self.assertIsInstance(page, warden.KeyPage)
+        self.assertEqual(page, (["k:a", "k:b"], "k:b"))
+        self.assertEqual(page.next, "k:b")
+        last = run(self.s.list_keys("k:", page.next, limit=2))
+        self.assertEqual((last.keys, last.next), (["k:c"], None))
+        self.assertEqual(run(self.s.list_keys()).keys, ["k:a", "k:b", "k:c", "other"])
+        self.assertEqual(self.storage.calls[-1], ("list_keys", "", None, 1000))
+        for bad, error in [({"limit": -1}, ValueError), ({"limit": 2**32}, ValueError),
+                           ({"limit": "2"}, TypeError), ({"cursor": 3}, TypeError),
+                           ({"prefix": None}, TypeError)]:
+            with self.assertRaises(error, msg=repr(bad)):
+                run(self.s.list_keys(**bad))
+
+    def test_keys_fetches_every_page(self):
+        keys = [f"n:{i:04}" for i in range(2500)]
+        for key in keys:
+            self.storage.data[key] = b"1"
+        self.assertEqual(run(self.s.keys("n:")), keys)
+        pages = [c for c in self.storage.calls if c[0] == "list_keys"]
+        self.assertEqual([c[2] for c in pages], [None, "n:0999", "n:1999"])
+        self.assertEqual(run(self.s.keys("none:")), [])
+
+    def test_increment_counts_and_reads_back_as_int(self):
+        self.assertEqual(run(self.s.increment("visits")), 1)
+        self.assertEqual(run(self.s.increment("visits", 41)), 42)
+        self.assertEqual(run(self.s.increment("visits", -50)), -8)
+        self.assertEqual(run(self.s.get("visits")), -8)
+        run(self.s.set("text", "hello"))
+        with self.assertRaises(warden.InvalidValue):
+            run(self.s.increment("text"))
+        run(self.s.increment("big", 2**63 - 1))
+        with self.assertRaises(warden.InvalidValue) as overflow:
+            run(self.s.increment("big"))
+        self.assertEqual(overflow.exception.message, "overflow")
+        for bad, error in [(2**63, ValueError), (-(2**63) - 1, ValueError), (1.0, TypeError), (True, TypeError)]:
+            with self.assertRaises(error, msg=repr(bad)):
+                run(self.s.increment("visits", bad))
+
+    def test_compare_and_swap_compares_stored_json(self):
+        self.assertTrue(run(self.s.compare_and_swap("job", None, "worker-a")))
+        self.assertFalse(run(self.s.compare_and_swap("job", None, "worker-b")))
+        self.assertEqual(run(self.s.get("job")), "worker-a")
+        self.assertFalse(run(self.s.compare_and_swap("job", "worker-b", "worker-c")))
+        self.assertTrue(run(self.s.compare_and_swap("job", "worker-a", {"by": [1, b"\x00"]})))
+        self.assertEqual(self.storage.data["job"], b'{"by":[1,{"$bytes":"AA=="}]}')
+        self.assertTrue(run(self.s.compare_and_swap("job", {"by": [1, b"\x00"]}, None)))
+        self.assertNotIn("job", self.storage.data)
+        with self.assertRaises(warden.Encode):
+            run(self.s.compare_and_swap("job", None, {1, 2}))
+        with self.assertRaises(warden.AccessDenied):
+            run(self.s.compare_and_swap("job", None, 1, shared=True))
+
+    def test_compare_and_swap_bytes(self):
+        self.assertTrue(run(self.s.compare_and_swap_bytes("raw", None, b"\x01")))
+        self.assertFalse(run(self.s.compare_and_swap_bytes("raw", b"\x02", b"\x03")))
+        self.assertTrue(run(self.s.compare_and_swap_bytes("raw", bytearray(b"\x01"), None)))
+        self.assertEqual(self.storage.calls[-1], ("compare_and_swap", "raw", b"\x01", None))
+        with self.assertRaises(TypeError):
+            run(self.s.compare_and_swap_bytes("raw", None, "text"))
+
+    def test_batches(self):
+        run(self.s.set_many({"a": 1, "b": [2], "c": b"\x03"}))
+        run(self.s.set_many([("d", "four"), ("a", "one")], expires=60))
+        self.assertEqual(self.storage.calls[-1], ("set_many", [("d", b'"four"'), ("a", b'"one"')], 60))
+        self.assertEqual(
+            run(self.s.get_many(["a", "b", "missing", "c", "d"])),
+            ["one", [2], None, b"\x03", "four"],
+        )
+        self.assertEqual(run(self.s.get_many(k for k in ["d"])), ["four"])
+        self.assertEqual(run(self.s.get_many([])), [])
+        run(self.s.delete_many(["a", "b", "missing"]))
+        self.assertEqual(sorted(self.storage.data), ["c", "d"])
+        with self.assertRaises(warden.Encode):
+            run(self.s.set_many({"x": {1}}))
+        with self.assertRaises(warden.TooLarge):
+            run(self.s.set_many({f"k{i}": i for i in range(1001)}))
+        with self.assertRaises(warden.AccessDenied):
+            run(self.s.get_many(["c"], shared=True))
+        for bad in [lambda: self.s.get_many("ab"), lambda: self.s.delete_many([1]),
+                    lambda: self.s.set_many([("a", 1, 2)]), lambda: self.s.set_many({1: "x"})]:
+            with self.assertRaises(TypeError):
+                run(bad())
+        self.assertEqual(sorted(self.storage.data), ["c", "d"])
+
+    def test_namespace_size(self):
+        run(self.s.set_bytes("ab", b"cd"))
+        self.assertEqual(run(self.s.get_namespace_size()), 4)
 
 
 class Greeter(warden.Plugin):

@@ -28,6 +28,17 @@ Python                 stored as
 
 Anything else (sets, dates, objects...) raises `Encode`. A dict whose only
 key is `"$bytes"` is reserved for bytes and raises `Encode` too.
+`set_bytes` and `get_bytes` store and read bytes unchanged instead.
+
+Beyond Slack Machine's methods, the storage lists keys a page at a time
+(`list_keys`, `keys`), keeps atomic counters (`increment`), replaces values
+atomically (`compare_and_swap`), reads and writes batches (`get_many`,
+`set_many`, `delete_many`) and reports the bytes the plugin's namespace
+holds (`get_namespace_size`)::
+
+    visits = await self.storage.increment(f"visits:{msg.user}")
+    page = await self.storage.list_keys("visits:", limit=100)
+    counts = await self.storage.get_many(page.keys)
 """
 
 import base64
@@ -35,11 +46,13 @@ import binascii
 import datetime
 import json
 import math
+from typing import NamedTuple, Optional
 
 from . import _host
 
 __all__ = [
     "PluginStorage",
+    "KeyPage",
     "StorageError",
     "AccessDenied",
     "InvalidKey",
@@ -54,6 +67,13 @@ __all__ = [
 ]
 
 BYTES_TAG = "$bytes"
+
+# The host returns at most this many keys a page; `keys` asks for full pages.
+_PAGE = 1000
+
+# `increment` counts in signed 64-bit integers, as the host does.
+_I64_MIN = -(2**63)
+_I64_MAX = 2**63 - 1
 
 
 class StorageError(Exception):
@@ -73,7 +93,8 @@ class InvalidKey(StorageError):
 
 
 class TooLarge(StorageError):
-    """The value is over the size limit."""
+    """The value, the batch, or what the call would return is over its
+    size limit."""
 
 
 class QuotaExceeded(StorageError):
@@ -85,7 +106,8 @@ class Backend(StorageError):
 
 
 class InvalidValue(StorageError):
-    """The stored value does not fit the operation."""
+    """The stored value does not fit the operation: `increment` on a value
+    that is not a counter, or a counter that would overflow."""
 
 
 class Encode(StorageError):
@@ -201,6 +223,44 @@ def _key(key):
     return key
 
 
+def _keys(keys):
+    """`keys` (any iterable of str, but not one str) as a list."""
+    if isinstance(keys, (str, bytes)):
+        raise TypeError("pass a list of keys, not a single key")
+    return [_key(key) for key in keys]
+
+
+def _entries(entries):
+    """`entries` (a dict, or an iterable of `(key, value)` pairs) as a list
+    of `(key, stored bytes)`."""
+    items = entries.items() if isinstance(entries, dict) else entries
+    encoded = []
+    for entry in items:
+        try:
+            key, value = entry
+        except (TypeError, ValueError):
+            raise TypeError(f"set_many takes (key, value) pairs, not {entry!r}") from None
+        encoded.append((_key(key), encode_value(value)))
+    return encoded
+
+
+def _bytes(value, what):
+    if value is None:
+        return None
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what} must be bytes, not {type(value).__name__}")
+    return bytes(value)
+
+
+class KeyPage(NamedTuple):
+    """One page of keys from `PluginStorage.list_keys`."""
+
+    #: The keys, in bytewise order.
+    keys: list
+    #: Pass this as `cursor` for the next page; `None` on the last one.
+    next: Optional[str]
+
+
 class PluginStorage:
     """The plugin's key-value storage (Slack Machine's `PluginStorage`)."""
 
@@ -239,3 +299,121 @@ class PluginStorage:
         """The same size formatted for people, e.g. `32.0 KiB`."""
         storage = _host.require(_host.storage, "storage")
         return _call(storage.storage_size_human)
+
+    async def get_namespace_size(self):
+        """The bytes of keys and values the plugin's own namespace holds:
+        what its quota counts."""
+        storage = _host.require(_host.storage, "storage")
+        return _call(storage.namespace_size)
+
+    async def set_bytes(self, key, data, expires=None, shared=False):
+        """Stores the bytes `data` under `key` unchanged, not as JSON, the
+        way a Rust plugin's `set_bytes` does. `expires` as for `set`."""
+        data = _bytes(data, "data")
+        seconds = _expiry(expires)
+        storage = _host.require(_host.storage, "storage")
+        _call(storage.set, _key(key), data, seconds, bool(shared))
+
+    async def get_bytes(self, key, shared=False):
+        """The bytes stored under `key`, not decoded, or `None` when there
+        are none."""
+        storage = _host.require(_host.storage, "storage")
+        raw = _call(storage.get, _key(key), bool(shared))
+        return None if raw is None else bytes(raw)
+
+    async def list_keys(self, prefix="", cursor=None, limit=_PAGE, shared=False):
+        """One `KeyPage` of the keys that start with `prefix`, in bytewise
+        order, after `cursor` (the `next` of the previous page), at most
+        `limit` (the host caps it at 1000). With `shared=True` the prefix
+        must be covered by the plugin's read grant::
+
+            cursor = None
+            while True:
+                page = await self.storage.list_keys("karma:", cursor, limit=100)
+                for key in page.keys:
+                    ...
+                if page.next is None:
+                    break
+                cursor = page.next
+        """
+        if cursor is not None:
+            cursor = _key(cursor)
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+        if not 0 <= limit <= 2**32 - 1:
+            raise ValueError(f"limit must be between 0 and 4294967295: {limit}")
+        if not isinstance(prefix, str):
+            raise TypeError(f"the prefix is a str, not {type(prefix).__name__}")
+        storage = _host.require(_host.storage, "storage")
+        page = _call(storage.list_keys, prefix, cursor, limit, bool(shared))
+        return KeyPage(list(page.keys), page.next)
+
+    async def keys(self, prefix="", shared=False):
+        """Every key that starts with `prefix`, in bytewise order, fetched a
+        page at a time."""
+        keys = []
+        cursor = None
+        while True:
+            page = await self.list_keys(prefix, cursor, _PAGE, shared)
+            keys.extend(page.keys)
+            if page.next is None:
+                return keys
+            cursor = page.next
+
+    async def increment(self, key, delta=1, shared=False):
+        """Atomically adds `delta` to the counter under `key` (created at
+        `delta` if missing; its expiry is kept) and returns the new value.
+        Counters are signed 64-bit integers stored as decimal digits, so
+        `get` reads them as an `int`. Raises `InvalidValue` if the key holds
+        something else or the sum would overflow."""
+        if not isinstance(delta, int) or isinstance(delta, bool):
+            raise TypeError(f"delta must be an int, not {type(delta).__name__}")
+        if not _I64_MIN <= delta <= _I64_MAX:
+            raise ValueError(f"delta must fit in a signed 64-bit integer: {delta}")
+        storage = _host.require(_host.storage, "storage")
+        return _call(storage.increment, _key(key), delta, bool(shared))
+
+    async def compare_and_swap(self, key, expected, new, shared=False):
+        """Atomically replaces the value under `key` with `new` (`None`:
+        deletes it) if the value there now is `expected` (`None`: the key
+        is missing); returns whether it did. Values are compared as stored
+        JSON, so use it on values this SDK (or a Rust plugin's `set`)
+        wrote. The new value has no expiry::
+
+            # Claim a job unless someone else has.
+            mine = await self.storage.compare_and_swap("job:42", None, "worker-a")
+        """
+        expected = None if expected is None else encode_value(expected)
+        new = None if new is None else encode_value(new)
+        return await self.compare_and_swap_bytes(key, expected, new, shared)
+
+    async def compare_and_swap_bytes(self, key, expected, new, shared=False):
+        """`compare_and_swap` on bytes stored unchanged (`set_bytes`)."""
+        expected = _bytes(expected, "expected")
+        new = _bytes(new, "new")
+        storage = _host.require(_host.storage, "storage")
+        return bool(_call(storage.compare_and_swap, _key(key), expected, new, bool(shared)))
+
+    async def get_many(self, keys, shared=False):
+        """The values under `keys` (at most 1000), in the same order, with
+        `None` for a key that holds none."""
+        keys = _keys(keys)
+        storage = _host.require(_host.storage, "storage")
+        values = _call(storage.get_many, keys, bool(shared))
+        return [None if raw is None else decode_value(raw) for raw in values]
+
+    async def set_many(self, entries, expires=None, shared=False):
+        """Stores every entry (a dict, or `(key, value)` pairs; at most
+        1000) as `set` would, all or none, with one `expires` for all. A
+        key given twice takes its last value."""
+        encoded = _entries(entries)
+        seconds = _expiry(expires)
+        storage = _host.require(_host.storage, "storage")
+        _call(storage.set_many, encoded, seconds, bool(shared))
+
+    async def delete_many(self, keys, shared=False):
+        """Removes every key (at most 1000), all or none; missing keys are
+        fine."""
+        keys = _keys(keys)
+        storage = _host.require(_host.storage, "storage")
+        _call(storage.delete_many, keys, bool(shared))
