@@ -309,7 +309,7 @@ async fn js_sdk_works_inside_a_component() {
     }
     let outcomes = host.dispatch(&Incoming::addressed("js fail")).await;
     assert_eq!(outcomes[0].replies, ["about to fail"]);
-    assert_eq!(outcomes[0].error.as_deref(), Some("RangeError: boom"));
+    assert_eq!(outcomes[0].detail.as_deref(), Some("RangeError: boom"));
     let outcomes = host.dispatch(&Incoming::addressed("js state")).await;
     assert_eq!(outcomes[0].replies, ["inits 1 calls 3"]);
 

@@ -551,7 +551,7 @@ async fn python_sdk_works_inside_a_component() {
     ] {
         let outcomes = host.dispatch(&Incoming::addressed(text)).await;
         assert_eq!(outcomes.len(), 1);
-        let failed = outcomes[0].error.as_deref().unwrap_or_default();
+        let failed = outcomes[0].detail.as_deref().unwrap_or_default();
         assert!(failed.starts_with(error), "{text}: {failed}");
     }
     assert_eq!(say(&host, "py state").await, ["inits 1 calls 3"]);
