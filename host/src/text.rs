@@ -66,6 +66,14 @@ pub fn for_log(text: &str, max: usize) -> String {
     escape(&truncate(text, max)).into_owned()
 }
 
+/// `text` on one line: every run of whitespace, line breaks included,
+/// becomes one space. For messages of libraries that spread a value over
+/// lines (a byte array printed with `{:#?}`), before they reach a log line
+/// or a one-line error.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +87,14 @@ mod tests {
             "a\\nb\\r\\tc\\u{001b}[2J\\u{202e}d\\u{007f}\\u{0085}"
         );
         assert!(!escape("x\ny\u{2028}z").contains(['\n', '\u{2028}']));
+    }
+
+    #[test]
+    fn messages_spread_over_lines_are_put_on_one() {
+        assert_eq!(
+            one_line("bad magic number - expected=[\n    0x0,\n    0x61,\n]"),
+            "bad magic number - expected=[ 0x0, 0x61, ]"
+        );
     }
 
     #[test]

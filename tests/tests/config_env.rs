@@ -50,9 +50,21 @@ fn environment_overrides_the_file_and_flags_override_both() {
     let error = answer["errors"][0]["error"]
         .as_str()
         .unwrap_or_else(|| panic!("{answer:#}"));
-    assert!(error.contains("at most 8"), "{error}");
+    // The sender sees a reference; the log has the handler's error.
+    let reference = error
+        .strip_prefix("failed; see the host log (reference ")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{error}"));
     let stopped = server.terminate();
     assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(
+        stopped
+            .stderr
+            .lines()
+            .any(|l| l.contains(&format!("reference={reference}")) && l.contains("at most 8")),
+        "{}",
+        stopped.stderr
+    );
     assert!(
         !data.exists(),
         "the memory backend does not create sled's directory"

@@ -1004,12 +1004,12 @@ pub(crate) async fn prepare(
         })?
         .map_err(|e| LoadError::NotAComponent {
             file: path.clone(),
-            message: format!("{e:#}"),
+            message: text::one_line(&format!("{e:#}")),
         })?
     };
     let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
         file: path.clone(),
-        message: format!("{e:#}"),
+        message: text::one_line(&format!("{e:#}")),
     };
     let pre = runtime
         .linker()
