@@ -52,7 +52,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 
 pub use config::Config;
-pub use plugins::{LoadError, Outcome, PluginInfo};
+pub use plugins::{Failure, LoadError, Outcome, PluginInfo};
 pub use router::Incoming;
 
 use identity::Namespace;
@@ -630,6 +630,7 @@ impl Host {
                                 replies: Vec::new(),
                                 error: Some("failed in the host; see its log".into()),
                                 detail: Some(e.to_string()),
+                                failure: Some(plugins::Failure::Host),
                             }
                         })
                     })

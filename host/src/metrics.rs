@@ -592,6 +592,7 @@ mod tests {
             replies: vec![],
             error: Some("failed".into()),
             detail: None,
+            failure: Some(crate::Failure::Handler),
         };
         let back = m.observe_call(&id("a.A"), async { outcome.clone() }).await;
         assert_eq!(back, outcome);

@@ -126,6 +126,8 @@ async fn waiting_past_the_time_limit_is_stopped() {
         assert!(took < Duration::from_secs(3), "{attack} took {took:?}");
         // The instance was rebuilt.
         assert_eq!(replies_of(&host, &raw_id(0), "ping").await, ["pong"]);
+        let outcomes = send(&host, "sleep 60000").await;
+        assert_eq!(outcomes[0].failure, Some(warden::Failure::TimedOut));
     }
     // Honest waits within the limit still work.
     assert_eq!(

@@ -266,6 +266,7 @@ async fn a_trapping_handler_is_isolated_and_its_instance_rebuilt() {
     // short, stable line with the reference of the log entry.
     let outcomes = host.dispatch(&Incoming::addressed("fail")).await;
     assert_eq!(outcomes[0].detail.as_deref(), Some("probe asked to fail"));
+    assert_eq!(outcomes[0].failure, Some(warden::Failure::Handler));
     let error = outcomes[0].error.as_deref().unwrap();
     assert!(
         error.starts_with("failed; see the host log (reference E") && error.ends_with(')'),

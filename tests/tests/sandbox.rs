@@ -227,6 +227,13 @@ async fn faults_stay_inside_the_plugin() {
     ];
     for (command, expected) in faults {
         assert_eq!(failure(&host, command).await, expected, "{command}");
+        let kind = send(&host, command).await[0].failure;
+        let expected_kind = if command == "spin" {
+            warden::Failure::TimedOut
+        } else {
+            warden::Failure::Trapped
+        };
+        assert_eq!(kind, Some(expected_kind), "{command}");
         // Its next message gets a fresh instance; the other plugin is fine.
         assert_eq!(say(&host, "ping").await, ["pong"], "after {command}");
         assert_eq!(

@@ -279,6 +279,47 @@ pub struct Outcome {
     /// or the trap with its backtrace; at most [`MAX_ERROR_BYTES`] (and a
     /// marker).
     pub detail: Option<String>,
+    /// What kind of failure it was, if the call failed.
+    pub failure: Option<Failure>,
+}
+
+/// What kind of failure ended a call (see [`Outcome::failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// Refused at once: `max_calls_in_flight` calls were waiting or
+    /// running.
+    Busy,
+    /// Refused: the plugin is paused after faults in a row.
+    Paused,
+    /// Refused: the message and its captures are over `max_read_bytes`.
+    TooLarge,
+    /// It ran or waited past its time limit, or no instance became free
+    /// within it.
+    TimedOut,
+    /// It trapped (a panic, its memory limit, a stack overflow...), or no
+    /// instance could be started.
+    Trapped,
+    /// The handler returned an error.
+    Handler,
+    /// The host failed while running it.
+    Host,
+}
+
+impl Failure {
+    /// A short, stable name: `busy`, `paused`, `too-large`, `timed-out`,
+    /// `trapped`, `handler` or `host`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Busy => "busy",
+            Failure::Paused => "paused",
+            Failure::TooLarge => "too-large",
+            Failure::TimedOut => "timed-out",
+            Failure::Trapped => "trapped",
+            Failure::Handler => "handler",
+            Failure::Host => "host",
+        }
+    }
 }
 
 /// A reference that ties a failure the sender sees to its log entry.
@@ -343,6 +384,7 @@ impl LoadedPlugin {
             replies: Vec::new(),
             error: None,
             detail: None,
+            failure: None,
         };
         // What the call copies into the plugin is bounded as its reads are.
         let passed = [&msg.text, &msg.user, &msg.channel]
@@ -361,6 +403,7 @@ impl LoadedPlugin {
                 self.limits.max_read_bytes
             );
             tracing::warn!(plugin = %self.info.id, handler = %route.handler, "call refused: {message}");
+            outcome.failure = Some(Failure::TooLarge);
             outcome.error = Some(message);
             return outcome;
         }
@@ -370,6 +413,7 @@ impl LoadedPlugin {
                 self.limits.max_calls_in_flight
             );
             tracing::warn!(plugin = %self.info.id, "call refused: {message}");
+            outcome.failure = Some(Failure::Busy);
             outcome.error = Some(message);
             return outcome;
         };
@@ -381,6 +425,7 @@ impl LoadedPlugin {
                 self.limits.handler_timeout_ms
             );
             tracing::warn!(plugin = %self.info.id, handler = %route.handler, "{message}");
+            outcome.failure = Some(Failure::TimedOut);
             outcome.error = Some(message);
             return outcome;
         };
@@ -394,6 +439,7 @@ impl LoadedPlugin {
         if let Some(until) = paused_until {
             let left = until.saturating_duration_since(Instant::now());
             if !left.is_zero() {
+                outcome.failure = Some(Failure::Paused);
                 outcome.error = Some(format!(
                     "paused for {:.1} s more after {faults} faults in a row",
                     left.as_secs_f64()
@@ -410,6 +456,10 @@ impl LoadedPlugin {
                     let (short, detail) = self.describe(&e);
                     let detail = format!("cannot start a new instance: {detail}");
                     let reference = self.fault(&detail, route);
+                    outcome.failure = Some(match e {
+                        Entry::TimedOut => Failure::TimedOut,
+                        Entry::OutOfMemory | Entry::Failed(_) => Failure::Trapped,
+                    });
                     outcome.error = Some(match short {
                         Some(short) => format!("cannot start a new instance: {short}"),
                         None => see_the_log("cannot start a new instance", &reference),
@@ -434,6 +484,7 @@ impl LoadedPlugin {
                 .call_handle(&mut instance.store, route.index, &message, &captures),
         )
         .await;
+        let result = runtime::refine(result, &instance.store);
         outcome.replies = instance.store.data_mut().host.end_call();
         match result {
             Ok(result) => {
@@ -444,6 +495,7 @@ impl LoadedPlugin {
                     let reference = log_reference();
                     tracing::warn!(plugin = %self.info.id, handler = %route.handler,
                         reference = %reference, "handler failed: {}", text::escape(&e));
+                    outcome.failure = Some(Failure::Handler);
                     outcome.error = Some(see_the_log("failed", &reference));
                     outcome.detail = Some(e);
                 }
@@ -454,6 +506,10 @@ impl LoadedPlugin {
                 drop(instance);
                 let (short, detail) = self.describe(&e);
                 let reference = self.fault(&detail, route);
+                outcome.failure = Some(match e {
+                    Entry::TimedOut => Failure::TimedOut,
+                    Entry::OutOfMemory | Entry::Failed(_) => Failure::Trapped,
+                });
                 outcome.error = Some(short.unwrap_or_else(|| see_the_log("trapped", &reference)));
                 outcome.detail = Some(detail);
             }
@@ -473,12 +529,15 @@ impl LoadedPlugin {
                 );
                 (Some(message.clone()), message)
             }
+            Entry::OutOfMemory => {
+                let message = out_of_memory(&self.limits);
+                (Some(message.clone()), message)
+            }
             Entry::Failed(e) => {
                 let detail = describe_trap(e, &self.limits);
                 // A trap the host names is short and stable; any other
                 // account carries the plugin's backtrace.
-                let known = e.downcast_ref::<wasmtime::Trap>().is_some()
-                    || detail.starts_with("trapped: ran out of memory");
+                let known = e.downcast_ref::<wasmtime::Trap>().is_some();
                 (known.then(|| detail.clone()), detail)
             }
         }
@@ -516,9 +575,18 @@ impl LoadedPlugin {
             &self.limits,
         );
         runtime::arm(&mut store, deadline);
-        let bindings = runtime::within(deadline, self.pre.instantiate_async(&mut store)).await?;
+        let bindings = runtime::within(deadline, self.pre.instantiate_async(&mut store)).await;
+        let bindings = runtime::refine(bindings, &store)?;
         Ok(Instance { store, bindings })
     }
+}
+
+/// The account of an instance stopped by its memory limit.
+fn out_of_memory(limits: &Limits) -> String {
+    format!(
+        "trapped: ran out of memory (its limit is {} bytes)",
+        limits.max_memory_bytes
+    )
 }
 
 /// A readable account of a trap, naming the limit that stopped the plugin
@@ -531,10 +599,6 @@ fn describe_trap(e: &wasmtime::Error, limits: &Limits) -> String {
         ),
         Some(wasmtime::Trap::StackOverflow) => "trapped: stack overflow".to_owned(),
         Some(trap) => format!("trapped: {trap}"),
-        None if format!("{e:#}").contains("forcing trap when growing memory") => format!(
-            "trapped: ran out of memory (its limit is {} bytes)",
-            limits.max_memory_bytes
-        ),
         None => format!("trapped: {e:#}"),
     };
     // A trap's backtrace names the plugin's own functions: bound it.
@@ -1028,6 +1092,10 @@ pub(crate) async fn prepare(
                 stage,
                 limit_ms: limits.handler_timeout_ms,
             },
+            Entry::OutOfMemory => LoadError::Start {
+                file: path,
+                message: out_of_memory(limits),
+            },
             Entry::Failed(e) => LoadError::Start {
                 file: path,
                 message: describe_trap(&e, limits),
@@ -1038,14 +1106,12 @@ pub(crate) async fn prepare(
     let mut store = runtime.new_store(output, None, limits);
     let deadline = Instant::now() + limits.handler_timeout();
     runtime::arm(&mut store, deadline);
-    let bindings = runtime::within(deadline, pre.instantiate_async(&mut store))
-        .await
-        .map_err(start("instantiation"))?;
+    let bindings = runtime::within(deadline, pre.instantiate_async(&mut store)).await;
+    let bindings = runtime::refine(bindings, &store).map_err(start("instantiation"))?;
     let deadline = Instant::now() + limits.handler_timeout();
     runtime::arm(&mut store, deadline);
-    let manifest = runtime::within(deadline, bindings.call_manifest(&mut store))
-        .await
-        .map_err(start("manifest"))?;
+    let manifest = runtime::within(deadline, bindings.call_manifest(&mut store)).await;
+    let manifest = runtime::refine(manifest, &store).map_err(start("manifest"))?;
 
     let id = PluginId::new(&manifest.id).map_err(|source| LoadError::InvalidId {
         file: path.clone(),

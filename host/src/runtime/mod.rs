@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::Limits;
@@ -27,7 +27,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     /// When the entry into the plugin under way must have returned.
     deadline: Instant,
     /// Warden's own interfaces.
@@ -43,7 +43,13 @@ impl PluginState {
         let output = self.host.output().clone();
         output.set_name(id.clone());
         self.host = PluginHost::new(id, output, Some(storage));
-        self.limits = store_limits(limits);
+        self.limits = Limiter::new(limits);
+    }
+
+    /// Whether the instance was refused memory it asked for: it has hit
+    /// its `max_memory_bytes`.
+    pub fn memory_exhausted(&self) -> bool {
+        self.limits.refused_memory
     }
 
     /// The log output of the instance, which names the plugin.
@@ -68,8 +74,20 @@ pub fn arm(store: &mut Store<PluginState>, deadline: Instant) {
 pub enum Entry {
     /// It was still running or waiting at its deadline.
     TimedOut,
+    /// It trapped after the instance was refused memory past its
+    /// `max_memory_bytes` (see [`refine`]).
+    OutOfMemory,
     /// It trapped, or failed in the host.
     Failed(wasmtime::Error),
+}
+
+/// `result`, an entry into the instance of `store`, with a failure that
+/// followed a refusal of memory named as [`Entry::OutOfMemory`].
+pub fn refine<T>(result: Result<T, Entry>, store: &Store<PluginState>) -> Result<T, Entry> {
+    match result {
+        Err(Entry::Failed(_)) if store.data().memory_exhausted() => Err(Entry::OutOfMemory),
+        result => result,
+    }
 }
 
 /// Runs `call`, an entry into an instance whose store was [`arm`]ed with
@@ -91,18 +109,67 @@ pub async fn within<T>(
     }
 }
 
-/// The store limits of an instance bounded by `limits`.
-fn store_limits(limits: &Limits) -> StoreLimits {
-    StoreLimitsBuilder::new()
-        .memory_size(limits.max_memory_bytes)
-        // A failed memory.grow traps instead of returning -1, so the plugin
-        // cannot go on in a state its allocator did not expect, and the log
-        // says why it stopped.
-        .trap_on_grow_failure(true)
-        .instances(16)
-        .tables(16)
-        .memories(16)
-        .build()
+/// The resource limits of an instance, which remember whether memory was
+/// refused, so that the host can say a trap came from the memory limit.
+struct Limiter {
+    limits: StoreLimits,
+    refused_memory: bool,
+}
+
+impl Limiter {
+    /// The limits of an instance bounded by `limits`.
+    fn new(limits: &Limits) -> Self {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(limits.max_memory_bytes)
+            // A failed memory.grow traps instead of returning -1, so the
+            // plugin cannot go on in a state its allocator did not expect,
+            // and the log says why it stopped.
+            .trap_on_grow_failure(true)
+            .instances(16)
+            .tables(16)
+            .memories(16)
+            .build();
+        Self {
+            limits,
+            refused_memory: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(grown, Ok(true)) {
+            self.refused_memory = true;
+        }
+        grown
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl std::fmt::Debug for PluginState {
@@ -230,7 +297,7 @@ impl Runtime {
         let state = PluginState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: store_limits(limits),
+            limits: Limiter::new(limits),
             deadline: Instant::now() + limits.handler_timeout(),
             host: PluginHost::new(tag, output, storage),
         };

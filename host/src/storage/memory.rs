@@ -103,6 +103,42 @@ impl ImmediateWrites for MemoryBackend {
         let old = self.map().remove(key);
         Ok(old.filter(|e| e.live(now)).map(|e| e.value.len() as u64))
     }
+
+    fn value_len_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        let now = Instant::now();
+        Ok(self
+            .map()
+            .get(key)
+            .filter(|e| e.live(now))
+            .map(|e| e.value.len() as u64))
+    }
+
+    fn scan_now(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, BackendError> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        Ok(self
+            .map()
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| e.live(now))
+            .take(limit)
+            .map(|(k, e)| Stored {
+                key: k.clone(),
+                value: e.value.clone(),
+                expires_at: e
+                    .expires_at
+                    .map(|at| wall + at.saturating_duration_since(now)),
+            })
+            .collect())
+    }
 }
 
 #[async_trait::async_trait]
@@ -146,12 +182,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn value_len(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
-        let now = Instant::now();
-        Ok(self
-            .map()
-            .get(key)
-            .filter(|e| e.live(now))
-            .map(|e| e.value.len() as u64))
+        self.value_len_now(key)
     }
 
     async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
@@ -285,25 +316,7 @@ impl Backend for MemoryBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Stored>, BackendError> {
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
-        Ok(self
-            .map()
-            .range::<[u8], _>((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter(|(_, e)| e.live(now))
-            .take(limit)
-            .map(|(k, e)| Stored {
-                key: k.clone(),
-                value: e.value.clone(),
-                expires_at: e
-                    .expires_at
-                    .map(|at| wall + at.saturating_duration_since(now)),
-            })
-            .collect())
+        self.scan_now(prefix, after, limit)
     }
 
     async fn close(&self) -> Result<(), BackendError> {

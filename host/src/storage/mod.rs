@@ -267,9 +267,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     /// The backend's writes that never wait, if it has them (as
     /// [`immediate_reads`](Backend::immediate_reads), for plugins' `set`
-    /// and `delete`). A backend that offers them promises too that its
-    /// [`value_len`](Backend::value_len) and [`scan`](Backend::scan)
-    /// complete without waiting, for the quota checks of those writes. A
+    /// and `delete`), with the length reads and scans
+    /// ([`ImmediateWrites::value_len_now`], [`ImmediateWrites::scan_now`])
+    /// that the quota checks of those writes need. A
     /// backend that waits for the disk before it acknowledges a write (sled
     /// under `sync = "always"`) must not offer them. The default is `None`.
     fn immediate_writes(&self) -> Option<&dyn ImmediateWrites> {
@@ -289,6 +289,17 @@ pub trait ImmediateWrites: Send + Sync {
     ) -> Result<Option<u64>, BackendError>;
     /// As [`Backend::remove`].
     fn remove_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError>;
+    /// As [`Backend::value_len`]: the quota check of a write near the quota
+    /// reads the length it replaces.
+    fn value_len_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError>;
+    /// As [`Backend::scan`]: a write refused for the quota recounts the
+    /// namespace first.
+    fn scan_now(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, BackendError>;
 }
 
 /// Reads that answer at once, from the calling thread (see

@@ -266,28 +266,87 @@ impl Usage {
         backend: &dyn Backend,
         namespace: &Namespace,
     ) -> Result<u64, BackendError> {
-        const PAGE: usize = 1000;
-        let writes = self.writes.load(Ordering::SeqCst);
-        let before = self.bytes.load(Ordering::SeqCst);
-        let prefix = identity::namespace_prefix(namespace);
-        let (mut total, mut after) = (0u64, None::<Vec<u8>>);
-        loop {
-            let page = backend.scan(&prefix, after.as_deref(), PAGE).await?;
-            total += page
-                .iter()
-                .map(|e| (e.key.len() - prefix.len() + e.value.len()) as u64)
-                .sum::<u64>();
-            if page.len() < PAGE {
-                break;
-            }
-            after = page.last().map(|e| e.key.clone());
+        let mut recount = Recount::start(self, namespace);
+        while let Some(after) = recount.next_page() {
+            let page = backend
+                .scan(&recount.prefix, after.as_deref(), Recount::PAGE)
+                .await?;
+            recount.add(&page);
         }
-        if writes & IN_FLIGHT == 0 && self.writes.load(Ordering::SeqCst) == writes {
+        Ok(recount.finish())
+    }
+
+    /// [`recount`](Self::recount) through a backend's immediate scans.
+    fn recount_now(
+        &self,
+        writes: &dyn ImmediateWrites,
+        namespace: &Namespace,
+    ) -> Result<u64, BackendError> {
+        let mut recount = Recount::start(self, namespace);
+        while let Some(after) = recount.next_page() {
+            let page = writes.scan_now(&recount.prefix, after.as_deref(), Recount::PAGE)?;
+            recount.add(&page);
+        }
+        Ok(recount.finish())
+    }
+}
+
+/// A recount of one namespace under way: the pages scanned so far, and
+/// what the count was when it started.
+struct Recount<'u> {
+    usage: &'u Usage,
+    prefix: Vec<u8>,
+    writes: u64,
+    before: u64,
+    total: u64,
+    /// Where the next page starts: `None` before the first, then the last
+    /// key of the page before; done once a page comes back short.
+    after: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl<'u> Recount<'u> {
+    const PAGE: usize = 1000;
+
+    fn start(usage: &'u Usage, namespace: &Namespace) -> Self {
+        Self {
+            writes: usage.writes.load(Ordering::SeqCst),
+            before: usage.bytes.load(Ordering::SeqCst),
+            usage,
+            prefix: identity::namespace_prefix(namespace),
+            total: 0,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// Where the next page starts, or `None` once every page is counted.
+    fn next_page(&mut self) -> Option<Option<Vec<u8>>> {
+        if self.done {
+            return None;
+        }
+        Some(self.after.clone())
+    }
+
+    fn add(&mut self, page: &[super::Entry]) {
+        self.total += page
+            .iter()
+            .map(|e| (e.key.len() - self.prefix.len() + e.value.len()) as u64)
+            .sum::<u64>();
+        self.done = page.len() < Self::PAGE;
+        self.after = page.last().map(|e| e.key.clone());
+    }
+
+    /// Applies the recount, unless a write started or ended meanwhile (see
+    /// [`Usage::recount`]); returns the count in force.
+    fn finish(self) -> u64 {
+        let usage = self.usage;
+        if self.writes & IN_FLIGHT == 0 && usage.writes.load(Ordering::SeqCst) == self.writes {
             // Replace what was counted before the scan with what the scan
             // found, keeping what writes started since have changed.
-            self.shift(total, before);
+            usage.shift(self.total, self.before);
         }
-        Ok(self.bytes())
+        usage.bytes()
     }
 }
 
@@ -514,27 +573,53 @@ impl PluginStorage {
         new: u64,
     ) -> Result<Pending<'_>, StorageError> {
         let (namespace, usage) = self.namespace(shared);
-        let max = self.limits.max_stored_bytes;
-        let growth = new.saturating_sub(old);
-        let mut pending = usage.begin();
-        if pending.reserve(growth, max) {
+        if let Some(pending) = self.try_reserve_growth(shared, old, new) {
             return Ok(pending);
         }
-        // Not in flight while it recounts, or the recount would be kept
-        // from replacing the count.
-        drop(pending);
         usage.recount(&*self.backend, namespace).await?;
-        let mut pending = usage.begin();
-        if pending.reserve(growth, max) {
+        self.try_reserve_growth(shared, old, new)
+            .ok_or_else(|| self.over_quota(key, shared, old, new))
+    }
+
+    /// [`reserve_growth`](Self::reserve_growth) through the backend's
+    /// immediate scans.
+    fn reserve_growth_now(
+        &self,
+        writes: &dyn ImmediateWrites,
+        key: &str,
+        shared: bool,
+        old: u64,
+        new: u64,
+    ) -> Result<Pending<'_>, StorageError> {
+        let (namespace, usage) = self.namespace(shared);
+        if let Some(pending) = self.try_reserve_growth(shared, old, new) {
             return Ok(pending);
         }
-        Err(StorageError::QuotaExceeded {
+        usage.recount_now(writes, namespace)?;
+        self.try_reserve_growth(shared, old, new)
+            .ok_or_else(|| self.over_quota(key, shared, old, new))
+    }
+
+    /// Reserves the growth of a write replacing `old` bytes with `new`, if
+    /// the count allows it now. A refused reservation is not in flight, so
+    /// a recount after it may replace the count.
+    fn try_reserve_growth(&self, shared: bool, old: u64, new: u64) -> Option<Pending<'_>> {
+        let mut pending = self.namespace(shared).1.begin();
+        pending
+            .reserve(new.saturating_sub(old), self.limits.max_stored_bytes)
+            .then_some(pending)
+    }
+
+    /// The refusal of a write of `new` bytes, replacing `old`, under `key`.
+    fn over_quota(&self, key: &str, shared: bool, old: u64, new: u64) -> StorageError {
+        let (namespace, usage) = self.namespace(shared);
+        StorageError::QuotaExceeded {
             key: shown(key),
             len: new,
             namespace: namespace.clone(),
             would: usage.bytes().saturating_sub(old).saturating_add(new),
-            max,
-        })
+            max: self.limits.max_stored_bytes,
+        }
     }
 
     fn check_value(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
@@ -589,13 +674,10 @@ impl PluginStorage {
         let (raw, new) = self.check_set(key, value, shared)?;
         let pending = match self.reserve_new(shared, new) {
             Some(pending) => pending,
-            // A backend with immediate writes reads and scans without
-            // waiting too (see `Backend::immediate_writes`): this future
-            // completes on its first poll.
-            None => futures::executor::block_on(async {
-                let old = self.stored_len(&raw, key).await?;
-                self.reserve_growth(key, shared, old, new).await
-            })?,
+            None => {
+                let old = stored_bytes(key, writes.value_len_now(&raw)?);
+                self.reserve_growth_now(writes, key, shared, old, new)?
+            }
         };
         match writes.replace_now(&raw, value, expires_in) {
             Ok(old) => {
@@ -1252,6 +1334,18 @@ mod tests {
             std::thread::sleep(self.1);
             self.0.remove_now(key)
         }
+        fn value_len_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            self.0.value_len_now(key)
+        }
+        fn scan_now(
+            &self,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Vec<crate::storage::Entry>, BackendError> {
+            self.0.scan_now(prefix, after, limit)
+        }
     }
 
     #[async_trait::async_trait]
@@ -1437,7 +1531,10 @@ mod tests {
             threads.into_iter().map(|t| t.join().unwrap()).sum()
         });
         assert_eq!(stored_entries, 100);
-        let total = futures::executor::block_on(stored(&*backend));
+        let id = PluginId::new("a.A").unwrap();
+        let total = Usage::default()
+            .recount_now(&*backend, &Namespace::Plugin(id))
+            .unwrap();
         assert_eq!((total, s.usage()), (1000, 1000));
     }
 

@@ -329,6 +329,48 @@ impl ImmediateWrites for SledBackend {
         self.sync_now()?;
         Ok(old)
     }
+
+    fn value_len_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        // sled hands out a shared buffer: no copy of the value is made.
+        Ok(self.read(key)?.map(|stored| (stored.len() - HEADER) as u64))
+    }
+
+    fn scan_now(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, BackendError> {
+        let now = now_millis();
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut out = Vec::new();
+        for item in self.data.range::<&[u8], _>((start, Bound::Unbounded)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, stored) = item.map_err(err)?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let (expires_at, value) = split(&stored).ok_or_else(|| {
+                err(format!(
+                    "corrupt value under key {:?}",
+                    String::from_utf8_lossy(&key)
+                ))
+            })?;
+            if live(expires_at, now) {
+                out.push(Entry {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    expires_at: (expires_at != NEVER).then(|| from_millis(expires_at)),
+                });
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl ImmediateReads for SledBackend {
@@ -394,8 +436,7 @@ impl Backend for SledBackend {
     }
 
     async fn value_len(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
-        // sled hands out a shared buffer: no copy of the value is made.
-        Ok(self.read(key)?.map(|stored| (stored.len() - HEADER) as u64))
+        self.value_len_now(key)
     }
 
     async fn size(&self) -> Result<u64, BackendError> {
@@ -546,35 +587,7 @@ impl Backend for SledBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, BackendError> {
-        let now = now_millis();
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
-        let mut out = Vec::new();
-        for item in self.data.range::<&[u8], _>((start, Bound::Unbounded)) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, stored) = item.map_err(err)?;
-            if !key.starts_with(prefix) {
-                break;
-            }
-            let (expires_at, value) = split(&stored).ok_or_else(|| {
-                err(format!(
-                    "corrupt value under key {:?}",
-                    String::from_utf8_lossy(&key)
-                ))
-            })?;
-            if live(expires_at, now) {
-                out.push(Entry {
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                    expires_at: (expires_at != NEVER).then(|| from_millis(expires_at)),
-                });
-            }
-        }
-        Ok(out)
+        self.scan_now(prefix, after, limit)
     }
 
     async fn close(&self) -> Result<(), BackendError> {
