@@ -54,6 +54,37 @@ impl ImmediateWrites for Recording {
         let old = self.map.lock().unwrap().remove(key);
         Ok(old.filter(Self::live).map(|e| e.0.len() as u64))
     }
+
+    fn value_len_now(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        let map = self.map.lock().unwrap();
+        Ok(map
+            .get(key)
+            .filter(|e| Self::live(e))
+            .map(|e| e.0.len() as u64))
+    }
+
+    fn scan_now(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, BackendError> {
+        let start = after.map_or(Bound::Included(prefix), Bound::Excluded);
+        let map = self.map.lock().unwrap();
+        Ok(map
+            .range::<[u8], _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| Self::live(e))
+            .take(limit)
+            .map(|(k, e)| Entry {
+                key: k.clone(),
+                value: e.0.clone(),
+                expires_at: e
+                    .1
+                    .map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now())),
+            })
+            .collect())
+    }
 }
 
 impl ImmediateReads for Recording {
@@ -236,21 +267,7 @@ impl Backend for Recording {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, BackendError> {
-        let start = after.map_or(Bound::Included(prefix), Bound::Excluded);
-        let map = self.map.lock().unwrap();
-        Ok(map
-            .range::<[u8], _>((start, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter(|(_, e)| Self::live(e))
-            .take(limit)
-            .map(|(k, e)| Entry {
-                key: k.clone(),
-                value: e.0.clone(),
-                expires_at: e
-                    .1
-                    .map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now())),
-            })
-            .collect())
+        self.scan_now(prefix, after, limit)
     }
 
     async fn close(&self) -> Result<(), BackendError> {
