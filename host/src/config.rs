@@ -26,7 +26,7 @@
 //! [routing]
 //! max_message_bytes = 4096          # longest message text matched
 //! max_plugin_route_bytes = 1048576  # compiled size of one plugin's routes
-//! max_host_route_bytes = 16777216   # compiled size of every plugin's routes
+//! max_host_route_bytes = 67108864   # compiled size of every plugin's routes
 //! ```
 //!
 //! Every table and field is optional; unknown fields are errors, so a typo
@@ -117,12 +117,12 @@ impl Default for HttpConfig {
 /// automaton for each byte of text). Plugins choose their patterns and
 /// senders choose their text, so both factors are bounded. With the
 /// defaults, the slowest host they allow (every plugin's routes as costly
-/// as possible) took about 1.2 s of one core to match a 4 KiB message on a
+/// as possible) took about 4.5 s of one core to match a 4 KiB message on a
 /// 2-core AMD EPYC (BENCHMARKS.md); such a message is matched on the
 /// blocking pool, one a core at a time, never on the threads that serve
 /// other messages. Ordinary routes cost 5 to 90 KiB each (a Unicode `\w`
 /// class is the largest part), and take microseconds, as the faster
-/// engines match them.
+/// engines match them; a plugin of ten takes about 340 KiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -135,7 +135,8 @@ pub struct RoutingConfig {
     /// [`CompiledRoute::cost`](crate::router::CompiledRoute::cost).
     pub max_plugin_route_bytes: usize,
     /// Most compiled size of the routes of every loaded plugin together, in
-    /// bytes (default 16 MiB); a plugin that would take the host over it is
+    /// bytes (default 64 MiB, room for about 200 plugins of 10 ordinary
+    /// routes); a plugin that would take the host over it is
     /// refused at load.
     pub max_host_route_bytes: usize,
 }
@@ -145,7 +146,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024;
 /// The default of [`RoutingConfig::max_plugin_route_bytes`].
 pub const DEFAULT_MAX_PLUGIN_ROUTE_BYTES: usize = 1024 * 1024;
 /// The default of [`RoutingConfig::max_host_route_bytes`].
-pub const DEFAULT_MAX_HOST_ROUTE_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_HOST_ROUTE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for RoutingConfig {
     fn default() -> Self {

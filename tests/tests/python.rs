@@ -453,6 +453,32 @@ fn python_plugin_answers_the_transcript_through_the_cli() {
             .any(|l| l.contains("plugin loaded") && l.contains(PYTHON_ID)),
         "{log}"
     );
+
+    // Without the cache, the long compile is announced before it starts.
+    let out = run_warden(
+        warden_bin!(),
+        [
+            "run".as_ref(),
+            "--plugins".as_ref(),
+            plugins.path().as_os_str(),
+            "--data".as_ref(),
+            data.path().as_os_str(),
+            "--no-cache".as_ref(),
+            "--no-watch".as_ref(),
+        ],
+        "",
+    );
+    let log = stderr_text(&out);
+    assert!(out.status.success(), "{log}");
+    let compiling = log
+        .lines()
+        .position(|l| l.contains("compiling") && l.contains("MiB); this can take a while"))
+        .unwrap_or_else(|| panic!("no compiling line:\n{log}"));
+    let loaded = log
+        .lines()
+        .position(|l| l.contains("plugin loaded"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(compiling < loaded, "{log}");
 }
 
 const PROBE_ID: &str = "python_probe.Probe";
