@@ -147,7 +147,7 @@ enum PluginsCommand {
 /// Where the store is: the same options for every command.
 #[derive(Debug, clap::Args)]
 struct StoreArgs {
-    /// Configuration file (TOML): storage, grants, limits, http.
+    /// Configuration file (TOML): storage, grants, limits, http, plugins.
     #[arg(long, env = "WARDEN_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Data directory of the sled store [default: the config's
@@ -200,14 +200,17 @@ struct RunArgs {
     #[arg(long)]
     console: bool,
     /// Directory of compiled plugins, so that a restart with unchanged
-    /// plugins skips compilation [default: $XDG_CACHE_HOME/warden, else
-    /// ~/.cache/warden].
+    /// plugins skips compilation; turns the cache on even if the config's
+    /// plugins.cache is false [default: the config's plugins.cache_dir, else
+    /// $XDG_CACHE_HOME/warden, else ~/.cache/warden].
     #[arg(long, env = "WARDEN_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Compile every plugin at start, with no compilation cache.
+    /// Compile every plugin at start, with no compilation cache (overrides
+    /// the config's plugins.cache).
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
-    /// Do not watch the plugins directory: load it once at start.
+    /// Do not watch the plugins directory: load it once at start (overrides
+    /// the config's plugins.watch).
     #[arg(long)]
     no_watch: bool,
     /// Serve HTTP on this address, e.g. 127.0.0.1:8080 (port 0 picks a free
@@ -521,24 +524,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Flags override the config's [plugins] table, which overrides the
+    // defaults.
+    let watch = !args.no_watch && config.plugins.watch;
+    let cache_dir = match (&args.cache_dir, config.plugins.cache) {
+        _ if args.no_cache => None,
+        (Some(dir), _) => Some(dir.clone()),
+        (None, false) => None,
+        (None, true) => {
+            let dir = config.plugins.cache_dir.clone().or_else(default_cache_dir);
+            if dir.is_none() {
+                tracing::warn!(
+                    "no compilation cache: set --cache-dir, WARDEN_CACHE_DIR, \
+                     [plugins] cache_dir or HOME"
+                );
+            }
+            dir
+        }
+    };
     let mut builder = Host::builder()
         .config(config)
         .plugins_dir(&args.plugins)
-        .watch(!args.no_watch);
+        .watch(watch);
     if let Some(data) = &args.store.data {
         builder = builder.data_dir(data);
     }
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        args.cache_dir.clone().or_else(default_cache_dir)
-    };
-    match cache_dir {
-        Some(dir) => builder = builder.cache_dir(dir),
-        None if !args.no_cache => {
-            tracing::warn!("no compilation cache: set --cache-dir, WARDEN_CACHE_DIR or HOME")
-        }
-        None => {}
+    if let Some(dir) = cache_dir {
+        builder = builder.cache_dir(dir);
     }
     let host = Arc::new(builder.build().await?);
     let loaded = host.plugins().len();

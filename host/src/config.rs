@@ -27,6 +27,12 @@
 //! max_message_bytes = 4096          # longest message text matched
 //! max_plugin_route_bytes = 1048576  # compiled size of one plugin's routes
 //! max_host_route_bytes = 67108864   # compiled size of every plugin's routes
+//!
+//! [plugins]
+//! watch = true                  # reload the plugins directory when it changes
+//! cache = true                  # keep compiled plugins on disk
+//! cache_dir = "warden-cache"    # where; relative to this file
+//! cache_max_bytes = 536870912   # most bytes the cache's entries take together
 //! ```
 //!
 //! Every table and field is optional; unknown fields are errors, so a typo
@@ -34,7 +40,8 @@
 //!
 //! # Environment overrides
 //!
-//! Every field of the `[storage]`, `[limits]`, `[http]` and `[routing]` tables
+//! Every field of the `[storage]`, `[limits]`, `[http]`, `[routing]` and
+//! `[plugins]` tables
 //! can be set by an environment variable named `WARDEN_<TABLE>_<FIELD>` in
 //! upper case, for example `WARDEN_STORAGE_BACKEND=memory` or
 //! `WARDEN_LIMITS_HANDLER_TIMEOUT_MS=2000`. A variable overrides the file;
@@ -80,6 +87,53 @@ pub struct Config {
     /// Bounds on matching messages to plugins' routes.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// Loading plugins: hot reload and the compilation cache.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+}
+
+/// The `[plugins]` table: how `warden run` loads plugins.
+///
+/// The command-line flags `--no-watch`, `--cache-dir` and `--no-cache`
+/// override `watch`, `cache_dir` and `cache`. A program that embeds Warden
+/// passes the first two to [`HostBuilder`](crate::HostBuilder) itself;
+/// `cache_max_bytes` is read by the builder from the config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PluginsConfig {
+    /// Watch the plugins directory and reload it when it changes (default
+    /// true).
+    pub watch: bool,
+    /// Keep compiled plugins on disk, so that a restart with unchanged
+    /// plugins skips compilation (default true).
+    pub cache: bool,
+    /// The compilation cache's directory; the default is
+    /// `$XDG_CACHE_HOME/warden`, else `~/.cache/warden`.
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the compilation cache's entries take together (default
+    /// 512 MiB); past it the least recently used entries are removed.
+    ///
+    /// Every changed plugin adds an entry and none is ever replaced, so
+    /// without a cap the directory only grows. A compiled plugin is a few
+    /// times the size of its component: well under 1 MiB for a small Rust
+    /// plugin, but tens of MiB for a Python or JavaScript one (whose
+    /// component holds an interpreter, about 20 MB). 512 MiB keeps a host
+    /// of a dozen such plugins and their previous versions, so that a
+    /// rollback hits too, while staying small beside the disk of any
+    /// machine that compiles them.
+    pub cache_max_bytes: u64,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            cache: true,
+            cache_dir: None,
+            cache_max_bytes: crate::plugins::cache::DEFAULT_MAX_BYTES,
+        }
+    }
 }
 
 /// The `[http]` table.
@@ -381,7 +435,7 @@ pub enum ConfigError {
 
 /// The tables whose fields environment variables override, as
 /// `WARDEN_<TABLE>_<FIELD>`.
-pub const ENV_TABLES: [&str; 4] = ["storage", "limits", "http", "routing"];
+pub const ENV_TABLES: [&str; 5] = ["storage", "limits", "http", "routing", "plugins"];
 
 /// One environment override.
 #[derive(Debug)]
@@ -464,8 +518,8 @@ fn typed(raw: &str) -> toml::Value {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`. A relative `storage.path` is
-    /// taken relative to the file's directory.
+    /// Reads and validates the file at `path`. A relative `storage.path` or
+    /// `plugins.cache_dir` is taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::read(path).map(|(config, _)| config)
     }
@@ -473,9 +527,9 @@ impl Config {
     /// Reads the file at `path`, if given, then applies the environment
     /// overrides among `vars` (see the [module documentation](self)), and
     /// validates the result. Pass `std::env::vars_os()` for the process's
-    /// environment. A relative `storage.path` from the file is taken
-    /// relative to the file's directory; one from the environment, relative
-    /// to the working directory.
+    /// environment. A relative `storage.path` or `plugins.cache_dir` from
+    /// the file is taken relative to the file's directory; one from the
+    /// environment, relative to the working directory.
     pub fn load_with_env(
         path: Option<&Path>,
         vars: impl IntoIterator<Item = (OsString, OsString)>,
@@ -521,11 +575,16 @@ impl Config {
                 });
             }
         }
-        let path_from_env = overrides
-            .iter()
-            .any(|o| o.table == "storage" && o.field == "path");
-        if !path_from_env {
+        let from_env = |table: &str, field: &str| {
+            overrides
+                .iter()
+                .any(|o| o.table == table && o.field == field)
+        };
+        if !from_env("storage", "path") {
             merged.storage.path = config.storage.path;
+        }
+        if !from_env("plugins", "cache_dir") {
+            merged.plugins.cache_dir = config.plugins.cache_dir;
         }
         merged.validate().map_err(|fault| {
             let blamed: Vec<&str> = overrides
@@ -572,11 +631,13 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        if let Some(p) = &config.storage.path
-            && p.is_relative()
-        {
-            let base = path.parent().unwrap_or(Path::new("."));
-            config.storage.path = Some(base.join(p));
+        let base = path.parent().unwrap_or(Path::new("."));
+        for dir in [&mut config.storage.path, &mut config.plugins.cache_dir] {
+            if let Some(p) = dir.as_mut()
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
         }
         Ok((config, table))
     }
@@ -688,6 +749,12 @@ impl Config {
                     "[routing] max_plugin_route_bytes ({}) must not exceed max_host_route_bytes ({})",
                     routing.max_plugin_route_bytes, routing.max_host_route_bytes
                 ),
+            ));
+        }
+        if self.plugins.cache_max_bytes == 0 {
+            return Err(Fault::new(
+                &[("plugins", "cache_max_bytes")],
+                "[plugins] cache_max_bytes must be greater than 0",
             ));
         }
         if let Some(listen) = &self.http.listen {
@@ -946,6 +1013,10 @@ mod tests {
                 ("WARDEN_ROUTING_MAX_MESSAGE_BYTES", "9"),
                 ("WARDEN_ROUTING_MAX_PLUGIN_ROUTE_BYTES", "10"),
                 ("WARDEN_ROUTING_MAX_HOST_ROUTE_BYTES", "11"),
+                ("WARDEN_PLUGINS_WATCH", "false"),
+                ("WARDEN_PLUGINS_CACHE", "false"),
+                ("WARDEN_PLUGINS_CACHE_DIR", "cache"),
+                ("WARDEN_PLUGINS_CACHE_MAX_BYTES", "12"),
             ],
         )
         .unwrap();
@@ -992,6 +1063,47 @@ mod tests {
                 max_host_route_bytes: 11
             }
         );
+        assert_eq!(
+            c.plugins,
+            PluginsConfig {
+                watch: false,
+                cache: false,
+                cache_dir: Some("cache".into()),
+                cache_max_bytes: 12
+            }
+        );
+    }
+
+    #[test]
+    fn the_plugins_table() {
+        let c = parse("").unwrap();
+        assert_eq!(c.plugins, PluginsConfig::default());
+        assert!(c.plugins.watch && c.plugins.cache && c.plugins.cache_dir.is_none());
+        assert_eq!(c.plugins.cache_max_bytes, 512 * 1024 * 1024);
+        let c = parse(
+            "[plugins]\nwatch = false\ncache = false\ncache_dir = \"/c\"\ncache_max_bytes = 4096",
+        )
+        .unwrap();
+        assert_eq!(
+            c.plugins,
+            PluginsConfig {
+                watch: false,
+                cache: false,
+                cache_dir: Some("/c".into()),
+                cache_max_bytes: 4096
+            }
+        );
+        let e = parse("[plugins]\ncache_max_bytes = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[plugins] cache_max_bytes must be greater than 0"),
+            "{e}"
+        );
+        let e = parse("[plugins]\ncache_dri = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cache_dri"), "{e}");
     }
 
     #[test]
@@ -1031,6 +1143,8 @@ mod tests {
             ("WARDEN_STORAGE_BACKEND", "redis", "url"),
             ("WARDEN_HTTP_LISTEN", "8080", "HOST:PORT"),
             ("WARDEN_ROUTING_MAX_MESSAGE_BYTES", "0", "greater than 0"),
+            ("WARDEN_PLUGINS_CACHE_MAX_BYTES", "0", "greater than 0"),
+            ("WARDEN_PLUGINS_WATCH", "sometimes", "sometimes"),
             ("WARDEN_ROUTING_MAX_PLUGIN_ROUTE_BYTES", "1e9", ""),
             (
                 "WARDEN_ROUTING_MAX_PLUGIN_ROUTE_BYTES",
@@ -1094,6 +1208,18 @@ mod tests {
         std::fs::write(&file, "[storage]\npath = \"data\"").unwrap();
         let c = Config::load(&file).unwrap();
         assert_eq!(c.storage.path.unwrap(), dir.path().join("data"));
+        std::fs::write(&file, "[plugins]\ncache_dir = \"cache\"").unwrap();
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.plugins.cache_dir.unwrap(), dir.path().join("cache"));
+        let c =
+            Config::load_with_env(Some(&file), vars(&[("WARDEN_PLUGINS_CACHE", "false")])).unwrap();
+        assert_eq!(c.plugins.cache_dir.unwrap(), dir.path().join("cache"));
+        let c = Config::load_with_env(
+            Some(&file),
+            vars(&[("WARDEN_PLUGINS_CACHE_DIR", "env-cache")]),
+        )
+        .unwrap();
+        assert_eq!(c.plugins.cache_dir.unwrap(), Path::new("env-cache"));
         let e = Config::load(&dir.path().join("missing.toml"))
             .unwrap_err()
             .to_string();

@@ -160,8 +160,9 @@ impl HostBuilder {
     }
 
     /// Keeps compiled plugins in `dir`, so that a restart with unchanged
-    /// plugins skips compilation (see [`plugins::cache`]). Without it every
-    /// start compiles.
+    /// plugins skips compilation (see [`plugins::cache`]), within the
+    /// config's `[plugins] cache_max_bytes`. Without it every start
+    /// compiles.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
         self
@@ -195,12 +196,16 @@ impl HostBuilder {
             .recount(&*backend, &Namespace::Shared)
             .await
             .map_err(HostError::Storage)?;
+        let max_bytes = self.config.plugins.cache_max_bytes;
+        let cache = self
+            .cache_dir
+            .map(|dir| Arc::new(CompileCache::new(dir).with_max_bytes(max_bytes)));
         let shared = Arc::new(Shared {
             runtime,
             backend,
             config: self.config,
             shared_usage,
-            cache: self.cache_dir.map(|dir| Arc::new(CompileCache::new(dir))),
+            cache,
             plugins_dir: self.plugins_dir,
             extra_files: self.files,
             loaded: std::sync::RwLock::default(),

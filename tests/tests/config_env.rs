@@ -98,6 +98,7 @@ fn invalid_overrides_fail_naming_the_variable() {
         ("WARDEN_STORAGE_BACKEND", "floppy", "floppy"),
         ("WARDEN_STORAGE_BAKEND", "memory", "bakend"),
         ("WARDEN_HTTP_MAX_BODY_BYTES", "0", "greater than 0"),
+        ("WARDEN_PLUGINS_CACHE_MAX_BYTES", "0", "greater than 0"),
     ] {
         let out = Command::new(warden_bin!())
             .args(["run", "--plugins"])
@@ -113,4 +114,83 @@ fn invalid_overrides_fail_naming_the_variable() {
             "{var}={value}: {err}"
         );
     }
+}
+
+/// The `.cwasm` entries in `dir`, none if it does not exist.
+fn cache_entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "cwasm")
+            })
+            .count()
+    })
+}
+
+#[test]
+fn the_plugins_table_sets_the_cache_and_flags_override_it() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    // The default directory, which a configured one replaces.
+    let xdg = dir.path().join("xdg");
+    let run = |table: &str, args: &[&OsStr], envs: &[(&str, &OsStr)]| {
+        std::fs::write(
+            &config,
+            format!("[storage]\nbackend = \"memory\"\n[plugins]\nwatch = false\n{table}"),
+        )
+        .unwrap();
+        let out = Command::new(warden_bin!())
+            .args(["run", "--plugins"])
+            .arg(plugins.path())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("XDG_CACHE_HOME", &xdg)
+            .env_remove("WARDEN_CACHE_DIR")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_text(&out));
+    };
+
+    // Relative to the config file.
+    run("cache_dir = \"cache\"", &[], &[]);
+    assert_eq!(cache_entries(&dir.path().join("cache")), 1);
+    assert_eq!(cache_entries(&xdg.join("warden")), 0);
+
+    // The environment overrides the file.
+    let from_env = dir.path().join("env-cache");
+    run(
+        "cache_dir = \"cache\"",
+        &[],
+        &[("WARDEN_PLUGINS_CACHE_DIR", from_env.as_os_str())],
+    );
+    assert_eq!(cache_entries(&from_env), 1);
+
+    // --cache-dir overrides both, and cache = false.
+    let from_flag = dir.path().join("flag-cache");
+    run(
+        "cache = false\ncache_dir = \"cache\"",
+        &["--cache-dir".as_ref(), from_flag.as_os_str()],
+        &[],
+    );
+    assert_eq!(cache_entries(&from_flag), 1);
+
+    // cache = false, or --no-cache, turns the cache off.
+    std::fs::remove_dir_all(dir.path().join("cache")).unwrap();
+    run("cache = false\ncache_dir = \"cache\"", &[], &[]);
+    run("cache_dir = \"cache\"", &["--no-cache".as_ref()], &[]);
+    assert!(!dir.path().join("cache").exists());
+    run("cache = false", &[], &[]);
+    assert!(!xdg.exists());
+
+    // Without a table setting, the default directory.
+    run("", &[], &[]);
+    assert_eq!(cache_entries(&xdg.join("warden")), 1);
 }

@@ -1,16 +1,27 @@
 //! The compilation cache: compiled plugins on disk, so that a restart with
 //! unchanged plugins skips Cranelift.
 //!
-//! An entry is named after the SHA-256 digest of the component and a hash
-//! of everything in the engine that compiled code depends on (wasmtime's
-//! version, target and settings), so a changed file or a new Warden simply
-//! misses. An entry holds a magic string, a CRC-32 checksum of the
-//! compiled artifact and the artifact itself. It is used only if the
-//! checksum matches and wasmtime accepts the artifact for this engine; a
-//! corrupt, truncated or foreign entry is ignored, logged, and replaced by
-//! a fresh compilation. (The checksum catches damage, not tampering: no
-//! checksum could, since whoever can write an entry can write its checksum
-//! too. It is cheap, so loading a plugin from the cache stays fast.)
+//! An entry is named `<component>-<engine>.cwasm`, both parts lower-case
+//! hex SHA-256 digests: `<component>` of the component's bytes, `<engine>`
+//! of everything in the engine that compiled code depends on (see
+//! [`engine_digest`]), so a changed file or another wasmtime, target or
+//! engine setting simply misses. An entry holds a magic string, a CRC-32
+//! checksum of the compiled artifact and the artifact itself. It is used
+//! only if the checksum matches and wasmtime accepts the artifact for this
+//! engine; a corrupt, truncated or foreign entry is ignored, logged, and
+//! replaced by a fresh compilation. (The checksum catches damage, not
+//! tampering: no checksum could, since whoever can write an entry can write
+//! its checksum too. It is cheap, so loading a plugin from the cache stays
+//! fast.)
+//!
+//! The directory is bounded: after an entry is stored, the least recently
+//! used entries are removed until all of them together take at most the
+//! cap (`[plugins] cache_max_bytes`). "Used" is the file's modification
+//! time, which a lookup that hits refreshes. Only files named like entries
+//! count and are removed, so anything else in the directory is left alone;
+//! entries named by earlier versions of Warden (`<component>-<16 hex
+//! digits>.cwasm`) are never looked up again, so they soon are the least
+//! recently used, and removed.
 //!
 //! Compiled code is run as it is found, so the cache directory must be
 //! writable only by the operator, like the store.
@@ -18,6 +29,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
@@ -29,6 +41,17 @@ const MAGIC: &[u8; 8] = b"WARDENC2";
 const OLD_MAGIC: &[u8; 8] = b"WARDENC1";
 /// The bytes of the checksum after the magic.
 const CHECKSUM: usize = 4;
+/// The file name extension of entries.
+const EXTENSION: &str = "cwasm";
+
+/// The version of wasmtime Warden is built with, part of [`engine_digest`].
+/// (wasmtime's compatibility hash holds its version too; naming it here
+/// keeps the key's documented parts explicit.) A unit test checks it
+/// against `Cargo.lock`.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// The default of [`CompileCache::max_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
 
 /// What became of one lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +68,7 @@ pub enum CacheOutcome {
 #[derive(Debug)]
 pub struct CompileCache {
     dir: PathBuf,
+    max_bytes: u64,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -59,19 +83,150 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The SHA-256 digest of the engine settings that compiled code depends
+/// on, the `<engine>` part of an entry's name.
+///
+/// The digest is taken over this encoding, in order:
+///
+/// 1. the bytes `warden-compile-cache-engine-v1`;
+/// 2. wasmtime's version ([`WASMTIME_VERSION`]), then the target's
+///    architecture and operating system (`std::env::consts::ARCH` and
+///    `OS`), each as its length (8 bytes, little-endian) and its UTF-8
+///    bytes;
+/// 3. the data that [`Engine::precompile_compatibility_hash`] feeds a
+///    hasher (the compiler's target triple and flags, the engine's tunables
+///    and WebAssembly features, and wasmtime's version), with byte strings
+///    taken as they are and integers as little-endian bytes of their own
+///    width (`usize` and `isize` as 8 bytes).
+///
+/// wasmtime guarantees that engines whose compatibility hashes match accept
+/// each other's compiled code; unlike the hash of a
+/// [`std::collections::hash_map::DefaultHasher`], whose algorithm may
+/// change with any Rust release, this digest depends only on those
+/// settings. Should the data fed by the hash change (with a new wasmtime,
+/// say), entries simply miss.
+pub fn engine_digest(engine: &Engine) -> [u8; 32] {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    hasher.0.update(b"warden-compile-cache-engine-v1");
+    for field in [
+        WASMTIME_VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+    ] {
+        hasher.0.update((field.len() as u64).to_le_bytes());
+        hasher.0.update(field.as_bytes());
+    }
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.finalize().into()
+}
+
+/// A [`Hasher`] that feeds SHA-256 a fixed encoding of what it is given
+/// (see [`engine_digest`]). Its `finish` is unused: the digest is read from
+/// the SHA-256 state.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        let digest: [u8; 32] = self.0.clone().finalize().into();
+        u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0.update([i]);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.0.update(i.to_le_bytes());
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0.update(i.to_le_bytes());
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0.update(i.to_le_bytes());
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0.update(i.to_le_bytes());
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0.update((i as u64).to_le_bytes());
+    }
+    fn write_i8(&mut self, i: i8) {
+        self.write_u8(i as u8);
+    }
+    fn write_i16(&mut self, i: i16) {
+        self.write_u16(i as u16);
+    }
+    fn write_i32(&mut self, i: i32) {
+        self.write_u32(i as u32);
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.write_u64(i as u64);
+    }
+    fn write_i128(&mut self, i: i128) {
+        self.write_u128(i as u128);
+    }
+    fn write_isize(&mut self, i: isize) {
+        self.write_u64(i as i64 as u64);
+    }
+}
+
+/// Whether `name` is the file name of an entry, of this naming
+/// (`<64 hex>-<64 hex>.cwasm`) or an earlier one (`<64 hex>-<16 hex>.cwasm`).
+fn is_entry_name(name: &str) -> bool {
+    let hex_of = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let Some(stem) = name
+        .strip_suffix(EXTENSION)
+        .and_then(|s| s.strip_suffix('.'))
+    else {
+        return false;
+    };
+    let Some((component, engine)) = stem.split_once('-') else {
+        return false;
+    };
+    hex_of(component, 64) && (hex_of(engine, 64) || hex_of(engine, 16))
+}
+
+/// One entry found in the directory.
+#[derive(Debug)]
+struct Entry {
+    path: PathBuf,
+    len: u64,
+    used: SystemTime,
+}
+
 impl CompileCache {
-    /// A cache in `dir`, created on first store.
+    /// A cache in `dir`, created on first store, of at most
+    /// [`DEFAULT_MAX_BYTES`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
+            max_bytes: DEFAULT_MAX_BYTES,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
+    /// Keeps the entries together at most `max_bytes` long, removing the
+    /// least recently used ones after a store (the entry just stored stays,
+    /// even when it alone is larger).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The most bytes the entries take together, after a store.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Lookups served from the cache so far.
@@ -85,10 +240,11 @@ impl CompileCache {
     }
 
     fn entry_path(&self, engine: &Engine, digest: &[u8; 32]) -> PathBuf {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        self.dir
-            .join(format!("{}-{:016x}.cwasm", hex(digest), hasher.finish()))
+        self.dir.join(format!(
+            "{}-{}.{EXTENSION}",
+            hex(digest),
+            hex(&engine_digest(engine))
+        ))
     }
 
     /// The compiled form of `bytes` (whose SHA-256 is `digest`), from the
@@ -111,6 +267,7 @@ impl CompileCache {
             Ok(entry) => match self.open(engine, &entry) {
                 Ok(component) => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
+                    touch(&path);
                     return Ok((component, CacheOutcome::Hit));
                 }
                 Err(why) => tracing::warn!(
@@ -130,8 +287,11 @@ impl CompileCache {
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(engine, &artifact)? };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.store(&path, &artifact) {
-            tracing::warn!(entry = %path.display(), "cannot write the compilation cache: {e}");
+        match self.store(&path, &artifact) {
+            Ok(()) => self.evict(&path),
+            Err(e) => {
+                tracing::warn!(entry = %path.display(), "cannot write the compilation cache: {e}")
+            }
         }
         Ok((component, CacheOutcome::Miss))
     }
@@ -166,6 +326,90 @@ impl CompileCache {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, &entry)?;
         std::fs::rename(&tmp, path)
+    }
+
+    /// The entries in the directory; other files are left out.
+    fn entries(&self) -> std::io::Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        for item in std::fs::read_dir(&self.dir)? {
+            let item = item?;
+            if !item.file_name().to_str().is_some_and(is_entry_name) {
+                continue;
+            }
+            // An entry removed meanwhile (by another Warden) is skipped.
+            let Ok(meta) = item.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            entries.push(Entry {
+                path: item.path(),
+                len: meta.len(),
+                used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Removes the least recently used entries, never `keep`, until the
+    /// entries together take at most [`Self::max_bytes`].
+    fn evict(&self, keep: &Path) {
+        let mut entries = match self.entries() {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), "cannot list the compilation cache: {e}");
+                return;
+            }
+        };
+        let mut total: u64 = entries.iter().map(|e| e.len).sum();
+        if total <= self.max_bytes {
+            return;
+        }
+        // Oldest first; the name breaks ties, so the order is the same on
+        // every run.
+        entries.sort_by(|a, b| a.used.cmp(&b.used).then_with(|| a.path.cmp(&b.path)));
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for entry in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if entry.path == keep {
+                continue;
+            }
+            match std::fs::remove_file(&entry.path) {
+                Ok(()) => {
+                    total -= entry.len;
+                    count += 1;
+                    bytes += entry.len;
+                }
+                // Removed meanwhile by another Warden: gone all the same.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => total -= entry.len,
+                Err(e) => tracing::warn!(
+                    entry = %entry.path.display(),
+                    "cannot remove a compilation cache entry: {e}"
+                ),
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                dir = %self.dir.display(), entries = count, bytes,
+                "evicted {count} least recently used compilation cache entries ({}) to keep \
+                 the cache within {} ([plugins] cache_max_bytes)",
+                crate::storage::human_size(bytes),
+                crate::storage::human_size(self.max_bytes),
+            );
+        }
+    }
+}
+
+/// Marks the entry at `path` as used now, for eviction. A failure costs
+/// only an earlier eviction, so it is logged at debug.
+fn touch(path: &Path) {
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(SystemTime::now()));
+    if let Err(e) = result {
+        tracing::debug!(entry = %path.display(), "cannot mark a compilation cache entry used: {e}");
     }
 }
 
@@ -263,5 +507,150 @@ mod tests {
         let other = Engine::new(&config).unwrap();
         assert_eq!(lookup(&cache, &other), CacheOutcome::Miss);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    /// Sets the modification time of `path` to `secs` seconds ago.
+    fn age(path: &Path, secs: u64) {
+        let when = SystemTime::now() - std::time::Duration::from_secs(secs);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    /// Writes an entry-named file of `len` bytes, used `secs` seconds ago.
+    fn fake_entry(dir: &Path, letter: char, len: usize, secs: u64) -> PathBuf {
+        let name = format!(
+            "{}-{}.{EXTENSION}",
+            letter.to_string().repeat(64),
+            "0".repeat(64)
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, vec![0; len]).unwrap();
+        age(&path, secs);
+        path
+    }
+
+    #[test]
+    fn the_engine_digest_is_stable_and_depends_on_settings() {
+        let a = engine_digest(&Engine::default());
+        assert_eq!(a, engine_digest(&Engine::default()));
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        assert_ne!(a, engine_digest(&Engine::new(&config).unwrap()));
+    }
+
+    #[test]
+    fn the_hasher_encoding_is_fixed() {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        (1u32, 2usize, "ab", true).hash(&mut hasher);
+        let digest: [u8; 32] = hasher.0.finalize().into();
+        // As `Hash` for `str` writes its bytes and then 0xff.
+        let expected = sha256(&[1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b', 0xff, 1]);
+        assert_eq!(digest, expected);
+    }
+
+    #[test]
+    fn the_wasmtime_version_is_the_locked_one() {
+        let lock = include_str!("../../../Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find_map(|package| {
+                package
+                    .trim()
+                    .strip_prefix("name = \"wasmtime\"\nversion = \"")?
+                    .split('"')
+                    .next()
+            })
+            .expect("wasmtime in Cargo.lock");
+        assert_eq!(WASMTIME_VERSION, locked);
+    }
+
+    #[test]
+    fn entry_names() {
+        let (c, e) = ("ab".repeat(32), "0f".repeat(32));
+        assert!(is_entry_name(&format!("{c}-{e}.cwasm")));
+        assert!(is_entry_name(&format!("{c}-{}.cwasm", &e[..16])));
+        for name in [
+            format!("{c}-{e}.tmp123"),
+            format!("{c}-{e}.cwasm.tmp1"),
+            format!("{c}.cwasm"),
+            format!("{}-{e}.cwasm", c.to_uppercase()),
+            format!("{c}-{}.cwasm", &e[..20]),
+            "notes.txt".to_owned(),
+        ] {
+            assert!(!is_entry_name(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = fake_entry(dir.path(), 'a', 100, 300);
+        let b = fake_entry(dir.path(), 'b', 100, 200);
+        let c = fake_entry(dir.path(), 'c', 100, 100);
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&other, vec![0; 1000]).unwrap();
+        age(&other, 1000);
+
+        CompileCache::new(dir.path()).with_max_bytes(250).evict(&c);
+        assert!(!a.exists());
+        assert!(b.exists() && c.exists() && other.exists());
+
+        // The entry just written stays, even alone over the cap.
+        CompileCache::new(dir.path()).with_max_bytes(10).evict(&c);
+        assert!(!b.exists());
+        assert!(c.exists() && other.exists());
+    }
+
+    #[test]
+    fn entries_of_the_earlier_naming_are_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir
+            .path()
+            .join(format!("{}-{}.cwasm", "a".repeat(64), "0".repeat(16)));
+        std::fs::write(&old, vec![0; 100]).unwrap();
+        age(&old, 100);
+        let new = fake_entry(dir.path(), 'b', 100, 200);
+        CompileCache::new(dir.path())
+            .with_max_bytes(150)
+            .evict(&new);
+        assert!(!old.exists() && new.exists());
+    }
+
+    #[test]
+    fn a_hit_refreshes_an_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompileCache::new(dir.path());
+        lookup(&cache, &engine);
+        let entry = only_entry(dir.path());
+        let len = std::fs::metadata(&entry).unwrap().len();
+        age(&entry, 1000);
+        let other = fake_entry(dir.path(), 'f', 100, 500);
+        assert_eq!(lookup(&cache, &engine), CacheOutcome::Hit);
+
+        // Without the hit, `entry` would be the older one.
+        CompileCache::new(dir.path())
+            .with_max_bytes(len)
+            .evict(&dir.path().join("none"));
+        assert!(entry.exists());
+        assert!(!other.exists());
+    }
+
+    #[test]
+    fn a_store_evicts_past_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path()).with_max_bytes(1);
+        lookup(&cache, &Engine::default());
+        let first = only_entry(dir.path());
+        age(&first, 100);
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        lookup(&cache, &Engine::new(&config).unwrap());
+        let second = only_entry(dir.path());
+        assert_ne!(first, second);
     }
 }
