@@ -417,7 +417,11 @@ impl LoadedPlugin {
             outcome.error = Some(message);
             return outcome;
         };
-        let free = tokio::time::timeout_at(deadline.into(), self.instances.acquire()).await;
+        // A free instance is taken at once; only a wait needs the timer.
+        let free = match self.instances.try_acquire() {
+            Ok(permit) => Ok(Ok(permit)),
+            Err(_) => tokio::time::timeout_at(deadline.into(), self.instances.acquire()).await,
+        };
         let Ok(permit) = free else {
             let message = format!(
                 "timed out: no instance of the plugin became free within its time limit of {} ms \
