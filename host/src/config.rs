@@ -131,7 +131,7 @@ impl Default for PluginsConfig {
             watch: true,
             cache: true,
             cache_dir: None,
-            cache_max_bytes: crate::plugins::cache::DEFAULT_MAX_BYTES,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -194,6 +194,9 @@ pub struct RoutingConfig {
     /// refused at load.
     pub max_host_route_bytes: usize,
 }
+
+/// The default of [`PluginsConfig::cache_max_bytes`]: 512 MiB.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 512 * 1024 * 1024;
 
 /// The default of [`RoutingConfig::max_message_bytes`].
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024;

@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Limits, RoutingConfig};
 use crate::identity::PluginId;
-use crate::plugins::{self, cache};
+use crate::plugins;
 use crate::router::CompiledRoute;
+use crate::runtime::cache;
 use crate::runtime::{Immediate, Runtime};
 use crate::{HostError, LoadError};
 

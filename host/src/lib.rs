@@ -57,8 +57,8 @@ pub use router::Incoming;
 
 use identity::Namespace;
 use plugins::LoadedPlugin;
-use plugins::cache::CompileCache;
 use runtime::Runtime;
+use runtime::cache::CompileCache;
 use storage::{Backend, BackendError, MemoryBackend, SledBackend, Usage};
 
 /// The data directory used when neither `--data` nor the config names one.
@@ -160,7 +160,7 @@ impl HostBuilder {
     }
 
     /// Keeps compiled plugins in `dir`, so that a restart with unchanged
-    /// plugins skips compilation (see [`plugins::cache`]), within the
+    /// plugins skips compilation (see [`runtime::cache`]), within the
     /// config's `[plugins] cache_max_bytes`. Without it every start
     /// compiles.
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -270,7 +270,9 @@ async fn call(
     let id = &plugin.info().id;
     let span = tracing::info_span!("handler", plugin = %id, handler = %route.handler);
     metrics::global()
-        .observe_call(id, plugin.call(route, msg, captures))
+        .observe_call(id, plugin.call(route, msg, captures), |o: &Outcome| {
+            o.error.is_some()
+        })
         .instrument(span)
         .await
 }

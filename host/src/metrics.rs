@@ -36,7 +36,6 @@ use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::identity::PluginId;
-use crate::plugins::Outcome;
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -291,15 +290,15 @@ impl Metrics {
 
     /// Runs one handler call, `call` to plugin `id`, and counts it: its
     /// duration (waiting for the plugin's instance included) and whether
-    /// its outcome is an error.
-    pub async fn observe_call<F>(&self, id: &PluginId, call: F) -> Outcome
+    /// its outcome, as `failed` tells, is an error.
+    pub async fn observe_call<F, T>(&self, id: &PluginId, call: F, failed: fn(&T) -> bool) -> T
     where
-        F: Future<Output = Outcome>,
+        F: Future<Output = T>,
     {
         let metrics = self.plugin(id);
         let start = Instant::now();
         let outcome = call.await;
-        metrics.handler_call(start.elapsed(), outcome.error.is_some());
+        metrics.handler_call(start.elapsed(), failed(&outcome));
         outcome
     }
 
@@ -586,16 +585,15 @@ mod tests {
     #[tokio::test]
     async fn observed_calls_are_counted() {
         let m = Metrics::new();
-        let outcome = Outcome {
-            plugin: id("a.A"),
-            handler: "h".into(),
-            replies: vec![],
-            error: Some("failed".into()),
-            detail: None,
-            failure: Some(crate::Failure::Handler),
-        };
-        let back = m.observe_call(&id("a.A"), async { outcome.clone() }).await;
+        let outcome: Result<(), &str> = Err("failed");
+        let back = m
+            .observe_call(&id("a.A"), async { outcome }, Result::is_err)
+            .await;
         assert_eq!(back, outcome);
+        let fine = m
+            .observe_call(&id("a.A"), async { Ok::<(), &str>(()) }, Result::is_err)
+            .await;
+        assert_eq!(fine, Ok(()));
         let text = m.encode();
         assert!(
             text.contains("warden_handler_errors_total{plugin=\"a.A\"} 1"),

@@ -1,8 +1,6 @@
 //! Loading plugins from a directory, reloading them when it changes, and
 //! calling them.
 
-pub mod cache;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,10 +15,10 @@ use crate::identity::{self, IdError, PluginId};
 use crate::router::{self, CompiledRoute, Incoming, RouteError};
 use crate::runtime::bindings::warden::plugin::types::{Capture, Message};
 use crate::runtime::bindings::{Plugin as Bindings, PluginPre};
+use crate::runtime::cache::{self, CacheOutcome, CompileCache};
 use crate::runtime::{self, Entry, Output, PluginState, Runtime};
 use crate::storage::{Backend, PluginStorage, Usage};
 use crate::text;
-use cache::{CacheOutcome, CompileCache};
 
 /// Longest handler error, or account of a trap, kept in bytes: errors reach
 /// the log, the console and HTTP answers; a longer one is cut, with a

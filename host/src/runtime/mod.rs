@@ -2,6 +2,7 @@
 //! Warden's interfaces, and the per-instance state plugins call into.
 
 pub mod bindings;
+pub mod cache;
 mod host;
 pub mod output;
 mod stdio;
@@ -14,8 +15,8 @@ use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, 
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::Limits;
-use crate::plugins::cache::{CacheOutcome, CompileCache};
 use crate::storage::PluginStorage;
+use cache::{CacheOutcome, CompileCache};
 pub use host::{Immediate, PluginHost};
 pub(crate) use output::Output;
 
@@ -265,7 +266,7 @@ impl Runtime {
         match cache {
             Some(cache) => cache.load_or_compile(&self.engine, bytes, digest, file),
             None => {
-                crate::plugins::cache::announce_compile(file, bytes.len());
+                cache::announce_compile(file, bytes.len());
                 Ok((Component::new(&self.engine, bytes)?, CacheOutcome::Off))
             }
         }

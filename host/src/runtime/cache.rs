@@ -50,8 +50,9 @@ const EXTENSION: &str = "cwasm";
 /// against `Cargo.lock`.
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
-/// The default of [`CompileCache::max_bytes`]: 512 MiB.
-pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// The default of [`CompileCache::max_bytes`]: 512 MiB, as
+/// `[plugins] cache_max_bytes` says.
+pub const DEFAULT_MAX_BYTES: u64 = crate::config::DEFAULT_CACHE_MAX_BYTES;
 
 /// What became of one lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
