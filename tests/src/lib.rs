@@ -216,3 +216,24 @@ pub async fn say_each(host: &warden::Host, text: &str) -> Vec<(String, Vec<Strin
         .map(|o| (o.plugin.to_string(), o.replies))
         .collect()
 }
+
+/// Every entry of `backend` outside the namespace of plugin `except`: what
+/// a test compares before and after an attack, to show that no other
+/// namespace changed.
+pub async fn others(
+    backend: &dyn warden::storage::Backend,
+    except: &str,
+) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    use warden::identity::{Namespace, PluginId, namespace_prefix};
+    let own = namespace_prefix(&Namespace::Plugin(
+        PluginId::new(except).expect("a valid plugin identity"),
+    ));
+    let all = backend
+        .scan(b"", None, usize::MAX)
+        .await
+        .expect("scan the store");
+    all.into_iter()
+        .filter(|e| !e.key.starts_with(&own))
+        .map(|e| (e.key, e.value))
+        .collect()
+}

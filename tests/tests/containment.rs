@@ -4,7 +4,6 @@
 //! error, and checks that another plugin kept answering in its usual time
 //! and that no other namespace changed.
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
@@ -67,16 +66,6 @@ async fn error_of(host: &Host, plugin: &str, text: &str) -> String {
         .error
         .clone()
         .unwrap_or_else(|| panic!("{text} did not fail: {outcomes:?}"))
-}
-
-/// Every entry of the store outside `except`'s namespace.
-async fn others(backend: &dyn Backend, except: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let own = namespace_prefix(&Namespace::Plugin(PluginId::new(except).unwrap()));
-    let all = backend.scan(b"", None, usize::MAX).await.unwrap();
-    all.into_iter()
-        .filter(|e| !e.key.starts_with(&own))
-        .map(|e| (e.key, e.value))
-        .collect()
 }
 
 /// The bytes (keys without the namespace, and values) stored in `id`'s

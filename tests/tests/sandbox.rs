@@ -2,11 +2,10 @@
 //! the shared keyspace beyond its grant, the host's files, environment or
 //! network, or take the host or other plugins down.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warden::identity::{Namespace, PluginId, encode_key, namespace_prefix};
+use warden::identity::{Namespace, PluginId, encode_key};
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Config, Host, Incoming, Outcome};
 use warden_tests::*;
@@ -45,16 +44,6 @@ async fn failure(host: &Host, text: &str) -> String {
         .error
         .clone()
         .unwrap_or_else(|| panic!("{text} did not fail: {outcomes:?}"))
-}
-
-/// Every entry of the store outside `except`'s namespace.
-async fn others(backend: &dyn Backend, except: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let own = namespace_prefix(&Namespace::Plugin(PluginId::new(except).unwrap()));
-    let all = backend.scan(b"", None, usize::MAX).await.unwrap();
-    all.into_iter()
-        .filter(|e| !e.key.starts_with(&own))
-        .map(|e| (e.key, e.value))
-        .collect()
 }
 
 fn hex(s: &str) -> String {
