@@ -1,5 +1,4 @@
-//! Plugin identities, storage keys, and the codec that maps a (namespace, key)
-//! pair to the key a backend stores.
+//! Plugin identities, namespaces, and the keys plugins pass.
 //!
 //! # Identities
 //!
@@ -18,20 +17,10 @@
 //! configured number of bytes (512 by default) without control characters
 //! (`U+0000`–`U+001F`, `U+007F`–`U+009F`). Plugins pass bare keys; the host
 //! adds the namespace.
+
 //!
-//! # The backend key codec
-//!
-//! | namespace | backend key |
-//! |---|---|
-//! | plugin `ID` | `plugin:ID:KEY` |
-//! | shared | `shared:KEY` |
-//! | Warden's own records | `warden:...` |
-//!
-//! The codec is injective: an identity never contains `:`, so the first `:`
-//! after `plugin:` ends the identity and every backend key decodes to exactly
-//! one (namespace, key) pair. The three prefixes differ in their first byte,
-//! so no shared key can ever name a private key or one of Warden's records,
-//! whatever characters it contains.
+//! The codec that stores each (namespace, key) pair in a backend is
+//! [`crate::storage::keys`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -39,13 +28,6 @@ use std::sync::Arc;
 
 /// Longest identity accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
-
-/// Prefix of every key in a plugin's private namespace.
-const PLUGIN_PREFIX: &str = "plugin:";
-/// Prefix of every key in the shared keyspace.
-const SHARED_PREFIX: &str = "shared:";
-/// Prefix reserved for Warden's own records; plugins can never produce it.
-pub const RESERVED_PREFIX: &str = "warden:";
 
 /// A validated plugin identity. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -210,51 +192,9 @@ pub fn validate_key(key: &str, max_len: usize) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Encodes (namespace, key) as a backend key. See the module docs.
-pub fn encode_key(namespace: &Namespace, key: &str) -> Vec<u8> {
-    let mut out;
-    match namespace {
-        Namespace::Plugin(id) => {
-            out = Vec::with_capacity(PLUGIN_PREFIX.len() + id.as_str().len() + 1 + key.len());
-            out.extend_from_slice(PLUGIN_PREFIX.as_bytes());
-            out.extend_from_slice(id.as_str().as_bytes());
-            out.push(b':');
-        }
-        Namespace::Shared => {
-            out = Vec::with_capacity(SHARED_PREFIX.len() + key.len());
-            out.extend_from_slice(SHARED_PREFIX.as_bytes());
-        }
-    }
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-/// The backend-key prefix under which every key of `namespace` is stored.
-pub fn namespace_prefix(namespace: &Namespace) -> Vec<u8> {
-    encode_key(namespace, "")
-}
-
-/// The backend key recording which plugin file an identity is bound to.
-pub fn binding_key(id: &PluginId) -> Vec<u8> {
-    format!("{RESERVED_PREFIX}binding:{id}").into_bytes()
-}
-
-/// Decodes a backend key made by [`encode_key`]. Returns `None` for keys that
-/// are not plugin or shared keys (Warden's own records, or foreign data).
-pub fn decode_key(raw: &[u8]) -> Option<(Namespace, &str)> {
-    let text = std::str::from_utf8(raw).ok()?;
-    if let Some(rest) = text.strip_prefix(SHARED_PREFIX) {
-        return Some((Namespace::Shared, rest));
-    }
-    let rest = text.strip_prefix(PLUGIN_PREFIX)?;
-    let (id, key) = rest.split_once(':')?;
-    Some((Namespace::Plugin(PluginId::new(id).ok()?), key))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn accepts_dotted_names() {
@@ -330,88 +270,6 @@ mod tests {
             ".",
         ] {
             assert_eq!(validate_key(key, 512), Ok(()), "{key}");
-        }
-    }
-
-    #[test]
-    fn encodes_readably() {
-        let id = PluginId::new("example.storage.StoragePlugin").unwrap();
-        assert_eq!(
-            encode_key(&Namespace::Plugin(id), "greeting"),
-            b"plugin:example.storage.StoragePlugin:greeting"
-        );
-        assert_eq!(
-            encode_key(&Namespace::Shared, "greeting"),
-            b"shared:greeting"
-        );
-    }
-
-    #[test]
-    fn shared_keys_cannot_name_private_or_reserved_keys() {
-        // The key a Slack Machine plugin would use to reach another plugin's data.
-        let id = PluginId::new("other.Plugin").unwrap();
-        let private = encode_key(&Namespace::Plugin(id), "secret");
-        for key in [
-            "other.Plugin:secret",
-            "plugin:other.Plugin:secret",
-            "warden:binding",
-        ] {
-            let shared = encode_key(&Namespace::Shared, key);
-            assert_ne!(shared, private);
-            assert!(!shared.starts_with(RESERVED_PREFIX.as_bytes()));
-            assert_eq!(decode_key(&shared), Some((Namespace::Shared, key)));
-        }
-    }
-
-    #[test]
-    fn decodes_only_what_it_encodes() {
-        assert_eq!(decode_key(b"warden:bindings/x"), None);
-        assert_eq!(decode_key(b"plugin:no-colon"), None);
-        assert_eq!(decode_key(b"plugin:bad id:k"), None);
-        assert_eq!(decode_key(&[0xff, 0xfe]), None);
-    }
-
-    fn id_strategy() -> impl Strategy<Value = PluginId> {
-        "[A-Za-z_][A-Za-z0-9_-]{0,8}(\\.[A-Za-z_][A-Za-z0-9_-]{0,8}){0,3}"
-            .prop_map(|s| PluginId::new(&s).expect("strategy makes valid identities"))
-    }
-
-    fn namespace_strategy() -> impl Strategy<Value = Namespace> {
-        prop_oneof![
-            Just(Namespace::Shared),
-            id_strategy().prop_map(Namespace::Plugin)
-        ]
-    }
-
-    /// Keys full of the characters that could confuse a codec.
-    fn key_strategy() -> impl Strategy<Value = String> {
-        "([:.a/\\\\]|plugin:|shared:|warden:|\\PC){0,12}"
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4096))]
-
-        #[test]
-        fn codec_is_injective(a in namespace_strategy(), ka in key_strategy(),
-                              b in namespace_strategy(), kb in key_strategy()) {
-            let (ea, eb) = (encode_key(&a, &ka), encode_key(&b, &kb));
-            prop_assert_eq!(ea == eb, a == b && ka == kb);
-        }
-
-        #[test]
-        fn codec_round_trips(ns in namespace_strategy(), key in key_strategy()) {
-            let encoded = encode_key(&ns, &key);
-            prop_assert_eq!(decode_key(&encoded), Some((ns.clone(), key.as_str())));
-            prop_assert!(encoded.starts_with(&namespace_prefix(&ns)));
-        }
-
-        #[test]
-        fn no_shared_key_equals_a_private_key(id in id_strategy(), private in key_strategy(),
-                                              shared in key_strategy()) {
-            let p = encode_key(&Namespace::Plugin(id), &private);
-            let s = encode_key(&Namespace::Shared, &shared);
-            prop_assert_ne!(&p, &s);
-            prop_assert!(!s.starts_with(&p[..PLUGIN_PREFIX.len()]));
         }
     }
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use warden::identity::{self, Namespace, PluginId};
+use warden::identity::{Namespace, PluginId};
+use warden::storage::keys;
 use warden::storage::{
     Backend, Grant, MemoryBackend, PluginStorage, StorageError, StorageLimits, Usage,
 };
@@ -254,7 +255,7 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let expected: BTreeMap<Vec<u8>, Vec<u8>> = model
         .data
         .iter()
-        .map(|((n, k), v)| (identity::encode_key(n, k), v.clone()))
+        .map(|((n, k), v)| (keys::encode_key(n, k), v.clone()))
         .collect();
     prop_assert_eq!(stored, expected);
     for (i, p) in plugins.iter().enumerate() {
@@ -265,8 +266,8 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 fn codec_case(raw: Vec<u8>) -> Result<(), TestCaseError> {
     // Decoding never panics, and whatever decodes encodes back to itself.
-    if let Some((ns, key)) = identity::decode_key(&raw) {
-        prop_assert_eq!(identity::encode_key(&ns, key), raw.clone());
+    if let Some((ns, key)) = keys::decode_key(&raw) {
+        prop_assert_eq!(keys::encode_key(&ns, key), raw.clone());
     }
     Ok(())
 }

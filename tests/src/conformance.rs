@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tempfile::TempDir;
-use warden::identity::{self, Namespace, PluginId};
+use warden::identity::{Namespace, PluginId};
 use warden::storage::{
     Backend, Counted, Entry, Grant, MemoryBackend, PluginStorage, RedisBackend, SledBackend,
     StorageError, StorageLimits,
@@ -864,7 +864,7 @@ pub async fn quota_cannot_be_bypassed_by_repeated_deletes(s: &Subject) {
 pub async fn expiring_re_sets_do_not_grow_the_store(s: &Subject) {
     const KEYS: usize = 20;
     let p = plugin_storage(s, 1 << 20).await;
-    let prefix = identity::namespace_prefix(&Namespace::Plugin(p.plugin().clone()));
+    let prefix = warden::storage::keys::namespace_prefix(&Namespace::Plugin(p.plugin().clone()));
     let keys: Vec<String> = (0..KEYS).map(|i| format!("k{i:02}")).collect();
     let live = (KEYS * (3 + 5)) as u64;
     for round in 0..30 {

@@ -224,7 +224,8 @@ pub async fn others(
     backend: &dyn warden::storage::Backend,
     except: &str,
 ) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
-    use warden::identity::{Namespace, PluginId, namespace_prefix};
+    use warden::identity::{Namespace, PluginId};
+    use warden::storage::keys::namespace_prefix;
     let own = namespace_prefix(&Namespace::Plugin(
         PluginId::new(except).expect("a valid plugin identity"),
     ));

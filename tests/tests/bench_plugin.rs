@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use warden::identity::{Namespace, PluginId, encode_key};
+use warden::identity::{Namespace, PluginId};
+use warden::storage::keys::encode_key;
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Host, Incoming};
 use warden_tests::*;

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warden::identity::{Namespace, PluginId, namespace_prefix};
+use warden::identity::{Namespace, PluginId};
+use warden::storage::keys::namespace_prefix;
 use warden::storage::{Backend, MemoryBackend, SledBackend, SledOptions, SyncPolicy};
 use warden::{Config, Host, Incoming, LoadError, Outcome};
 use warden_tests::server::Server;

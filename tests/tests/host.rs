@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use warden::identity::{Namespace, PluginId, encode_key};
+use warden::identity::{Namespace, PluginId};
+use warden::storage::keys::encode_key;
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Config, Host, Incoming, LoadError};
 use warden_tests::*;

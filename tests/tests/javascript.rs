@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
-use warden::identity::{Namespace, PluginId, encode_key};
+use warden::identity::{Namespace, PluginId};
+use warden::storage::keys::encode_key;
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Host, Incoming};
 use warden_tests::*;

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warden::identity::{Namespace, PluginId, encode_key};
+use warden::identity::{Namespace, PluginId};
+use warden::storage::keys::encode_key;
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Config, Host, Incoming, Outcome};
 use warden_tests::*;

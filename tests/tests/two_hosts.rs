@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use warden::identity::{Namespace, PluginId, encode_key};
+use warden::identity::{Namespace, PluginId};
+use warden::storage::keys::encode_key;
 use warden::storage::{Backend, RedisBackend};
 use warden::{Config, Host, Incoming};
 use warden_tests::redis_server::{RedisServer, unique_prefix};

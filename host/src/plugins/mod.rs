@@ -11,12 +11,13 @@ use tokio::sync::Semaphore;
 use wasmtime::Store;
 
 use crate::config::{Config, Limits, RoutingConfig};
-use crate::identity::{self, IdError, PluginId};
+use crate::identity::{IdError, PluginId};
 use crate::router::{self, CompiledRoute, Incoming, RouteError};
 use crate::runtime::bindings::warden::plugin::types::{Capture, Message};
 use crate::runtime::bindings::{Plugin as Bindings, PluginPre};
 use crate::runtime::cache::{self, CacheOutcome, CompileCache};
 use crate::runtime::{self, Entry, Output, PluginState, Runtime};
+use crate::storage::bindings::{self, binding_name};
 use crate::storage::{Backend, PluginStorage, Usage};
 use crate::text;
 
@@ -1217,7 +1218,7 @@ async fn finish(
             first: first.clone(),
         });
     }
-    let bound = check_binding(backend, &id, &path).await?;
+    let bound = check_binding(&**backend, &id, &path).await?;
     let limits = config.limits_for(&id);
     let storage = PluginStorage::new(
         backend.clone(),
@@ -1237,7 +1238,7 @@ async fn finish(
         .data_mut()
         .serve_as(id.as_str(), storage.clone(), &limits);
     if !bound {
-        bind(backend, &id, &path).await?;
+        bind(&**backend, &id, &path).await?;
     }
     let output = instance.store.data().output().clone();
     Ok(LoadedPlugin {
@@ -1263,65 +1264,37 @@ async fn finish(
     })
 }
 
-/// The name under which a plugin file is bound to its identity: its file
-/// name, so that the plugins directory can move.
-fn binding_name(file: &Path) -> String {
-    file.file_name().map_or_else(
-        || file.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
 /// Refuses a file that declares an identity bound to another file; returns
 /// whether the identity is bound (to this file) already.
-pub(crate) async fn check_binding(
-    backend: &Arc<dyn Backend>,
+pub async fn check_binding(
+    backend: &dyn Backend,
     id: &PluginId,
     file: &Path,
 ) -> Result<bool, LoadError> {
-    let storage_error = |e: crate::storage::BackendError| LoadError::Storage {
-        file: file.to_path_buf(),
-        message: e.to_string(),
-    };
-    let bound = backend
-        .get(&identity::binding_key(id))
+    let bound = bindings::bound(backend, id)
         .await
-        .map_err(storage_error)?;
+        .map_err(|e| LoadError::Storage {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })?;
     match bound {
-        Some(bound) if bound != binding_name(file).as_bytes() => Err(LoadError::BoundElsewhere {
+        Some(bound) if bound != binding_name(file) => Err(LoadError::BoundElsewhere {
             file: file.to_path_buf(),
             id: id.clone(),
-            bound_to: String::from_utf8_lossy(&bound).into_owned(),
+            bound_to: bound,
         }),
         bound => Ok(bound.is_some()),
     }
 }
 
 /// Binds `id` to `file`.
-async fn bind(backend: &Arc<dyn Backend>, id: &PluginId, file: &Path) -> Result<(), LoadError> {
-    let key = identity::binding_key(id);
-    let name = binding_name(file);
-    backend
-        .set(&key, name.as_bytes(), None)
+async fn bind(backend: &dyn Backend, id: &PluginId, file: &Path) -> Result<(), LoadError> {
+    bindings::bind(backend, id, &binding_name(file))
         .await
         .map_err(|e| LoadError::Storage {
             file: file.to_path_buf(),
             message: e.to_string(),
         })
-}
-
-/// Binds identity `id` to the plugin file named `file_name`, replacing any
-/// binding, so that file may load with `id` (and its data) from now on.
-/// Returns the file it was bound to before, if any.
-pub async fn rebind(
-    backend: &dyn Backend,
-    id: &PluginId,
-    file_name: &str,
-) -> Result<Option<String>, crate::storage::BackendError> {
-    let key = identity::binding_key(id);
-    let before = backend.get(&key).await?;
-    backend.set(&key, file_name.as_bytes(), None).await?;
-    Ok(before.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 /// The options naming the store that the running command line was given,
@@ -1360,7 +1333,7 @@ pub fn rebind_command(id: &PluginId, file: &Path) -> String {
 
 /// `word` as one word for a POSIX shell: as it is when it holds only
 /// characters no shell treats specially, else in single quotes.
-pub(crate) fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
+pub fn shell_word(word: &str) -> std::borrow::Cow<'_, str> {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-.,/:=@%+".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
         std::borrow::Cow::Borrowed(word)

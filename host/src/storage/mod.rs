@@ -6,7 +6,7 @@
 //!
 //! A backend stores opaque byte keys and values with an optional expiry. It
 //! never sees plugin identities or grants: [`PluginStorage`] namespaces every
-//! key (see [`crate::identity`]) and checks every grant and limit before a
+//! key (see [`keys`]) and checks every grant and limit before a
 //! call reaches the backend. Implement [`Backend`] and hand an
 //! `Arc<dyn Backend>` to [`crate::HostBuilder::backend`]:
 //!
@@ -37,8 +37,13 @@
 //! ```
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+pub mod admin;
+pub mod bindings;
+pub mod keys;
 mod memory;
 mod namespaced;
 mod redis;
@@ -312,6 +317,47 @@ pub trait ImmediateReads: Send + Sync {
 }
 
 /// The time `millis` milliseconds after the Unix epoch.
+/// Writes `data` into the shared keyspace, each key replacing what it held:
+/// the config's `[shared_data]`, written when a host starts.
+pub async fn seed_shared(
+    backend: &dyn Backend,
+    data: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<(), BackendError> {
+    let shared = keys::Keys::of(crate::identity::Namespace::Shared);
+    for (key, value) in data {
+        backend.set(&shared.key(&key), &value, None).await?;
+    }
+    Ok(())
+}
+
+/// The data directory used when neither `--data` nor the config names one.
+pub const DEFAULT_DATA_DIR: &str = "warden-data";
+
+/// Opens the backend the config names. `data_dir` overrides sled's
+/// `storage.path`.
+pub async fn open_backend(
+    config: &crate::config::Config,
+    data_dir: Option<&Path>,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    let storage = &config.storage;
+    Ok(match storage.backend {
+        crate::config::BackendKind::Memory => Arc::new(MemoryBackend::new()),
+        crate::config::BackendKind::Sled => {
+            let dir = data_dir
+                .map(Path::to_path_buf)
+                .or_else(|| storage.path.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            Arc::new(SledBackend::open_with(dir, storage.sled_options())?)
+        }
+        crate::config::BackendKind::Redis => {
+            let url = storage.url.as_deref().ok_or_else(|| {
+                BackendError::new("redis", "[storage] backend = \"redis\" needs a url")
+            })?;
+            Arc::new(RedisBackend::connect(url, &storage.prefix).await?)
+        }
+    })
+}
+
 pub(crate) fn from_millis(millis: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(millis)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::Keys;
 use super::{Backend, BackendError, ImmediateReads, ImmediateWrites};
 use crate::identity::{self, KeyError, Namespace, PluginId};
 
@@ -313,7 +314,7 @@ impl<'u> Recount<'u> {
             writes: usage.writes.load(Ordering::SeqCst),
             before: usage.bytes.load(Ordering::SeqCst),
             usage,
-            prefix: identity::namespace_prefix(namespace),
+            prefix: Keys::of(namespace.clone()).prefix().to_vec(),
             total: 0,
             after: None,
             done: false,
@@ -415,8 +416,8 @@ pub struct PluginStorage {
     own: Namespace,
     /// The backend-key prefixes of the plugin's own namespace and of the
     /// shared keyspace.
-    own_prefix: Arc<[u8]>,
-    shared_prefix: Arc<[u8]>,
+    own_keys: Keys,
+    shared_keys: Keys,
     id: PluginId,
     access: SharedAccess,
     limits: StorageLimits,
@@ -452,8 +453,8 @@ impl PluginStorage {
         let own = Namespace::Plugin(id.clone());
         Self {
             backend,
-            own_prefix: identity::namespace_prefix(&own).into(),
-            shared_prefix: identity::namespace_prefix(&Namespace::Shared).into(),
+            own_keys: Keys::of(own.clone()),
+            shared_keys: Keys::of(Namespace::Shared),
             own,
             id,
             access: access.into(),
@@ -500,17 +501,13 @@ impl PluginStorage {
                 reason,
             }
         })?;
-        let prefix = if shared {
+        let keys = if shared {
             self.check_shared(key, write, "key")?;
-            &self.shared_prefix
+            &self.shared_keys
         } else {
-            &self.own_prefix
+            &self.own_keys
         };
-        // The same bytes as `identity::encode_key`.
-        let mut raw = Vec::with_capacity(prefix.len() + key.len());
-        raw.extend_from_slice(prefix);
-        raw.extend_from_slice(key.as_bytes());
-        Ok(raw)
+        Ok(keys.key(key))
     }
 
     /// Refuses shared access to `key` (a key, or a listed prefix) that no
@@ -826,7 +823,11 @@ impl PluginStorage {
         if shared {
             self.check_shared(prefix, false, "prefix")?;
         }
-        let namespace = self.namespace(shared).0;
+        let keys = if shared {
+            &self.shared_keys
+        } else {
+            &self.own_keys
+        };
         let after = match cursor {
             Some(cursor) => Some(self.resolve(cursor, shared, false)?),
             None => None,
@@ -834,7 +835,7 @@ impl PluginStorage {
         let limit = usize::try_from(limit)
             .unwrap_or(MAX_BATCH)
             .clamp(1, MAX_BATCH);
-        let raw_prefix = identity::encode_key(namespace, prefix);
+        let raw_prefix = keys.key(prefix);
         let page = self
             .backend
             .scan(&raw_prefix, after.as_deref(), limit)
@@ -842,7 +843,10 @@ impl PluginStorage {
         let full = page.len() == limit;
         let keys: Vec<String> = page
             .into_iter()
-            .filter_map(|e| identity::decode_key(&e.key).map(|(_, k)| k.to_owned()))
+            .filter_map(|e| {
+                let key = e.key.strip_prefix(keys.prefix())?;
+                String::from_utf8(key.to_vec()).ok()
+            })
             .collect();
         let len: u64 = keys.iter().map(|k| k.len() as u64).sum();
         if len > self.limits.max_read_bytes {

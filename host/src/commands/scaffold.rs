@@ -18,9 +18,10 @@ fn built_sdk_dir() -> PathBuf {
 }
 
 /// The seed's storage plugin, the starting code of a Rust plugin.
-const RUST_EXAMPLE: &str = include_str!("../../example-plugins/storage/src/lib.rs");
+const RUST_EXAMPLE: &str = include_str!("../../../example-plugins/storage/src/lib.rs");
 /// The seed's storage plugin in Python.
-const PYTHON_EXAMPLE: &str = include_str!("../../example-plugins/python-storage/python_storage.py");
+const PYTHON_EXAMPLE: &str =
+    include_str!("../../../example-plugins/python-storage/python_storage.py");
 /// The identity the examples declare, replaced by the new plugin's.
 const EXAMPLE_RUST_ID: &str = "example.storage.StoragePlugin";
 

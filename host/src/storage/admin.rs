@@ -27,8 +27,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{self, Namespace, PluginId, RESERVED_PREFIX};
-use crate::storage::{Backend, BackendError, Entry};
+use super::keys::{Area, AreaError, Keys};
+use super::{Backend, BackendError, Entry};
+use crate::identity::{Namespace, PluginId};
 
 /// Entries fetched from the backend per scan call.
 const PAGE: usize = 1000;
@@ -47,10 +48,9 @@ pub enum Scope {
 impl Scope {
     /// The backend-key prefix of the scope, and of `key_prefix` within it.
     fn raw_prefix(&self, key_prefix: &str) -> Vec<u8> {
-        match self {
-            Scope::All => Vec::new(),
-            Scope::Plugin(id) => identity::encode_key(&Namespace::Plugin(id.clone()), key_prefix),
-            Scope::Shared => identity::encode_key(&Namespace::Shared, key_prefix),
+        match self.namespace() {
+            None => Vec::new(),
+            Some(namespace) => Keys::of(namespace).key(key_prefix),
         }
     }
 
@@ -98,9 +98,9 @@ pub enum AdminError {
 /// A stored key, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
-    /// `plugin:ID`, `shared`, `warden`, or `raw` for keys Warden did not
-    /// write.
-    pub namespace: String,
+    /// Where the key is: a namespace, Warden's own records, or neither
+    /// (keys Warden did not write).
+    pub namespace: Area,
     /// The key within its namespace (lossy UTF-8 for `raw` keys).
     pub key: String,
     /// The value.
@@ -109,20 +109,8 @@ pub struct Listed {
     pub expires_at: Option<SystemTime>,
 }
 
-/// The namespace of a backend key, and the key within it.
-fn split(raw: &[u8]) -> (String, &[u8]) {
-    match identity::decode_key(raw) {
-        Some((Namespace::Plugin(id), key)) => (format!("plugin:{id}"), key.as_bytes()),
-        Some((Namespace::Shared, key)) => ("shared".to_owned(), key.as_bytes()),
-        None => match raw.strip_prefix(RESERVED_PREFIX.as_bytes()) {
-            Some(rest) => ("warden".to_owned(), rest),
-            None => ("raw".to_owned(), raw),
-        },
-    }
-}
-
 fn decode(entry: Entry) -> Listed {
-    let (namespace, key) = split(&entry.key);
+    let (namespace, key) = Area::of(&entry.key);
     Listed {
         namespace,
         key: String::from_utf8_lossy(key).into_owned(),
@@ -173,7 +161,7 @@ pub async fn list(
 
 fn raw_key(scope: &Scope, key: &str) -> Result<Vec<u8>, AdminError> {
     let namespace = scope.namespace().ok_or(AdminError::NoNamespace)?;
-    Ok(identity::encode_key(&namespace, key))
+    Ok(Keys::of(namespace).key(key))
 }
 
 /// The value of `key` in the scope's namespace.
@@ -207,10 +195,10 @@ pub async fn delete(backend: &dyn Backend, scope: &Scope, key: &str) -> Result<b
 }
 
 /// The keys and bytes of one namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceSize {
-    /// `plugin:ID`, `shared`, `warden` or `raw`.
-    pub namespace: String,
+    /// Where the keys are.
+    pub namespace: Area,
     /// Live keys.
     pub keys: u64,
     /// Bytes of their keys (within the namespace) and values.
@@ -238,7 +226,7 @@ pub async fn sizes(backend: &dyn Backend) -> Result<(Vec<NamespaceSize>, u64), A
         Ok(())
     })
     .await?;
-    out.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    out.sort_by_cached_key(|n| n.namespace.label());
     Ok((out, backend.size().await?))
 }
 
@@ -274,7 +262,8 @@ fn to_line(entry: Entry) -> ExportLine {
         Ok(text) => (Some(text), None),
         Err(e) => (None, Some(BASE64.encode(e.as_bytes()))),
     };
-    let (namespace, key) = split(&entry.key);
+    let (area, key) = Area::of(&entry.key);
+    let namespace = area.label();
     let (key, key_base64) = match std::str::from_utf8(key) {
         Ok(text) => (Some(text.to_owned()), None),
         Err(_) => (None, Some(BASE64.encode(key))),
@@ -381,19 +370,15 @@ fn parse_line(text: &str, line: usize) -> Result<Parsed, AdminError> {
             ));
         }
     };
-    let raw = match l.namespace.as_str() {
-        "shared" => [b"shared:".as_slice(), &key].concat(),
-        "warden" => [RESERVED_PREFIX.as_bytes(), &key].concat(),
-        "raw" => key,
-        ns => {
-            let id = ns
-                .strip_prefix("plugin:")
-                .ok_or_else(|| bad(format!("unknown namespace {ns:?}")))?;
-            let id = PluginId::new(id).map_err(|e| bad(e.to_string()))?;
-            let key = String::from_utf8(key).map_err(|e| bad(e.to_string()))?;
-            identity::encode_key(&Namespace::Plugin(id), &key)
-        }
-    };
+    let area: Area = l
+        .namespace
+        .parse()
+        .map_err(|e: AreaError| bad(e.to_string()))?;
+    if let Area::Namespace(_) = area {
+        // A namespace's keys are text; only foreign keys may be any bytes.
+        std::str::from_utf8(&key).map_err(|e| bad(e.to_string()))?;
+    }
+    let raw = Keys::of(area).key(&key);
     let value = match (l.value, l.value_base64) {
         (Some(text), None) => text.into_bytes(),
         (None, Some(b64)) => BASE64
@@ -525,12 +510,12 @@ mod tests {
             by_ns,
             [
                 NamespaceSize {
-                    namespace: "plugin:a.A".into(),
+                    namespace: "plugin:a.A".parse().unwrap(),
                     keys: 2,
                     bytes: 6
                 },
                 NamespaceSize {
-                    namespace: "shared".into(),
+                    namespace: "shared".parse().unwrap(),
                     keys: 1,
                     bytes: 1
                 },

@@ -1,0 +1,230 @@
+//! `warden run`: load the plugins and serve messages.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+
+use warden::Host;
+
+use super::StoreArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Directory of plugin components (`*.wasm`).
+    #[arg(long, env = "WARDEN_PLUGINS", value_name = "DIR")]
+    plugins: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Read messages from stdin, one a line, and print replies to stdout
+    /// (the default when HTTP is not served).
+    #[arg(long)]
+    console: bool,
+    /// Directory of compiled plugins, so that a restart with unchanged
+    /// plugins skips compilation; turns the cache on even if the config's
+    /// plugins.cache is false [default: the config's plugins.cache_dir, else
+    /// $XDG_CACHE_HOME/warden, else ~/.cache/warden].
+    #[arg(long, env = "WARDEN_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every plugin at start, with no compilation cache (overrides
+    /// the config's plugins.cache).
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+    /// Do not watch the plugins directory: load it once at start (overrides
+    /// the config's plugins.watch).
+    #[arg(long)]
+    no_watch: bool,
+    /// Serve HTTP on this address, e.g. 127.0.0.1:8080 (port 0 picks a free
+    /// port) [default: the config's http.listen; not served if neither].
+    #[arg(long, env = "WARDEN_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+/// The default compilation cache directory, if the environment names one.
+fn default_cache_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let home = || {
+        std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|h| PathBuf::from(h).join(".cache"))
+    };
+    xdg.or_else(home).map(|base| base.join("warden"))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let signal = shutdown_signal()?;
+    let config = args.store.load_config()?;
+    warden::plugins::set_store_options(args.store.options());
+    if !args.plugins.is_dir() {
+        bail!(
+            "the plugins directory {} does not exist or is not a directory",
+            args.plugins.display()
+        );
+    }
+    let listen = args.listen.clone().or_else(|| config.http.listen.clone());
+    // HTTP is served when an address is given; the console runs when asked
+    // for, or when nothing else would.
+    let console = args.console || listen.is_none();
+    // Bind before loading plugins, so that a taken address fails at once.
+    let listener = match &listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let bound = listener
+                .local_addr()
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    // Flags override the config's [plugins] table, which overrides the
+    // defaults.
+    let watch = !args.no_watch && config.plugins.watch;
+    let cache_dir = match (&args.cache_dir, config.plugins.cache) {
+        _ if args.no_cache => None,
+        (Some(dir), _) => Some(dir.clone()),
+        (None, false) => None,
+        (None, true) => {
+            let dir = config.plugins.cache_dir.clone().or_else(default_cache_dir);
+            if dir.is_none() {
+                tracing::warn!(
+                    "no compilation cache: set --cache-dir, WARDEN_CACHE_DIR, \
+                     [plugins] cache_dir or HOME"
+                );
+            }
+            dir
+        }
+    };
+    let mut builder = Host::builder()
+        .config(config)
+        .plugins_dir(&args.plugins)
+        .watch(watch);
+    if let Some(data) = &args.store.data {
+        builder = builder.data_dir(data);
+    }
+    if let Some(dir) = cache_dir {
+        builder = builder.cache_dir(dir);
+    }
+    let host = Arc::new(builder.build().await?);
+    let loaded = host.plugins().len();
+    if loaded == 0 {
+        tracing::warn!("no plugin loaded from {}", args.plugins.display());
+    } else {
+        tracing::info!("{loaded} plugin(s) loaded");
+    }
+
+    tokio::pin!(signal);
+    let result = match listener {
+        None => {
+            tracing::info!("reading messages from stdin");
+            tokio::select! {
+                r = console_adapter(&host) => r,
+                why = &mut signal => {
+                    tracing::info!("{why}; shutting down");
+                    Ok(())
+                }
+            }
+        }
+        Some((listener, addr)) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn({
+                let host = host.clone();
+                async move {
+                    warden::adapters::http::serve(listener, host, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                }
+            });
+            tracing::info!("HTTP listening on http://{addr}");
+            let console_result = if console {
+                tracing::info!("reading messages from stdin");
+                tokio::select! {
+                    r = console_adapter(&host) => match r {
+                        // The end of the console's input ends the console
+                        // only: HTTP goes on until Ctrl-C or SIGTERM.
+                        Ok(()) => {
+                            tracing::info!(
+                                "end of console input; HTTP goes on until Ctrl-C or SIGTERM"
+                            );
+                            let why = (&mut signal).await;
+                            tracing::info!("{why}; shutting down");
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    why = &mut signal => {
+                        tracing::info!("{why}; shutting down");
+                        Ok(())
+                    }
+                }
+            } else {
+                let why = (&mut signal).await;
+                tracing::info!("{why}; shutting down");
+                Ok(())
+            };
+            // Requests under way finish before the store closes.
+            let _ = stop.send(());
+            let served = match server.await {
+                Ok(served) => served.context("the HTTP server failed"),
+                Err(e) => Err(e).context("the HTTP server failed"),
+            };
+            console_result.and(served)
+        }
+    };
+    close(host).await?;
+    result
+}
+
+/// Runs the console on stdin and stdout.
+async fn console_adapter(host: &Host) -> anyhow::Result<()> {
+    warden::adapters::console::run(
+        host,
+        tokio::io::BufReader::new(tokio::io::stdin()),
+        tokio::io::stdout(),
+    )
+    .await
+    .context("console input/output failed")
+}
+
+/// Watches for Ctrl-C and SIGTERM from now on; the future completes at
+/// the first, saying which. Watching starts before the future is polled, so
+/// a signal that comes while plugins load is not lost.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = &'static str>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => "interrupted",
+                _ = terminate.recv() => "terminated",
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "interrupted",
+                Err(e) => {
+                    tracing::warn!("cannot watch for Ctrl-C: {e}");
+                    std::future::pending().await
+                }
+            }
+        })
+    }
+}
+
+/// Shuts the host down, closing the store. Every adapter has stopped, so
+/// this is the last handle.
+async fn close(host: Arc<Host>) -> anyhow::Result<()> {
+    let Some(host) = Arc::into_inner(host) else {
+        bail!("the host is still in use at shutdown; the store was not closed cleanly");
+    };
+    host.shutdown().await.context("closing storage failed")
+}
