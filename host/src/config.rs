@@ -36,7 +36,9 @@
 //! ```
 //!
 //! Every table and field is optional; unknown fields are errors, so a typo
-//! never passes silently.
+//! never passes silently. `[storage]` is parsed into the
+//! [`StorageConfig`] of its `backend`: that backend's fields are read, the
+//! other backends' ignored, anything else refused.
 //!
 //! # Environment overrides
 //!
@@ -58,7 +60,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::identity::PluginId;
-use crate::storage::{Grant, SharedAccess, SledOptions, StorageLimits, SyncPolicy};
+pub use crate::storage::{BackendKind, StorageConfig};
+use crate::storage::{SharedAccess, StorageLimits};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -70,13 +73,13 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Shared-keyspace grants by plugin identity.
     #[serde(default)]
-    pub grants: BTreeMap<String, GrantConfig>,
+    pub grants: BTreeMap<PluginId, SharedAccess>,
     /// Bounds on what each plugin may use.
     #[serde(default)]
     pub limits: Limits,
     /// Limits that differ for some plugins, by plugin identity.
     #[serde(default)]
-    pub plugin_limits: BTreeMap<String, LimitOverrides>,
+    pub plugin_limits: BTreeMap<PluginId, LimitOverrides>,
     /// Shared keys the host writes at start, by key: any TOML value, stored
     /// as JSON (so the SDK's typed `get` reads it), replacing what was there.
     #[serde(default)]
@@ -213,82 +216,6 @@ impl Default for RoutingConfig {
             max_host_route_bytes: DEFAULT_MAX_HOST_ROUTE_BYTES,
         }
     }
-}
-
-/// Which backend stores plugin data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendKind {
-    /// The embedded, persistent default.
-    #[default]
-    Sled,
-    /// A Redis server, which several hosts can share.
-    Redis,
-    /// In memory; lost at exit.
-    Memory,
-}
-
-/// The `[storage]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct StorageConfig {
-    /// The backend.
-    pub backend: BackendKind,
-    /// sled's data directory. `--data` overrides it; the default is
-    /// `warden-data` in the working directory.
-    pub path: Option<PathBuf>,
-    /// sled: when writes reach the disk. `always` (the default) flushes
-    /// before a write is acknowledged; `periodic` every `sync_interval_ms`.
-    pub sync: SyncPolicy,
-    /// sled: how often it flushes in the background, in milliseconds.
-    pub sync_interval_ms: u64,
-    /// redis: the server's URL, `redis://[user[:password]@]host[:port][/db]`
-    /// or `rediss://...` for TLS.
-    pub url: Option<String>,
-    /// redis: the prefix of every key Warden writes, so that several
-    /// deployments can share a server.
-    pub prefix: String,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        let sled = SledOptions::default();
-        Self {
-            backend: BackendKind::default(),
-            path: None,
-            sync: sled.sync,
-            sync_interval_ms: sled.sync_interval_ms,
-            url: None,
-            prefix: "warden".into(),
-        }
-    }
-}
-
-impl StorageConfig {
-    /// The options for opening sled.
-    pub fn sled_options(&self) -> SledOptions {
-        SledOptions {
-            sync: self.sync,
-            sync_interval_ms: self.sync_interval_ms,
-        }
-    }
-}
-
-/// One `[grants."ID"]` table.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct GrantConfig {
-    /// Access to the whole shared keyspace.
-    #[serde(default)]
-    pub shared: Grant,
-    /// Prefixes of shared keys the plugin may also read.
-    #[serde(default)]
-    pub read: Vec<String>,
-    /// Prefixes of shared keys the plugin may also read and write.
-    #[serde(default)]
-    pub write: Vec<String>,
 }
 
 /// Declares [`Limits`] and [`LimitOverrides`] with the same fields, so a
@@ -520,6 +447,99 @@ fn typed(raw: &str) -> toml::Value {
     }
 }
 
+/// The fields of `[table]` a variable can set.
+fn table_fields(table: &str) -> Vec<&'static str> {
+    match table {
+        "storage" => {
+            let mut fields = vec!["backend"];
+            for kind in [BackendKind::Sled, BackendKind::Redis, BackendKind::Memory] {
+                for field in kind.fields() {
+                    if !fields.contains(field) {
+                        fields.push(field);
+                    }
+                }
+            }
+            fields
+        }
+        "limits" => crate::fields::of::<Limits>().to_vec(),
+        "http" => crate::fields::of::<HttpConfig>().to_vec(),
+        "routing" => crate::fields::of::<RoutingConfig>().to_vec(),
+        "plugins" => crate::fields::of::<PluginsConfig>().to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// The configuration of `table` with `overrides` applied, read once.
+///
+/// A variable's value is read as an integer or a boolean where it reads as
+/// one, else as a string. Only when that fails are the variables tried a
+/// variable at a time, those whose value could also be a string (a redis
+/// key prefix of digits, say) as one too, and a variable that fits in
+/// neither reading is named in the error.
+fn with_overrides(table: &toml::Table, overrides: &[Override]) -> Result<Config, ConfigError> {
+    // The first `n` overrides applied, each as a string where `strings`
+    // says so.
+    let apply = |n: usize, strings: &[bool]| {
+        let mut table = table.clone();
+        for (o, as_string) in overrides[..n].iter().zip(strings) {
+            let value = if *as_string {
+                toml::Value::String(o.value.clone())
+            } else {
+                typed(&o.value)
+            };
+            set_field(&mut table, o.table, &o.field, value);
+        }
+        table.try_into::<Config>()
+    };
+    let mut strings = vec![false; overrides.len()];
+    if let Ok(config) = apply(overrides.len(), &strings) {
+        return Ok(config);
+    }
+    // One variable at a time, in order, with those before it settled: its
+    // typed reading, else its string reading.
+    for (i, o) in overrides.iter().enumerate() {
+        let error = match apply(i + 1, &strings) {
+            Ok(_) => continue,
+            Err(e) => e,
+        };
+        let ambiguous = |j: usize| !typed(&overrides[j].value).is_str();
+        if ambiguous(i) {
+            strings[i] = true;
+            if apply(i + 1, &strings).is_ok() {
+                continue;
+            }
+            strings[i] = false;
+        }
+        // A variable settled before may fit only as a string once this one
+        // is in place (a prefix of digits, then the backend that reads it).
+        let earlier = (0..i).filter(|&j| !strings[j] && ambiguous(j));
+        let mut settled = false;
+        for j in earlier.collect::<Vec<_>>() {
+            strings[j] = true;
+            if apply(i + 1, &strings).is_ok() {
+                settled = true;
+                break;
+            }
+            strings[j] = false;
+        }
+        if settled {
+            continue;
+        }
+        return Err(ConfigError::Env {
+            var: o.var.clone(),
+            message: error.to_string().trim_end().to_owned(),
+        });
+    }
+    apply(overrides.len(), &strings).map_err(|e| ConfigError::Env {
+        var: overrides
+            .iter()
+            .map(|o| o.var.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
 impl Config {
     /// Reads and validates the file at `path`. A relative `storage.path` or
     /// `plugins.cache_dir` is taken relative to the file's directory.
@@ -537,58 +557,32 @@ impl Config {
         path: Option<&Path>,
         vars: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Result<Self, ConfigError> {
-        let (config, mut table) = match path {
+        let (config, table) = match path {
             Some(path) => Self::read(path)?,
             None => (Self::default(), toml::Table::new()),
         };
-        let overrides = overrides(vars)?;
+        let mut overrides = overrides(vars)?;
         if overrides.is_empty() {
             return Ok(config);
         }
-        let mut merged = config.clone();
         for o in &overrides {
-            // A value that reads as a number may be meant as a string (a
-            // redis key prefix of digits, say): then it is tried as one.
-            let first = typed(&o.value);
-            let mut tries = vec![toml::Value::String(o.value.clone())];
-            if !first.is_str() {
-                tries.insert(0, first);
-            }
-            let mut error = None;
-            for value in tries {
-                set_field(&mut table, o.table, &o.field, value);
-                match table.clone().try_into::<Config>() {
-                    Ok(config) => {
-                        merged = config;
-                        error = None;
-                        break;
-                    }
-                    Err(e) => error = Some(e),
-                }
-            }
-            if let Some(e) = error {
-                let message = e.to_string().trim_end().to_owned();
+            let fields = table_fields(o.table);
+            if !fields.contains(&o.field.as_str()) {
                 return Err(ConfigError::Env {
                     var: o.var.clone(),
-                    message: if message.contains("unknown field") {
-                        format!("[{}] has no field {:?}: {message}", o.table, o.field)
-                    } else {
-                        message
-                    },
+                    message: format!(
+                        "[{}] has no field {:?}; its fields are {}",
+                        o.table,
+                        o.field,
+                        fields.join(", ")
+                    ),
                 });
             }
         }
-        let from_env = |table: &str, field: &str| {
-            overrides
-                .iter()
-                .any(|o| o.table == table && o.field == field)
-        };
-        if !from_env("storage", "path") {
-            merged.storage.path = config.storage.path;
-        }
-        if !from_env("plugins", "cache_dir") {
-            merged.plugins.cache_dir = config.plugins.cache_dir;
-        }
+        // A backend chosen by a variable is applied after the others, so
+        // that the fields it needs are in place when they are tried.
+        overrides.sort_by_key(|o| o.table == "storage" && o.field == "backend");
+        let merged = with_overrides(&table, &overrides)?;
         merged.validate().map_err(|fault| {
             let blamed: Vec<&str> = overrides
                 .iter()
@@ -630,16 +624,32 @@ impl Config {
             source,
         })?;
         let mut config = Self::parse(&text, path)?;
-        let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for dir in [&mut config.storage.path, &mut config.plugins.cache_dir] {
-            if let Some(p) = dir.as_mut()
-                && p.is_relative()
+        let sled_path = match &mut config.storage {
+            StorageConfig::Sled(sled) => sled.path.as_mut(),
+            _ => None,
+        };
+        for dir in [sled_path, config.plugins.cache_dir.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        }
+        // The same in the table that environment overrides are applied to,
+        // where a path set by a variable stays relative to the working
+        // directory.
+        for (t, field) in [("storage", "path"), ("plugins", "cache_dir")] {
+            if let Some(toml::Value::Table(fields)) = table.get_mut(t)
+                && let Some(toml::Value::String(dir)) = fields.get_mut(field)
+                && Path::new(dir.as_str()).is_relative()
             {
-                *p = base.join(&*p);
+                *dir = base.join(&*dir).to_string_lossy().into_owned();
             }
         }
         Ok((config, table))
@@ -660,27 +670,22 @@ impl Config {
 
     /// Checks the rules the types alone do not.
     fn validate(&self) -> Result<(), Fault> {
-        if self.storage.backend == BackendKind::Redis && self.storage.url.is_none() {
-            return Err(Fault::new(
-                &[("storage", "backend"), ("storage", "url")],
-                "[storage] backend = \"redis\" needs url = \"redis://host:port/db\"",
-            ));
-        }
-        if self.storage.sync_interval_ms == 0 {
+        if let StorageConfig::Sled(sled) = &self.storage
+            && sled.sync_interval_ms == 0
+        {
             return Err(Fault::new(
                 &[("storage", "sync_interval_ms")],
                 "[storage] sync_interval_ms must be greater than 0",
             ));
         }
         for (id, grant) in &self.grants {
-            PluginId::new(id).map_err(|e| Fault::new(&[], format!("[grants.{id:?}]: {e}")))?;
             for (list, prefixes) in [("read", &grant.read), ("write", &grant.write)] {
                 for prefix in prefixes {
                     crate::identity::validate_key(prefix, self.limits.max_key_bytes).map_err(
                         |e| {
                             Fault::new(
                                 &[("limits", "max_key_bytes")],
-                                format!("[grants.{id:?}] {list} prefix {prefix:?}: {e}"),
+                                format!("[grants.\"{id}\"] {list} prefix {prefix:?}: {e}"),
                             )
                         },
                     )?;
@@ -694,10 +699,6 @@ impl Config {
                     format!("[shared_data] key {key:?}: {e}"),
                 )
             })?;
-        }
-        for id in self.plugin_limits.keys() {
-            PluginId::new(id)
-                .map_err(|e| Fault::new(&[], format!("[plugin_limits.{id:?}]: {e}")))?;
         }
         if let Some((name, _)) = self.limits.named().into_iter().find(|(_, v)| *v == 0) {
             return Err(Fault::new(
@@ -716,11 +717,14 @@ impl Config {
             if let Some((name, _)) = limits.named().into_iter().find(|(_, v)| *v == 0) {
                 return Err(Fault::new(
                     &[],
-                    format!("[plugin_limits.{id:?}] {name} must be greater than 0"),
+                    format!("[plugin_limits.\"{id}\"] {name} must be greater than 0"),
                 ));
             }
             if let Some(message) = limits.unreadable_values() {
-                return Err(Fault::new(&[], format!("[plugin_limits.{id:?}] {message}")));
+                return Err(Fault::new(
+                    &[],
+                    format!("[plugin_limits.\"{id}\"] {message}"),
+                ));
             }
         }
         if self.http.max_body_bytes == 0 {
@@ -776,7 +780,7 @@ impl Config {
 
     /// The limits in force for plugin `id`.
     pub fn limits_for(&self, id: &PluginId) -> Limits {
-        match self.plugin_limits.get(id.as_str()) {
+        match self.plugin_limits.get(id) {
             Some(overrides) => self.limits.with(overrides),
             None => self.limits,
         }
@@ -784,14 +788,7 @@ impl Config {
 
     /// The shared-keyspace grant of plugin `id`.
     pub fn grant(&self, id: &PluginId) -> SharedAccess {
-        self.grants
-            .get(id.as_str())
-            .map(|g| SharedAccess {
-                shared: g.shared,
-                read: g.read.clone(),
-                write: g.write.clone(),
-            })
-            .unwrap_or_default()
+        self.grants.get(id).cloned().unwrap_or_default()
     }
 
     /// The `[shared_data]` entries as (key, JSON bytes).
@@ -809,6 +806,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::{Grant, RedisConfig, SledConfig, SyncPolicy};
+
+    /// The sled settings of `c`, which must be sled.
+    fn sled(c: &Config) -> &SledConfig {
+        match &c.storage {
+            StorageConfig::Sled(sled) => sled,
+            other => panic!("not sled: {other:?}"),
+        }
+    }
+
+    /// The redis settings of `c`, which must be redis.
+    fn redis(c: &Config) -> &RedisConfig {
+        match &c.storage {
+            StorageConfig::Redis(redis) => redis,
+            other => panic!("not redis: {other:?}"),
+        }
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("warden.toml"))
@@ -817,8 +831,8 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         let c = parse("").unwrap();
-        assert_eq!(c.storage.backend, BackendKind::Sled);
-        assert_eq!(c.storage.sync, SyncPolicy::Always);
+        assert_eq!(c.storage.kind(), BackendKind::Sled);
+        assert_eq!(sled(&c).sync, SyncPolicy::Always);
         assert_eq!(c.limits, Limits::default());
         assert_eq!(
             c.grant(&PluginId::new("a.B").unwrap()),
@@ -841,7 +855,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(c.storage.backend, BackendKind::Memory);
+        assert_eq!(c.storage, StorageConfig::Memory);
         assert_eq!(
             c.grant(&PluginId::new("a.Reader").unwrap()).shared,
             Grant::Read
@@ -872,6 +886,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_key_bytes"), "{e}");
+    }
+
+    #[test]
+    fn storage_takes_the_fields_of_its_backend() {
+        let c = parse("[storage]\npath = \"d\"\nsync = \"periodic\"").unwrap();
+        assert_eq!(sled(&c).sync, SyncPolicy::Periodic);
+        let c = parse("[storage]\nbackend = \"redis\"\nurl = \"redis://h:1\"").unwrap();
+        assert_eq!(redis(&c), &RedisConfig::new("redis://h:1"));
+        assert_eq!(redis(&c).prefix, "warden");
+        // Another backend's fields are ignored, so a variable can switch.
+        let c =
+            parse("[storage]\nbackend = \"memory\"\npath = \"d\"\nurl = \"redis://h\"").unwrap();
+        assert_eq!(c.storage, StorageConfig::Memory);
+        for (text, detail) in [
+            ("[storage]\nbackend = \"memory\"\npth = \"d\"", "pth"),
+            ("[storage]\nbackend = \"redis\"", "needs url"),
+            ("[storage]\nbackend = \"floppy\"", "floppy"),
+            (
+                "[storage]\nbackend = \"sled\"\nsync_interval_ms = 0",
+                "greater than 0",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains("warden.toml") && e.contains(detail), "{e}");
+        }
+        // The URL's password stays out of debug output.
+        let c = parse("[storage]\nbackend = \"redis\"\nurl = \"redis://u:hunter2@h\"").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn every_table_lists_its_fields() {
+        assert_eq!(
+            table_fields("storage"),
+            [
+                "backend",
+                "path",
+                "sync",
+                "sync_interval_ms",
+                "url",
+                "prefix"
+            ]
+        );
+        assert_eq!(table_fields("http"), ["listen", "max_body_bytes"]);
+        assert_eq!(
+            table_fields("plugins"),
+            ["watch", "cache", "cache_dir", "cache_max_bytes"]
+        );
+        assert_eq!(table_fields("limits").len(), 8);
+        assert_eq!(table_fields("routing").len(), 3);
     }
 
     #[test]
@@ -967,9 +1031,9 @@ mod tests {
     #[test]
     fn environment_overrides_the_file() {
         let c = with_env(
-            Some("[storage]\nbackend = \"sled\"\nprefix = \"file\"\n[limits]\nmax_key_bytes = 100\nhandler_timeout_ms = 100\n"),
+            Some("[storage]\nbackend = \"sled\"\nurl = \"redis://127.0.0.1:1\"\nprefix = \"file\"\n[limits]\nmax_key_bytes = 100\nhandler_timeout_ms = 100\n"),
             &[
-                ("WARDEN_STORAGE_BACKEND", "memory"),
+                ("WARDEN_STORAGE_BACKEND", "redis"),
                 ("WARDEN_STORAGE_PREFIX", "1234"),
                 ("WARDEN_LIMITS_HANDLER_TIMEOUT_MS", "2500"),
                 ("WARDEN_HTTP_LISTEN", "127.0.0.1:0"),
@@ -983,8 +1047,8 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.storage.backend, BackendKind::Memory);
-        assert_eq!(c.storage.prefix, "1234", "digits are taken as a string");
+        assert_eq!(redis(&c).url, "redis://127.0.0.1:1", "the file's redis url");
+        assert_eq!(redis(&c).prefix, "1234", "digits are taken as a string");
         assert_eq!(c.limits.handler_timeout_ms, 2500);
         assert_eq!(c.limits.max_key_bytes, 100, "the file's value stays");
         assert_eq!(c.limits.max_value_bytes, Limits::default().max_value_bytes);
@@ -1023,20 +1087,52 @@ mod tests {
             ],
         )
         .unwrap();
-        let s = &c.storage;
         assert_eq!(
-            (s.backend, s.path.as_deref(), s.sync, s.sync_interval_ms),
-            (
-                BackendKind::Redis,
-                Some(Path::new("elsewhere")),
-                SyncPolicy::Periodic,
-                7
-            )
+            redis(&c),
+            &RedisConfig {
+                url: "redis://127.0.0.1:1/2".into(),
+                prefix: "p".into()
+            }
         );
+        // The sled fields are read as sled's when it is the backend.
+        let c = with_env(
+            None,
+            &[
+                ("WARDEN_STORAGE_PATH", "elsewhere"),
+                ("WARDEN_STORAGE_SYNC", "periodic"),
+                ("WARDEN_STORAGE_SYNC_INTERVAL_MS", "7"),
+                ("WARDEN_STORAGE_URL", "redis://127.0.0.1:1/2"),
+            ],
+        )
+        .unwrap();
+        let s = sled(&c);
         assert_eq!(
-            (s.url.as_deref(), s.prefix.as_str()),
-            (Some("redis://127.0.0.1:1/2"), "p")
+            (s.path.as_deref(), s.sync, s.sync_interval_ms),
+            (Some(Path::new("elsewhere")), SyncPolicy::Periodic, 7)
         );
+        let c = with_env(
+            None,
+            &[
+                ("WARDEN_LIMITS_MAX_KEY_BYTES", "1"),
+                ("WARDEN_LIMITS_MAX_VALUE_BYTES", "2"),
+                ("WARDEN_LIMITS_MAX_STORED_BYTES", "3"),
+                ("WARDEN_LIMITS_MAX_MEMORY_BYTES", "4"),
+                ("WARDEN_LIMITS_HANDLER_TIMEOUT_MS", "5"),
+                ("WARDEN_LIMITS_MAX_CALLS_IN_FLIGHT", "6"),
+                ("WARDEN_LIMITS_MAX_INSTANCES", "7"),
+                ("WARDEN_LIMITS_MAX_READ_BYTES", "9"),
+                ("WARDEN_HTTP_LISTEN", "localhost:8080"),
+                ("WARDEN_HTTP_MAX_BODY_BYTES", "8"),
+                ("WARDEN_ROUTING_MAX_MESSAGE_BYTES", "9"),
+                ("WARDEN_ROUTING_MAX_PLUGIN_ROUTE_BYTES", "10"),
+                ("WARDEN_ROUTING_MAX_HOST_ROUTE_BYTES", "11"),
+                ("WARDEN_PLUGINS_WATCH", "false"),
+                ("WARDEN_PLUGINS_CACHE", "false"),
+                ("WARDEN_PLUGINS_CACHE_DIR", "cache"),
+                ("WARDEN_PLUGINS_CACHE_MAX_BYTES", "12"),
+            ],
+        )
+        .unwrap();
         let l = c.limits;
         assert_eq!(
             [
@@ -1112,7 +1208,7 @@ mod tests {
     #[test]
     fn environment_paths_are_not_moved_to_the_file() {
         let c = with_env(Some("[storage]\npath = \"data\""), &[]).unwrap();
-        let from_file = c.storage.path.unwrap();
+        let from_file = sled(&c).path.clone().unwrap();
         assert!(from_file.is_absolute() && from_file.ends_with("data"));
         assert_ne!(from_file, Path::new("data"));
         let c = with_env(
@@ -1120,14 +1216,14 @@ mod tests {
             &[("WARDEN_STORAGE_PATH", "env-data")],
         )
         .unwrap();
-        assert_eq!(c.storage.path.unwrap(), Path::new("env-data"));
+        assert_eq!(sled(&c).path.as_deref(), Some(Path::new("env-data")));
         let c = with_env(
             Some("[storage]\npath = \"data\""),
             &[("WARDEN_LIMITS_MAX_KEY_BYTES", "9")],
         )
         .unwrap();
         assert_eq!(c.limits.max_key_bytes, 9);
-        let kept = c.storage.path.unwrap();
+        let kept = sled(&c).path.clone().unwrap();
         assert!(
             kept.is_absolute() && kept.ends_with("data"),
             "the file's path stays relative to the file: {}",
@@ -1210,7 +1306,7 @@ mod tests {
         let file = dir.path().join("warden.toml");
         std::fs::write(&file, "[storage]\npath = \"data\"").unwrap();
         let c = Config::load(&file).unwrap();
-        assert_eq!(c.storage.path.unwrap(), dir.path().join("data"));
+        assert_eq!(sled(&c).path.clone().unwrap(), dir.path().join("data"));
         std::fs::write(&file, "[plugins]\ncache_dir = \"cache\"").unwrap();
         let c = Config::load(&file).unwrap();
         assert_eq!(c.plugins.cache_dir.unwrap(), dir.path().join("cache"));

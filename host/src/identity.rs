@@ -30,8 +30,17 @@ use std::sync::Arc;
 pub const MAX_ID_LEN: usize = 128;
 
 /// A validated plugin identity. Cheap to clone.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct PluginId(Arc<str>);
+
+impl TryFrom<String> for PluginId {
+    type Error = IdError;
+
+    fn try_from(id: String) -> Result<Self, IdError> {
+        PluginId::new(&id)
+    }
+}
 
 /// Why an identity was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -33,6 +33,7 @@
 
 pub mod adapters;
 pub mod config;
+mod fields;
 pub mod host;
 pub mod identity;
 pub mod inspect;
@@ -50,4 +51,4 @@ pub use host::{
 };
 pub use plugins::{Failure, LoadError, Outcome, PluginInfo};
 pub use router::Incoming;
-pub use storage::{DEFAULT_DATA_DIR, open_backend};
+pub use storage::DEFAULT_DATA_DIR;

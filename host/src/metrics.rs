@@ -20,8 +20,10 @@
 //! ever carry plugin identities and these fixed names: storage keys and
 //! values never appear.
 //!
-//! The counts are process-wide ([`global`]): every [`Host`](crate::Host) in
-//! one process adds to the same metrics, as one scrape target should.
+//! Each [`Host`](crate::Host) counts in its own [`Metrics`]
+//! ([`Host::metrics`](crate::Host::metrics)), or in one it is given
+//! ([`HostBuilder::metrics`](crate::HostBuilder::metrics)), so that several
+//! hosts in one process can serve one scrape target.
 //!
 //! The format is written by hand rather than through a metrics crate: the
 //! set of metrics is small and fixed, the Prometheus text format is what
@@ -32,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::identity::PluginId;
@@ -244,12 +246,6 @@ pub struct Metrics {
     messages: AtomicU64,
     plugins_loaded: AtomicU64,
     plugins: RwLock<BTreeMap<PluginId, Arc<PluginMetrics>>>,
-}
-
-/// The process's metrics, which the host updates.
-pub fn global() -> &'static Metrics {
-    static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::default);
-    &GLOBAL
 }
 
 impl Metrics {

@@ -34,8 +34,56 @@ use regex_automata::util::pool::{Pool, PoolGuard};
 use regex_automata::{Input, PatternID, meta};
 
 use crate::config::RoutingConfig;
-use crate::runtime::bindings::warden::plugin::types::Capture;
-use crate::runtime::bindings::{Route, RouteKind};
+
+/// Which messages a route sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// Messages addressed to the bot (Slack Machine's `respond_to`); the
+    /// pattern is matched against the text with the mention removed.
+    RespondTo,
+    /// Every message the bot sees (Slack Machine's `listen_to`).
+    ListenTo,
+}
+
+impl RouteKind {
+    /// Its name in listings: `respond-to` or `listen-to`, as the WIT names
+    /// it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::RespondTo => "respond-to",
+            RouteKind::ListenTo => "listen-to",
+        }
+    }
+}
+
+impl std::fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A route as a plugin's manifest declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Which messages it sees.
+    pub kind: RouteKind,
+    /// A regular expression, searched for anywhere in the text.
+    pub pattern: String,
+    /// Match without regard to case.
+    pub ignore_case: bool,
+    /// The handler's name, for logs and listings.
+    pub handler: String,
+}
+
+/// A named group of a route's pattern, and the text it matched (`None`
+/// when the group took no part in the match).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    /// The group's name.
+    pub name: String,
+    /// What it matched.
+    pub value: Option<String>,
+}
 
 /// Most routes one plugin may declare.
 pub const MAX_ROUTES: usize = 256;

@@ -44,7 +44,7 @@ use tempfile::TempDir;
 use warden::config::RoutingConfig;
 use warden::identity::{Namespace, PluginId};
 use warden::router::{self, CompiledRoute, Routes};
-use warden::runtime::bindings::{Route, RouteKind};
+use warden::router::{Route, RouteKind};
 use warden::storage::keys::encode_key;
 use warden::storage::{Backend, SledBackend, SledOptions, SyncPolicy};
 use warden::{Config, Host, Incoming};

@@ -28,8 +28,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::runtime::bindings::RouteKind;
-use crate::storage::Grant;
+use crate::storage::SharedAccess;
 use crate::{Host, Incoming, PluginInfo, metrics};
 
 /// The `user` of a message that names none.
@@ -228,14 +227,6 @@ struct RouteOut {
     handler: String,
 }
 
-/// A plugin's `[grants."ID"]`, as configured.
-#[derive(Debug, Serialize)]
-struct GrantOut {
-    shared: Grant,
-    read: Vec<String>,
-    write: Vec<String>,
-}
-
 #[derive(Debug, Serialize)]
 struct PluginOut {
     id: String,
@@ -244,7 +235,8 @@ struct PluginOut {
     file: String,
     digest: String,
     routes: Vec<RouteOut>,
-    grant: GrantOut,
+    /// Its `[grants."ID"]`, as configured.
+    grant: SharedAccess,
 }
 
 #[derive(Debug, Serialize)]
@@ -252,14 +244,6 @@ struct PluginsOut {
     plugins: Vec<PluginOut>,
     /// Files that did not load, and why.
     skipped: Vec<String>,
-}
-
-/// The WIT name of a route kind.
-pub fn kind_name(kind: RouteKind) -> &'static str {
-    match kind {
-        RouteKind::RespondTo => "respond-to",
-        RouteKind::ListenTo => "listen-to",
-    }
 }
 
 fn plugin_out(info: PluginInfo, config: &Config) -> PluginOut {
@@ -271,19 +255,12 @@ fn plugin_out(info: PluginInfo, config: &Config) -> PluginOut {
             .routes
             .iter()
             .map(|r| RouteOut {
-                kind: kind_name(r.kind),
+                kind: r.kind.name(),
                 pattern: r.pattern().to_owned(),
                 handler: r.handler.clone(),
             })
             .collect(),
-        grant: {
-            let access = config.grant(&info.id);
-            GrantOut {
-                shared: access.shared,
-                read: access.read,
-                write: access.write,
-            }
-        },
+        grant: config.grant(&info.id),
         version: info.version,
         description: info.description,
     }
@@ -300,7 +277,7 @@ async fn get_plugins(State(host): State<Arc<Host>>) -> Response {
 }
 
 async fn get_metrics(State(host): State<Arc<Host>>) -> Response {
-    let metrics = metrics::global();
+    let metrics = host.metrics();
     let plugins = host.plugins();
     for info in &plugins {
         // Every loaded plugin has its series, at zero until it is called.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use warden::Config;
 use warden::plugins::shell_word;
+use warden::storage::StorageConfig;
 
 /// Where the store is: the same options for every command.
 #[derive(Debug, clap::Args)]
@@ -63,11 +64,10 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
 
 /// The sled data directory the options name, when the store is sled.
 pub fn sled_dir(config: &Config, data: Option<&Path>) -> Option<PathBuf> {
-    (config.storage.backend == warden::config::BackendKind::Sled).then(|| {
-        data.map(Path::to_path_buf)
-            .or_else(|| config.storage.path.clone())
-            .unwrap_or_else(|| PathBuf::from(warden::DEFAULT_DATA_DIR))
-    })
+    match &config.storage {
+        StorageConfig::Sled(sled) => Some(sled.dir(data)),
+        _ => None,
+    }
 }
 
 /// The sled data directory the options name, if it does not exist.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use warden::adapters::http::kind_name;
 use warden::identity::PluginId;
 use warden::inspect::{Inspected, Inspector};
 use warden::storage::{Backend, bindings};
@@ -105,7 +104,7 @@ async fn rebind(
     let bound = match missing_store(config, store.data.as_deref()) {
         Some(_) => None,
         None => {
-            let backend = warden::open_backend(config, store.data.as_deref()).await?;
+            let backend = config.storage.open(store.data.as_deref()).await?;
             let bound = bindings::bound(&*backend, &id).await;
             backend.close().await.context("closing storage failed")?;
             bound?
@@ -138,7 +137,7 @@ async fn rebind(
             );
         }
     }
-    let backend = warden::open_backend(config, store.data.as_deref()).await?;
+    let backend = config.storage.open(store.data.as_deref()).await?;
     let before = bindings::rebind(&*backend, &id, &name).await;
     backend.close().await.context("closing storage failed")?;
     match before? {
@@ -194,7 +193,7 @@ fn describe_plugin(out: &mut impl Write, plugin: &Inspected) -> std::io::Result<
         writeln!(
             out,
             "  route:       {} {:?} -> {}",
-            kind_name(route.kind),
+            route.kind,
             route.pattern(),
             route.handler
         )?;
@@ -217,7 +216,7 @@ impl Bindings {
         if let Some(dir) = missing_store(config, data) {
             return Self::Empty(format!("no store in {} yet", dir.display()));
         }
-        match warden::open_backend(config, data).await {
+        match config.storage.open(data).await {
             Ok(backend) => Self::Store(backend),
             Err(e) => Self::Unknown(format!("cannot open the store: {e}")),
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{Host, HostError, Shared, maintenance, watch};
 use crate::config::Config;
 use crate::identity::Namespace;
+use crate::metrics::Metrics;
 use crate::runtime::cache::CompileCache;
 use crate::runtime::{self, Runtime};
 use crate::storage::{self, Backend, Usage};
@@ -21,6 +22,7 @@ pub struct HostBuilder {
     backend: Option<Arc<dyn Backend>>,
     cache_dir: Option<PathBuf>,
     watch: bool,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl HostBuilder {
@@ -70,12 +72,19 @@ impl HostBuilder {
         self
     }
 
+    /// Counts in `metrics` instead of metrics of the host's own, so that
+    /// several hosts in one process can serve one scrape target.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Opens the store and loads the plugins. A plugin that fails to load
     /// is reported in [`Host::skipped`]; the others load regardless.
     pub async fn build(self) -> Result<Host, HostError> {
         let backend = match self.backend {
             Some(backend) => backend,
-            None => storage::open_backend(&self.config, self.data_dir.as_deref()).await?,
+            None => self.config.storage.open(self.data_dir.as_deref()).await?,
         };
         storage::seed_shared(&*backend, self.config.shared_data()).await?;
         let immediate = runtime::Immediate {
@@ -105,6 +114,7 @@ impl HostBuilder {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             reloading: tokio::sync::Mutex::default(),
+            metrics: self.metrics.unwrap_or_default(),
         });
         shared.reload().await?;
         let purge = tokio::spawn(maintenance::purge_loop(shared.clone()));

@@ -15,11 +15,11 @@ pub use maintenance::{PURGE_INTERVAL, RECOUNT_INTERVAL};
 pub use watch::RELOAD_DEBOUNCE;
 
 use crate::config::Config;
-use crate::metrics;
+use crate::metrics::Metrics;
 use crate::plugins::{self, LoadError, LoadedPlugin, Outcome, PluginInfo};
 use crate::router::{self, Incoming};
+use crate::runtime::Runtime;
 use crate::runtime::cache::CompileCache;
-use crate::runtime::{self, Runtime};
 use crate::storage::{Backend, BackendError, Usage};
 
 /// Why a host could not start.
@@ -77,18 +77,22 @@ async fn call(
     plugin: Arc<LoadedPlugin>,
     r: usize,
     msg: &Incoming,
-    captures: Vec<runtime::bindings::warden::plugin::types::Capture>,
+    captures: Vec<router::Capture>,
 ) -> Outcome {
     use tracing::Instrument as _;
     let route = &plugin.info().routes[r];
     let id = &plugin.info().id;
     let span = tracing::info_span!("handler", plugin = %id, handler = %route.handler);
-    metrics::global()
-        .observe_call(id, plugin.call(route, msg, captures), |o: &Outcome| {
-            o.error.is_some()
-        })
-        .instrument(span)
-        .await
+    async {
+        let start = std::time::Instant::now();
+        let outcome = plugin.call(route, msg, captures).await;
+        plugin
+            .metrics()
+            .handler_call(start.elapsed(), outcome.error.is_some());
+        outcome
+    }
+    .instrument(span)
+    .await
 }
 
 /// The plugins loaded at one moment. Replaced whole on reload, so that a
@@ -117,6 +121,8 @@ struct Shared {
     /// One reload at a time; it holds the files that failed to load for a
     /// reason of their own, not tried again until they change.
     reloading: tokio::sync::Mutex<plugins::Failed>,
+    /// What the host counts.
+    metrics: Arc<Metrics>,
 }
 
 /// The most matching work, in bytes of text times bytes of compiled
@@ -137,11 +143,7 @@ impl Shared {
         &self,
         snapshot: &Snapshot,
         msg: &Incoming,
-    ) -> Vec<(
-        usize,
-        usize,
-        Vec<runtime::bindings::warden::plugin::types::Capture>,
-    )> {
+    ) -> Vec<(usize, usize, Vec<router::Capture>)> {
         let work = (msg.text.len() as u64).saturating_mul(snapshot.routes.cost() as u64);
         if work <= INLINE_MATCH_WORK {
             let plugins = &snapshot.plugins;
@@ -191,6 +193,7 @@ impl Shared {
             config: &self.config,
             shared_usage: &self.shared_usage,
             cache: self.cache.as_ref(),
+            metrics: &self.metrics,
         };
         let synced = plugins::sync(&current.plugins, &files, &failed, loader).await;
         *failed = synced.failed;
@@ -264,6 +267,11 @@ impl Host {
         &self.shared.config
     }
 
+    /// The metrics the host counts in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
     /// The compilation cache, if one is configured.
     pub fn cache(&self) -> Option<&CompileCache> {
         self.shared.cache.as_deref()
@@ -279,13 +287,12 @@ impl Host {
     /// slow plugin delays only its own replies.
     ///
     /// Each call runs in a `handler` span carrying the plugin's identity and
-    /// the handler's name, and is counted in [`metrics::global`].
+    /// the handler's name, and is counted in [`Host::metrics`].
     ///
     /// A message whose text is longer than `[routing] max_message_bytes` is
     /// not matched (see [`Host::check_message`]): it reaches no plugin.
     pub async fn dispatch(&self, msg: &Incoming) -> Vec<Outcome> {
-        let metrics = metrics::global();
-        metrics.message_received();
+        self.shared.metrics.message_received();
         if let Err(e) = self.check_message(msg) {
             tracing::warn!("message not matched: {e}");
             return Vec::new();

@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use tokio::sync::Semaphore;
-use wasmtime::Store;
 
 use crate::config::{Config, Limits, RoutingConfig};
 use crate::identity::{IdError, PluginId};
-use crate::router::{self, CompiledRoute, Incoming, RouteError};
-use crate::runtime::bindings::warden::plugin::types::{Capture, Message};
-use crate::runtime::bindings::{Plugin as Bindings, PluginPre};
+use crate::metrics::{Metrics, PluginMetrics};
+use crate::router::{self, Capture, CompiledRoute, Incoming, RouteError};
 use crate::runtime::cache::{self, CacheOutcome, CompileCache};
-use crate::runtime::{self, Entry, Output, PluginState, Runtime};
+use crate::runtime::{Declared, Entry, Instance, Output, Pre, Runtime, Serving};
 use crate::storage::bindings::{self, binding_name};
 use crate::storage::{Backend, PluginStorage, Usage};
 use crate::text;
@@ -195,12 +193,6 @@ pub struct PluginInfo {
     pub routes: Vec<CompiledRoute>,
 }
 
-/// A live instance and its store.
-struct Instance {
-    store: Store<PluginState>,
-    bindings: Bindings,
-}
-
 /// Faults in a row, and the pause they earned.
 #[derive(Debug, Default)]
 struct Health {
@@ -232,9 +224,10 @@ pub struct LoadedPlugin {
     digest: [u8; 32],
     /// What told the file apart when it was read.
     stamp: Option<Stamp>,
-    pre: PluginPre<PluginState>,
+    pre: Pre,
     runtime: Runtime,
-    storage: PluginStorage,
+    /// Its storage, and the metrics it is counted in.
+    serving: Serving,
     limits: Limits,
     /// Its log output, shared by its instances.
     output: Output,
@@ -344,7 +337,12 @@ impl LoadedPlugin {
 
     /// The storage the plugin sees.
     pub fn storage(&self) -> &PluginStorage {
-        &self.storage
+        &self.serving.storage
+    }
+
+    /// The plugin's counters.
+    pub fn metrics(&self) -> &Arc<PluginMetrics> {
+        &self.serving.metrics
     }
 
     /// The sum of the compiled sizes of its routes, which the host's
@@ -472,24 +470,9 @@ impl LoadedPlugin {
                 }
             },
         };
-        let message = Message {
-            text: msg.text.clone(),
-            user: msg.user.clone(),
-            channel: msg.channel.clone(),
-            addressed: msg.addressed,
-        };
-        runtime::arm(&mut instance.store, deadline);
-        instance.store.data_mut().host.begin_call();
-        let result = runtime::within(
-            deadline,
-            instance
-                .bindings
-                .call_handle(&mut instance.store, route.index, &message, &captures),
-        )
-        .await;
-        let result = runtime::refine(result, &instance.store);
-        outcome.replies = instance.store.data_mut().host.end_call();
-        match result {
+        let handled = instance.handle(deadline, route.index, msg, captures).await;
+        outcome.replies = handled.replies;
+        match handled.result {
             Ok(result) => {
                 self.idle().push(instance);
                 self.health().ok();
@@ -572,15 +555,12 @@ impl LoadedPlugin {
 
     /// A new instance, started by `deadline`.
     async fn instantiate(&self, deadline: Instant) -> Result<Instance, Entry> {
-        let mut store = self.runtime.new_store(
+        let store = self.runtime.new_store(
             self.output.clone(),
-            Some(self.storage.clone()),
+            Some(self.serving.clone()),
             &self.limits,
         );
-        runtime::arm(&mut store, deadline);
-        let bindings = runtime::within(deadline, self.pre.instantiate_async(&mut store)).await;
-        let bindings = runtime::refine(bindings, &store)?;
-        Ok(Instance { store, bindings })
+        self.pre.instantiate(store, deadline).await
     }
 }
 
@@ -634,6 +614,8 @@ pub struct Loader<'a> {
     pub shared_usage: &'a Arc<Usage>,
     /// Where compiled plugins are kept, if anywhere.
     pub cache: Option<&'a Arc<CompileCache>>,
+    /// The metrics plugins are counted in.
+    pub metrics: &'a Arc<Metrics>,
 }
 
 /// Files that failed to load, by path, with what they held then: [`sync`]
@@ -1028,7 +1010,7 @@ pub(crate) struct Prepared {
     pub stamp: Option<Stamp>,
     /// Its SHA-256 digest.
     pub digest: [u8; 32],
-    pre: PluginPre<PluginState>,
+    pre: Pre,
     /// The instance that read the manifest; it goes on to serve.
     instance: Instance,
     /// The declared identity, validated.
@@ -1078,11 +1060,7 @@ pub(crate) async fn prepare(
         file: path.clone(),
         message: text::one_line(&format!("{e:#}")),
     };
-    let pre = runtime
-        .linker()
-        .instantiate_pre(&component)
-        .map_err(wrong_world)?;
-    let pre = PluginPre::new(pre).map_err(wrong_world)?;
+    let pre = runtime.prepare(&component).map_err(wrong_world)?;
     if outcome == CacheOutcome::Hit {
         tracing::debug!(file = %path.display(), "compiled code from the cache");
     }
@@ -1106,15 +1084,17 @@ pub(crate) async fn prepare(
         }
     };
     let output = Output::new(Arc::from(path.display().to_string()));
-    let mut store = runtime.new_store(output, None, limits);
+    let store = runtime.new_store(output, None, limits);
     let deadline = Instant::now() + limits.handler_timeout();
-    runtime::arm(&mut store, deadline);
-    let bindings = runtime::within(deadline, pre.instantiate_async(&mut store)).await;
-    let bindings = runtime::refine(bindings, &store).map_err(start("instantiation"))?;
+    let mut instance = pre
+        .instantiate(store, deadline)
+        .await
+        .map_err(start("instantiation"))?;
     let deadline = Instant::now() + limits.handler_timeout();
-    runtime::arm(&mut store, deadline);
-    let manifest = runtime::within(deadline, bindings.call_manifest(&mut store)).await;
-    let manifest = runtime::refine(manifest, &store).map_err(start("manifest"))?;
+    let manifest = instance
+        .manifest(deadline)
+        .await
+        .map_err(start("manifest"))?;
 
     let id = PluginId::new(&manifest.id).map_err(|source| LoadError::InvalidId {
         file: path.clone(),
@@ -1143,7 +1123,7 @@ pub(crate) async fn prepare(
         stamp: None,
         digest,
         pre,
-        instance: Instance { store, bindings },
+        instance,
         id,
         version: manifest.version,
         description: manifest.description,
@@ -1154,9 +1134,7 @@ pub(crate) async fn prepare(
 /// Refuses manifest fields that would reach operators unbounded or forge
 /// their output: an over-long version or description, control characters
 /// in them or in a handler's name.
-fn check_manifest(
-    manifest: &crate::runtime::bindings::warden::plugin::types::Manifest,
-) -> Result<(), String> {
+fn check_manifest(manifest: &Declared) -> Result<(), String> {
     let field = |name: &str, value: &str, max: usize| {
         if value.len() > max {
             return Err(format!(
@@ -1198,6 +1176,7 @@ async fn finish(
         backend,
         config,
         shared_usage,
+        metrics,
         cache: _,
     } = loader;
     let Prepared {
@@ -1233,14 +1212,17 @@ async fn finish(
     })?;
     // The instance that read the manifest serves the messages, tagged with
     // the identity and given its storage.
+    let serving = Serving {
+        storage,
+        metrics: metrics.plugin(&id),
+    };
     instance
-        .store
-        .data_mut()
-        .serve_as(id.as_str(), storage.clone(), &limits);
+        .state_mut()
+        .serve_as(id.as_str(), serving.clone(), &limits);
     if !bound {
         bind(&**backend, &id, &path).await?;
     }
-    let output = instance.store.data().output().clone();
+    let output = instance.state().output().clone();
     Ok(LoadedPlugin {
         info: PluginInfo {
             id,
@@ -1254,7 +1236,7 @@ async fn finish(
         stamp,
         pre,
         runtime: runtime.clone(),
-        storage,
+        serving,
         limits,
         output,
         idle: std::sync::Mutex::new(vec![instance]),

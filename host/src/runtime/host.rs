@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::PluginState;
 use super::output::{Level, Output};
-use crate::metrics::{self, PluginMetrics, StorageFailure, StorageOp};
-use crate::storage::{PluginStorage, StorageError, human_size};
+use crate::metrics::{PluginMetrics, StorageFailure, StorageOp};
+use crate::storage::{BackendError, PluginStorage, StorageError, human_size};
 use crate::text;
 
 /// Most replies one handler call may send; more are dropped, and counted
@@ -20,6 +20,16 @@ use crate::text;
 pub const MAX_REPLIES: usize = 100;
 /// Longest reply in bytes; longer ones are cut at a character boundary.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// What an instance that serves messages reaches: its plugin's storage, and
+/// the metrics its storage calls are counted in.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The plugin's storage.
+    pub storage: PluginStorage,
+    /// The plugin's counters.
+    pub metrics: Arc<PluginMetrics>,
+}
 
 /// What a plugin instance can reach on the host.
 #[derive(Debug)]
@@ -44,10 +54,14 @@ struct Replies {
 }
 
 impl PluginHost {
-    pub(crate) fn new(id: Arc<str>, output: Output, storage: Option<PluginStorage>) -> Self {
-        let metrics = storage
-            .as_ref()
-            .map(|s| metrics::global().plugin(s.plugin()));
+    /// The host side of an instance named `id` in logs, logging to
+    /// `output`; without `serving` (while the manifest is read) it has no
+    /// storage.
+    pub(crate) fn new(id: Arc<str>, output: Output, serving: Option<Serving>) -> Self {
+        let (storage, metrics) = match serving {
+            Some(Serving { storage, metrics }) => (Some(storage), Some(metrics)),
+            None => (None, None),
+        };
         Self {
             id,
             output,
@@ -84,55 +98,34 @@ impl PluginHost {
         replies.said
     }
 
-    fn storage(&self) -> Result<&PluginStorage, StorageErrorWit> {
+    fn storage(&self) -> Result<&PluginStorage, StorageError> {
         self.storage.as_ref().ok_or_else(|| {
-            StorageErrorWit::Backend("storage is not available while the manifest is read".into())
+            StorageError::Backend(BackendError::new(
+                "host",
+                "storage is not available while the manifest is read",
+            ))
         })
     }
 
-    /// Maps the outcome of storage operation `op` to what the plugin sees,
-    /// and counts it. Only the operation and the kind of error are counted:
+    /// Counts the outcome of storage operation `op`, and logs a failure of
+    /// the backend. Only the operation and the kind of error are counted:
     /// never the key or the value.
-    fn done<T>(&self, op: StorageOp, r: Result<T, StorageError>) -> Result<T, StorageErrorWit> {
-        let r = r.map_err(|e| self.fail(op.wit_name(), e));
+    fn done<T>(&self, op: StorageOp, r: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(StorageError::Backend(e)) = &r {
+            tracing::error!(plugin = %self.id, op = op.wit_name(), error = %e, "storage backend failed");
+        }
         if let Some(metrics) = &self.metrics {
-            let failure = r.as_ref().err().map(|e| match e {
-                StorageErrorWit::AccessDenied(_) => StorageFailure::AccessDenied,
-                StorageErrorWit::InvalidKey(_) => StorageFailure::InvalidKey,
-                StorageErrorWit::TooLarge(_) => StorageFailure::TooLarge,
-                StorageErrorWit::QuotaExceeded(_) => StorageFailure::QuotaExceeded,
-                StorageErrorWit::InvalidValue(_) => StorageFailure::InvalidValue,
-                StorageErrorWit::Backend(_) => StorageFailure::Backend,
-            });
-            metrics.storage_op(op, failure);
+            metrics.storage_op(op, r.as_ref().err().map(StorageError::kind));
         }
         r
     }
 
-    fn fail(&self, op: &str, e: StorageError) -> StorageErrorWit {
-        match e {
-            StorageError::AccessDenied(m) => StorageErrorWit::AccessDenied(m),
-            e @ StorageError::InvalidKey { .. } => StorageErrorWit::InvalidKey(e.to_string()),
-            e @ StorageError::TooLarge { .. } => StorageErrorWit::TooLarge(e.to_string()),
-            e @ StorageError::QuotaExceeded { .. } => StorageErrorWit::QuotaExceeded(e.to_string()),
-            e @ StorageError::TooMany { .. } => StorageErrorWit::TooLarge(e.to_string()),
-            e @ StorageError::ReadTooLarge { .. } => StorageErrorWit::TooLarge(e.to_string()),
-            StorageError::InvalidValue(m) => StorageErrorWit::InvalidValue(m),
-            StorageError::Backend(e) => {
-                tracing::error!(plugin = %self.id, op, error = %e, "storage backend failed");
-                StorageErrorWit::Backend(e.to_string())
-            }
-        }
-    }
-}
-
-impl PluginHost {
-    fn get_now(&self, key: &str, shared: bool) -> Result<Option<Vec<u8>>, StorageErrorWit> {
+    fn get_now(&self, key: &str, shared: bool) -> Result<Option<Vec<u8>>, StorageError> {
         let r = self.storage()?.get_now(key, shared);
         self.done(StorageOp::Get, r)
     }
 
-    fn has_now(&self, key: &str, shared: bool) -> Result<bool, StorageErrorWit> {
+    fn has_now(&self, key: &str, shared: bool) -> Result<bool, StorageError> {
         let r = self.storage()?.has_now(key, shared);
         self.done(StorageOp::Has, r)
     }
@@ -143,15 +136,33 @@ impl PluginHost {
         value: &[u8],
         expires_in_secs: Option<u64>,
         shared: bool,
-    ) -> Result<(), StorageErrorWit> {
+    ) -> Result<(), StorageError> {
         let ttl = expires_in_secs.map(Duration::from_secs);
         let r = self.storage()?.set_now(key, value, ttl, shared);
         self.done(StorageOp::Set, r)
     }
 
-    fn delete_now(&self, key: &str, shared: bool) -> Result<(), StorageErrorWit> {
+    fn delete_now(&self, key: &str, shared: bool) -> Result<(), StorageError> {
         let r = self.storage()?.delete_now(key, shared);
         self.done(StorageOp::Delete, r)
+    }
+}
+
+/// What a plugin sees of a storage error: the case of its kind, with the
+/// error's message.
+fn to_wit(err: StorageError) -> StorageErrorWit {
+    let kind = err.kind();
+    let message = match err {
+        StorageError::AccessDenied(m) | StorageError::InvalidValue(m) => m,
+        e => e.to_string(),
+    };
+    match kind {
+        StorageFailure::AccessDenied => StorageErrorWit::AccessDenied(message),
+        StorageFailure::InvalidKey => StorageErrorWit::InvalidKey(message),
+        StorageFailure::TooLarge => StorageErrorWit::TooLarge(message),
+        StorageFailure::QuotaExceeded => StorageErrorWit::QuotaExceeded(message),
+        StorageFailure::InvalidValue => StorageErrorWit::InvalidValue(message),
+        StorageFailure::Backend => StorageErrorWit::Backend(message),
     }
 }
 
@@ -182,14 +193,14 @@ pub(crate) fn link_immediate(
             "get",
             |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
                 let key = key.to_str(&store)?;
-                Ok((store.data().host.get_now(&key, shared),))
+                Ok((store.data().host.get_now(&key, shared).map_err(to_wit),))
             },
         )?;
         storage.func_wrap(
             "has",
             |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
                 let key = key.to_str(&store)?;
-                Ok((store.data().host.has_now(&key, shared),))
+                Ok((store.data().host.has_now(&key, shared).map_err(to_wit),))
             },
         )?;
     }
@@ -200,14 +211,17 @@ pub(crate) fn link_immediate(
              (key, value, expires_in_secs, shared): (WasmStr, WasmList<u8>, Option<u64>, bool)| {
                 let key = key.to_str(&store)?;
                 let value = value.as_le_slice(&store);
-                Ok((store.data().host.set_now(&key, value, expires_in_secs, shared),))
+                let host = &store.data().host;
+                Ok((host
+                    .set_now(&key, value, expires_in_secs, shared)
+                    .map_err(to_wit),))
             },
         )?;
         storage.func_wrap(
             "delete",
             |store: StoreContextMut<'_, PluginState>, (key, shared): (WasmStr, bool)| {
                 let key = key.to_str(&store)?;
-                Ok((store.data().host.delete_now(&key, shared),))
+                Ok((store.data().host.delete_now(&key, shared).map_err(to_wit),))
             },
         )?;
     }
@@ -219,44 +233,48 @@ pub(crate) fn link_immediate(
 const STORAGE_INTERFACE: &str = "warden:plugin/storage@0.1.0";
 
 impl storage::Host for PluginHost {
+    fn convert_error(&mut self, err: StorageError) -> wasmtime::Result<StorageErrorWit> {
+        Ok(to_wit(err))
+    }
+
     async fn set(
         &mut self,
         key: String,
         value: Vec<u8>,
         expires_in_secs: Option<u64>,
         shared: bool,
-    ) -> Result<(), StorageErrorWit> {
+    ) -> Result<(), StorageError> {
         let ttl = expires_in_secs.map(Duration::from_secs);
         let r = self.storage()?.set(&key, &value, ttl, shared).await;
         self.done(StorageOp::Set, r)
     }
 
-    async fn get(&mut self, key: String, shared: bool) -> Result<Option<Vec<u8>>, StorageErrorWit> {
+    async fn get(&mut self, key: String, shared: bool) -> Result<Option<Vec<u8>>, StorageError> {
         let r = self.storage()?.get(&key, shared).await;
         self.done(StorageOp::Get, r)
     }
 
-    async fn has(&mut self, key: String, shared: bool) -> Result<bool, StorageErrorWit> {
+    async fn has(&mut self, key: String, shared: bool) -> Result<bool, StorageError> {
         let r = self.storage()?.has(&key, shared).await;
         self.done(StorageOp::Has, r)
     }
 
-    async fn delete(&mut self, key: String, shared: bool) -> Result<(), StorageErrorWit> {
+    async fn delete(&mut self, key: String, shared: bool) -> Result<(), StorageError> {
         let r = self.storage()?.delete(&key, shared).await;
         self.done(StorageOp::Delete, r)
     }
 
-    async fn storage_size(&mut self) -> Result<u64, StorageErrorWit> {
+    async fn storage_size(&mut self) -> Result<u64, StorageError> {
         let r = self.storage()?.size().await;
         self.done(StorageOp::Size, r)
     }
 
-    async fn storage_size_human(&mut self) -> Result<String, StorageErrorWit> {
+    async fn storage_size_human(&mut self) -> Result<String, StorageError> {
         let r = self.storage()?.size().await;
         self.done(StorageOp::SizeHuman, r.map(human_size))
     }
 
-    async fn namespace_size(&mut self) -> Result<u64, StorageErrorWit> {
+    async fn namespace_size(&mut self) -> Result<u64, StorageError> {
         let usage = self.storage()?.usage();
         self.done(StorageOp::NamespaceSize, Ok(usage))
     }
@@ -267,7 +285,7 @@ impl storage::Host for PluginHost {
         cursor: Option<String>,
         limit: u32,
         shared: bool,
-    ) -> Result<storage::KeyPage, StorageErrorWit> {
+    ) -> Result<storage::KeyPage, StorageError> {
         let r = self
             .storage()?
             .list_keys(&prefix, cursor.as_deref(), limit, shared)
@@ -284,7 +302,7 @@ impl storage::Host for PluginHost {
         key: String,
         delta: i64,
         shared: bool,
-    ) -> Result<i64, StorageErrorWit> {
+    ) -> Result<i64, StorageError> {
         let r = self.storage()?.increment(&key, delta, shared).await;
         self.done(StorageOp::Increment, r)
     }
@@ -295,7 +313,7 @@ impl storage::Host for PluginHost {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
         shared: bool,
-    ) -> Result<bool, StorageErrorWit> {
+    ) -> Result<bool, StorageError> {
         let r = self
             .storage()?
             .compare_and_swap(&key, expected.as_deref(), new.as_deref(), shared)
@@ -307,7 +325,7 @@ impl storage::Host for PluginHost {
         &mut self,
         keys: Vec<String>,
         shared: bool,
-    ) -> Result<Vec<Option<Vec<u8>>>, StorageErrorWit> {
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
         let r = self.storage()?.get_many(&keys, shared).await;
         self.done(StorageOp::GetMany, r)
     }
@@ -317,17 +335,13 @@ impl storage::Host for PluginHost {
         entries: Vec<(String, Vec<u8>)>,
         expires_in_secs: Option<u64>,
         shared: bool,
-    ) -> Result<(), StorageErrorWit> {
+    ) -> Result<(), StorageError> {
         let ttl = expires_in_secs.map(Duration::from_secs);
         let r = self.storage()?.set_many(&entries, ttl, shared).await;
         self.done(StorageOp::SetMany, r)
     }
 
-    async fn delete_many(
-        &mut self,
-        keys: Vec<String>,
-        shared: bool,
-    ) -> Result<(), StorageErrorWit> {
+    async fn delete_many(&mut self, keys: Vec<String>, shared: bool) -> Result<(), StorageError> {
         let r = self.storage()?.delete_many(&keys, shared).await;
         self.done(StorageOp::DeleteMany, r)
     }

@@ -1,9 +1,10 @@
 //! The WebAssembly side of the host: the engine, the linker with WASI and
 //! Warden's interfaces, and the per-instance state plugins call into.
 
-pub mod bindings;
+mod bindings;
 pub mod cache;
 mod host;
+mod instance;
 pub mod output;
 mod stdio;
 
@@ -15,9 +16,9 @@ use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, 
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::Limits;
-use crate::storage::PluginStorage;
 use cache::{CacheOutcome, CompileCache};
-pub use host::{Immediate, PluginHost};
+pub use host::{Immediate, PluginHost, Serving};
+pub use instance::{Declared, Handled, Instance, Pre};
 pub(crate) use output::Output;
 
 /// How often the epoch advances: running code is checked against its
@@ -38,12 +39,12 @@ pub struct PluginState {
 impl PluginState {
     /// Turns the instance that read a plugin's manifest into the one that
     /// serves it: from now on it is named by identity `id` in logs, reaches
-    /// `storage`, and is bounded by `limits` (the plugin's own).
-    pub fn serve_as(&mut self, id: &str, storage: PluginStorage, limits: &Limits) {
+    /// what `serving` holds, and is bounded by `limits` (the plugin's own).
+    pub fn serve_as(&mut self, id: &str, serving: Serving, limits: &Limits) {
         let id: Arc<str> = Arc::from(id);
         let output = self.host.output().clone();
         output.set_name(id.clone());
-        self.host = PluginHost::new(id, output, Some(storage));
+        self.host = PluginHost::new(id, output, Some(serving));
         self.limits = Limiter::new(limits);
     }
 
@@ -250,7 +251,7 @@ impl Runtime {
     }
 
     /// The linker with every interface a plugin may import.
-    pub fn linker(&self) -> &Linker<PluginState> {
+    fn linker(&self) -> &Linker<PluginState> {
         &self.linker
     }
 
@@ -275,12 +276,12 @@ impl Runtime {
     /// A fresh store for a plugin: no files, no environment, no network,
     /// no arguments; stdout and stderr go to the log; memory is bounded.
     /// `output` names the plugin in logs, by its identity, or its file while
-    /// the manifest is read (when `storage` is `None`), and bounds what it
+    /// the manifest is read (when `serving` is `None`), and bounds what it
     /// logs. `limits` bound its memory. Each entry into it must be [`arm`]ed.
     pub(crate) fn new_store(
         &self,
         output: Output,
-        storage: Option<PluginStorage>,
+        serving: Option<Serving>,
         limits: &Limits,
     ) -> Store<PluginState> {
         let tag = output.name();
@@ -300,7 +301,7 @@ impl Runtime {
             table: ResourceTable::new(),
             limits: Limiter::new(limits),
             deadline: Instant::now() + limits.handler_timeout(),
-            host: PluginHost::new(tag, output, storage),
+            host: PluginHost::new(tag, output, serving),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -37,7 +37,7 @@
 //! ```
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -54,8 +54,8 @@ pub use namespaced::{
     Grant, KeyPage, MAX_BATCH, PluginStorage, SharedAccess, StorageError, StorageLimits, Usage,
     human_size,
 };
-pub use redis::RedisBackend;
-pub use sled::{SledBackend, SledOptions, SyncPolicy};
+pub use redis::{RedisBackend, RedisConfig};
+pub use sled::{SledBackend, SledConfig, SledOptions, SyncPolicy};
 
 /// A failure of the store itself (I/O, corruption, a lost connection).
 #[derive(Debug, thiserror::Error)]
@@ -333,29 +333,117 @@ pub async fn seed_shared(
 /// The data directory used when neither `--data` nor the config names one.
 pub const DEFAULT_DATA_DIR: &str = "warden-data";
 
-/// Opens the backend the config names. `data_dir` overrides sled's
-/// `storage.path`.
-pub async fn open_backend(
-    config: &crate::config::Config,
-    data_dir: Option<&Path>,
-) -> Result<Arc<dyn Backend>, BackendError> {
-    let storage = &config.storage;
-    Ok(match storage.backend {
-        crate::config::BackendKind::Memory => Arc::new(MemoryBackend::new()),
-        crate::config::BackendKind::Sled => {
-            let dir = data_dir
-                .map(Path::to_path_buf)
-                .or_else(|| storage.path.clone())
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-            Arc::new(SledBackend::open_with(dir, storage.sled_options())?)
+/// Which backend stores plugin data: the `backend` field of `[storage]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// The embedded, persistent default.
+    #[default]
+    Sled,
+    /// A Redis server, which several hosts can share.
+    Redis,
+    /// In memory; lost at exit.
+    Memory,
+}
+
+impl BackendKind {
+    const ALL: [BackendKind; 3] = [BackendKind::Sled, BackendKind::Redis, BackendKind::Memory];
+
+    /// Its name in the config: `sled`, `redis` or `memory`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Sled => "sled",
+            BackendKind::Redis => "redis",
+            BackendKind::Memory => "memory",
         }
-        crate::config::BackendKind::Redis => {
-            let url = storage.url.as_deref().ok_or_else(|| {
-                BackendError::new("redis", "[storage] backend = \"redis\" needs a url")
-            })?;
-            Arc::new(RedisBackend::connect(url, &storage.prefix).await?)
+    }
+
+    /// The fields of its `[storage]` table, besides `backend`.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            BackendKind::Sled => crate::fields::of::<SledConfig>(),
+            BackendKind::Redis => crate::fields::of::<RedisConfig>(),
+            BackendKind::Memory => &[],
         }
-    })
+    }
+}
+
+/// The `[storage]` table: the backend that keeps plugin data, and its
+/// settings. Without a `backend` field it is sled.
+///
+/// The table holds `backend` and the fields of that backend. Fields of the
+/// other built-in backends are ignored, so that switching backends (with
+/// `WARDEN_STORAGE_BACKEND`, say) needs no change to the file; any other
+/// field is an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageConfig {
+    /// `backend = "sled"`.
+    Sled(SledConfig),
+    /// `backend = "redis"`.
+    Redis(RedisConfig),
+    /// `backend = "memory"`.
+    Memory,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig::Sled(SledConfig::default())
+    }
+}
+
+impl StorageConfig {
+    /// Which backend it is.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            StorageConfig::Sled(_) => BackendKind::Sled,
+            StorageConfig::Redis(_) => BackendKind::Redis,
+            StorageConfig::Memory => BackendKind::Memory,
+        }
+    }
+
+    /// Opens the backend. `data_dir` overrides sled's `path`.
+    pub async fn open(&self, data_dir: Option<&Path>) -> Result<Arc<dyn Backend>, BackendError> {
+        Ok(match self {
+            StorageConfig::Sled(sled) => Arc::new(sled.open(data_dir)?),
+            StorageConfig::Redis(redis) => Arc::new(redis.open().await?),
+            StorageConfig::Memory => Arc::new(MemoryBackend::new()),
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StorageConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let kind = match table.remove("backend") {
+            None => BackendKind::default(),
+            Some(kind) => BackendKind::deserialize(kind).map_err(D::Error::custom)?,
+        };
+        for other in BackendKind::ALL.into_iter().filter(|k| *k != kind) {
+            for field in other.fields() {
+                if !kind.fields().contains(field) {
+                    table.remove(*field);
+                }
+            }
+        }
+        let fields = toml::Value::Table(table);
+        Ok(match kind {
+            BackendKind::Sled => {
+                StorageConfig::Sled(SledConfig::deserialize(fields).map_err(D::Error::custom)?)
+            }
+            BackendKind::Redis => {
+                StorageConfig::Redis(RedisConfig::deserialize(fields).map_err(D::Error::custom)?)
+            }
+            BackendKind::Memory => {
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct NoFields {}
+                NoFields::deserialize(fields).map_err(D::Error::custom)?;
+                StorageConfig::Memory
+            }
+        })
+    }
 }
 
 pub(crate) fn from_millis(millis: u64) -> SystemTime {

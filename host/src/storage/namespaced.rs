@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::Keys;
 use super::{Backend, BackendError, ImmediateReads, ImmediateWrites};
 use crate::identity::{self, KeyError, Namespace, PluginId};
+use crate::metrics::StorageFailure;
 
 /// How much of the shared keyspace the operator granted a plugin.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,8 +36,10 @@ impl Grant {
 }
 
 /// A plugin's access to the shared keyspace: the whole keyspace (`shared`),
-/// and key prefixes it may read (`read`) or read and write (`write`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// and key prefixes it may read (`read`) or read and write (`write`). A
+/// `[grants."ID"]` table of the config, as the HTTP API shows it too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SharedAccess {
     /// Access to every shared key.
     pub shared: Grant,
@@ -173,6 +176,26 @@ pub enum StorageError {
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+}
+
+impl StorageError {
+    /// What the plugin is told of the error: the case of the storage
+    /// interface's `error` it becomes. A batch of more than [`MAX_BATCH`]
+    /// keys and a read over `max_read_bytes` are `too-large`, as the
+    /// interface documents ("the value, the batch, or what the call would
+    /// return is over its size limit").
+    pub fn kind(&self) -> StorageFailure {
+        match self {
+            StorageError::AccessDenied(_) => StorageFailure::AccessDenied,
+            StorageError::InvalidKey { .. } => StorageFailure::InvalidKey,
+            StorageError::QuotaExceeded { .. } => StorageFailure::QuotaExceeded,
+            StorageError::InvalidValue(_) => StorageFailure::InvalidValue,
+            StorageError::TooMany { .. }
+            | StorageError::TooLarge { .. }
+            | StorageError::ReadTooLarge { .. } => StorageFailure::TooLarge,
+            StorageError::Backend(_) => StorageFailure::Backend,
+        }
+    }
 }
 
 /// Shortens a key for an error message so a huge key cannot flood logs.

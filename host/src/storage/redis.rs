@@ -22,6 +22,76 @@ use super::{Backend, BackendError, Counted, Entry};
 
 const NAME: &str = "redis";
 
+/// `[storage] backend = "redis"`: a Redis server, which several hosts can
+/// share.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "RedisFields")]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// The server: `redis://[user[:password]@]host[:port][/db]`, or
+    /// `rediss://...` for TLS (see [`RedisBackend::connect`]).
+    pub url: String,
+    /// The prefix of every key Warden writes (default `warden`), so that
+    /// several deployments can share a server.
+    pub prefix: String,
+}
+
+/// The table as written, before the rule that it needs a url.
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RedisFields {
+    url: Option<String>,
+    prefix: String,
+}
+
+impl Default for RedisFields {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "warden".into(),
+        }
+    }
+}
+
+impl TryFrom<RedisFields> for RedisConfig {
+    type Error = String;
+
+    fn try_from(fields: RedisFields) -> Result<Self, String> {
+        let url = fields.url.ok_or_else(|| {
+            "[storage] backend = \"redis\" needs url = \"redis://host:port/db\"".to_owned()
+        })?;
+        Ok(Self {
+            url,
+            prefix: fields.prefix,
+        })
+    }
+}
+
+impl RedisConfig {
+    /// A server at `url`, with the default prefix.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: RedisFields::default().prefix,
+        }
+    }
+
+    /// Connects to the server (see [`RedisBackend::connect`]).
+    pub async fn open(&self) -> Result<RedisBackend, BackendError> {
+        RedisBackend::connect(&self.url, &self.prefix).await
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
 /// How long one attempt to reach the server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the server may take to answer one command or pipeline.

@@ -49,6 +49,57 @@ pub enum SyncPolicy {
     Periodic,
 }
 
+/// `[storage] backend = "sled"`: the embedded, persistent default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SledConfig {
+    /// The data directory. `--data` overrides it; the default is
+    /// [`DEFAULT_DATA_DIR`](super::DEFAULT_DATA_DIR) in the working
+    /// directory.
+    pub path: Option<PathBuf>,
+    /// When writes reach the disk. `always` (the default) flushes before a
+    /// write is acknowledged; `periodic` every `sync_interval_ms`.
+    pub sync: SyncPolicy,
+    /// How often sled flushes in the background, in milliseconds.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for SledConfig {
+    fn default() -> Self {
+        let options = SledOptions::default();
+        Self {
+            path: None,
+            sync: options.sync,
+            sync_interval_ms: options.sync_interval_ms,
+        }
+    }
+}
+
+impl SledConfig {
+    /// The options sled is opened with.
+    pub fn options(&self) -> SledOptions {
+        SledOptions {
+            sync: self.sync,
+            sync_interval_ms: self.sync_interval_ms,
+        }
+    }
+
+    /// The data directory: `data_dir` when given, else `path`, else
+    /// [`DEFAULT_DATA_DIR`](super::DEFAULT_DATA_DIR).
+    pub fn dir(&self, data_dir: Option<&Path>) -> PathBuf {
+        data_dir
+            .map(Path::to_path_buf)
+            .or_else(|| self.path.clone())
+            .unwrap_or_else(|| PathBuf::from(super::DEFAULT_DATA_DIR))
+    }
+
+    /// Opens the database in [`dir`](Self::dir).
+    pub fn open(&self, data_dir: Option<&Path>) -> Result<SledBackend, BackendError> {
+        SledBackend::open_with(self.dir(data_dir), self.options())
+    }
+}
+
 /// How a sled database is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SledOptions {
