@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 
+use std::io::IsTerminal as _;
+
 use warden::Host;
+use warden::plugins::Progress;
 
 use super::StoreArgs;
 
@@ -101,7 +104,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut builder = Host::builder()
         .config(config)
         .plugins_dir(&args.plugins)
-        .watch(watch);
+        .watch(watch)
+        .progress(progress_bar());
     if let Some(data) = &args.store.data {
         builder = builder.data_dir(data);
     }
@@ -177,6 +181,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     close(host).await?;
     result
+}
+
+/// Draws a bar on a terminal while several plugins load.
+fn progress_bar() -> impl Fn(Progress<'_>) + Send + Sync + 'static {
+    /// A bar is worth showing only for several plugins.
+    const BAR_FROM: usize = 4;
+    let bar = std::sync::Mutex::new(None::<indicatif::ProgressBar>);
+    move |progress| {
+        // The bar is only drawn: whatever a panic left, it can go on.
+        let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+        match progress {
+            Progress::Started { total } => {
+                *bar = (total >= BAR_FROM && std::io::stderr().is_terminal()).then(|| {
+                    let new = indicatif::ProgressBar::new(total as u64);
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{msg:>30.dim} {bar:30} {pos}/{len} plugins",
+                    ) {
+                        new.set_style(style);
+                    }
+                    new
+                });
+            }
+            Progress::Loading { file } => match bar.as_ref() {
+                Some(bar) => bar.set_message(file.file_name().map_or_else(
+                    || file.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                )),
+                None => tracing::debug!(file = %file.display(), "loading plugin"),
+            },
+            Progress::Done => {
+                if let Some(bar) = bar.as_ref() {
+                    bar.inc(1);
+                }
+            }
+            Progress::Finished => {
+                if let Some(bar) = bar.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Runs the console on stdin and stdout.

@@ -8,6 +8,7 @@ use super::{Host, HostError, Shared, maintenance, watch};
 use crate::config::Config;
 use crate::identity::Namespace;
 use crate::metrics::Metrics;
+use crate::plugins::{Progress, ProgressFn};
 use crate::runtime::cache::CompileCache;
 use crate::runtime::{self, Runtime};
 use crate::storage::{self, Backend, Usage};
@@ -23,6 +24,7 @@ pub struct HostBuilder {
     cache_dir: Option<PathBuf>,
     watch: bool,
     metrics: Option<Arc<Metrics>>,
+    progress: Option<ProgressFn>,
 }
 
 impl HostBuilder {
@@ -79,6 +81,14 @@ impl HostBuilder {
         self
     }
 
+    /// Reports the progress of every load of the plugins (at start and on
+    /// each reload) to `progress`, for a command line to show; without it,
+    /// each file loaded is a debug log line.
+    pub fn progress(mut self, progress: impl Fn(Progress<'_>) + Send + Sync + 'static) -> Self {
+        self.progress = Some(ProgressFn::new(progress));
+        self
+    }
+
     /// Opens the store and loads the plugins. A plugin that fails to load
     /// is reported in [`Host::skipped`]; the others load regardless.
     pub async fn build(self) -> Result<Host, HostError> {
@@ -115,6 +125,7 @@ impl HostBuilder {
             ),
             reloading: tokio::sync::Mutex::default(),
             metrics: self.metrics.unwrap_or_default(),
+            progress: self.progress,
         });
         shared.reload().await?;
         let purge = tokio::spawn(maintenance::purge_loop(shared.clone()));

@@ -123,6 +123,8 @@ struct Shared {
     reloading: tokio::sync::Mutex<plugins::Failed>,
     /// What the host counts.
     metrics: Arc<Metrics>,
+    /// Where loading reports its progress.
+    progress: Option<plugins::ProgressFn>,
 }
 
 /// The most matching work, in bytes of text times bytes of compiled
@@ -194,6 +196,7 @@ impl Shared {
             shared_usage: &self.shared_usage,
             cache: self.cache.as_ref(),
             metrics: &self.metrics,
+            progress: self.progress.as_ref(),
         };
         let synced = plugins::sync(&current.plugins, &files, &failed, loader).await;
         *failed = synced.failed;

@@ -490,13 +490,15 @@ impl Backend for RedisBackend {
         match cmd.query_async::<i64>(&mut conn).await {
             Ok(value) => Ok(Counted::Value(value)),
             // INCRBY refuses, changing nothing, when the value is not an
-            // integer or the result would overflow.
+            // integer or the result would overflow; which one, the value
+            // tells.
             Err(e) if e.code() == Some("ERR") => {
-                if e.to_string().contains("overflow") {
-                    Ok(Counted::Overflow)
-                } else {
-                    Ok(Counted::NotACounter)
-                }
+                let current = self.get(key).await?;
+                let counter = current.as_deref().and_then(super::parse_counter);
+                Ok(match counter {
+                    Some(n) if n.checked_add(delta).is_none() => Counted::Overflow,
+                    _ => Counted::NotACounter,
+                })
             }
             Err(e) => Err(self.fail("INCRBY", e)),
         }

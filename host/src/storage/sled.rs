@@ -100,6 +100,18 @@ impl SledConfig {
     }
 }
 
+/// Whether the database file in `dir` is locked by another open of it
+/// (another process, or another open in this one): what sled reports as a
+/// plain I/O error when its own lock fails. sled takes the same advisory
+/// lock on the same file.
+fn held_by_another(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join("db")) else {
+        return false;
+    };
+    // The lock, if taken here, goes when `file` is dropped.
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 /// How a sled database is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SledOptions {
@@ -186,17 +198,14 @@ impl SledBackend {
             .flush_every_ms(Some(options.sync_interval_ms))
             .open()
             .map_err(|e| match e {
-                // sled reports a held lock as an I/O error with this text.
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    BackendError::new(
-                        NAME,
-                        format!(
-                            "the database in {} is in use by another process (a running \
+                sled::Error::Io(_) if held_by_another(&path) => BackendError::new(
+                    NAME,
+                    format!(
+                        "the database in {} is in use by another process (a running \
                              `warden run`?); stop it first",
-                            path.display()
-                        ),
-                    )
-                }
+                        path.display()
+                    ),
+                ),
                 e => BackendError::new(
                     NAME,
                     format!("cannot open the database in {}: {e}", path.display()),

@@ -1,0 +1,382 @@
+//! A loaded plugin: its instances, the calls into them, and the fault
+//! breaker that pauses a plugin that keeps failing.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use super::load::Stamp;
+use super::{Failure, MAX_ERROR_BYTES, Outcome, PluginInfo, describe_trap, out_of_memory};
+use crate::config::Limits;
+use crate::metrics::PluginMetrics;
+use crate::router::{Capture, CompiledRoute, Incoming};
+use crate::runtime::{Entry, Instance, Output, Pre, Runtime, Serving};
+use crate::storage::PluginStorage;
+use crate::text;
+use std::sync::Arc;
+
+/// Consecutive faults after which a plugin is paused before its next call.
+const FAULTS_BEFORE_PAUSE: u32 = 3;
+/// The first pause; each further fault doubles it, up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause.
+const MAX_PAUSE: Duration = Duration::from_secs(300);
+
+/// Faults in a row, and the pause they earned.
+#[derive(Debug, Default)]
+struct Health {
+    faults: u32,
+    paused_until: Option<Instant>,
+}
+
+impl Health {
+    /// Records a fault; returns the pause it starts, if any.
+    fn fault(&mut self, now: Instant) -> Option<Duration> {
+        self.faults += 1;
+        let beyond = self.faults.checked_sub(FAULTS_BEFORE_PAUSE)?;
+        let pause = FIRST_PAUSE
+            .checked_mul(1u32.checked_shl(beyond).unwrap_or(u32::MAX))
+            .map_or(MAX_PAUSE, |p| p.min(MAX_PAUSE));
+        self.paused_until = Some(now + pause);
+        Some(pause)
+    }
+
+    fn ok(&mut self) {
+        self.faults = 0;
+        self.paused_until = None;
+    }
+}
+
+/// A loaded plugin.
+pub struct LoadedPlugin {
+    info: PluginInfo,
+    digest: [u8; 32],
+    /// What told the file apart when it was read.
+    stamp: Option<Stamp>,
+    pre: Pre,
+    runtime: Runtime,
+    /// Its storage, and the metrics it is counted in.
+    serving: Serving,
+    limits: Limits,
+    /// Its log output, shared by its instances.
+    output: Output,
+    /// Instances not serving a call. A call takes one, or starts one if
+    /// there is none, and puts it back after; an instance that trapped is
+    /// dropped instead.
+    idle: std::sync::Mutex<Vec<Instance>>,
+    /// One permit for each instance that may serve a call at once
+    /// (`max_instances`).
+    instances: Semaphore,
+    /// Bounds the calls waiting for or running in an instance.
+    in_flight: Semaphore,
+    health: std::sync::Mutex<Health>,
+}
+
+/// What a plugin is made of once loaded.
+pub(super) struct Parts {
+    /// Its checked manifest and file.
+    pub info: PluginInfo,
+    /// The file's SHA-256.
+    pub digest: [u8; 32],
+    /// What told the file apart when it was read.
+    pub stamp: Option<Stamp>,
+    /// Its compiled code, to start more instances.
+    pub pre: Pre,
+    /// The engine.
+    pub runtime: Runtime,
+    /// Its storage and metrics.
+    pub serving: Serving,
+    /// Its limits.
+    pub limits: Limits,
+    /// The instance that read its manifest, now serving as the plugin.
+    pub instance: Instance,
+}
+
+impl LoadedPlugin {
+    /// A loaded plugin with one idle instance, `parts.instance`.
+    pub(super) fn new(parts: Parts) -> Self {
+        let output = parts.instance.state().output().clone();
+        Self {
+            info: parts.info,
+            digest: parts.digest,
+            stamp: parts.stamp,
+            pre: parts.pre,
+            runtime: parts.runtime,
+            serving: parts.serving,
+            output,
+            idle: std::sync::Mutex::new(vec![parts.instance]),
+            instances: Semaphore::new(parts.limits.max_instances),
+            in_flight: Semaphore::new(parts.limits.max_calls_in_flight),
+            health: std::sync::Mutex::default(),
+            limits: parts.limits,
+        }
+    }
+
+    /// The SHA-256 of its file.
+    pub(super) fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// What told its file apart when it was read.
+    pub(super) fn stamp(&self) -> Option<Stamp> {
+        self.stamp
+    }
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reference that ties a failure the sender sees to its log entry.
+fn log_reference() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    format!(
+        "E{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// What the sender of a message sees of a failure whose details are logged
+/// under `reference`.
+fn see_the_log(what: &str, reference: &str) -> String {
+    format!("{what}; see the host log (reference {reference})")
+}
+
+impl LoadedPlugin {
+    /// The plugin's manifest.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The storage the plugin sees.
+    pub fn storage(&self) -> &PluginStorage {
+        &self.serving.storage
+    }
+
+    /// The plugin's counters.
+    pub fn metrics(&self) -> &Arc<PluginMetrics> {
+        &self.serving.metrics
+    }
+
+    /// The sum of the compiled sizes of its routes, which the host's
+    /// routing budget counts.
+    pub fn route_cost(&self) -> usize {
+        self.info.routes.iter().map(CompiledRoute::cost).sum()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        // Health is a pair of plain values, valid whatever a panic left.
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls route `route` with `msg`, in an instance of its own for the
+    /// call: calls wait for one of the plugin's `max_instances` instances.
+    ///
+    /// The whole call, waiting for an instance included, is bounded by the
+    /// plugin's `handler_timeout_ms`: at the deadline the call ends with an
+    /// error whatever the plugin is doing (running, sleeping, polling), and
+    /// the replies it made so far are kept. A fault (a trap: a panic, the
+    /// time limit, memory exhaustion, a stack overflow) is logged, reported
+    /// in the outcome, and the instance is dropped, a fresh one being
+    /// started for a later call; after three faults in a row the plugin is
+    /// paused, for longer after each further fault, so a plugin that keeps
+    /// failing is not rebuilt in a tight loop.
+    pub async fn call(
+        &self,
+        route: &CompiledRoute,
+        msg: &Incoming,
+        captures: Vec<Capture>,
+    ) -> Outcome {
+        let deadline = Instant::now() + self.limits.handler_timeout();
+        let mut outcome = Outcome {
+            plugin: self.info.id.clone(),
+            handler: route.handler.clone(),
+            replies: Vec::new(),
+            error: None,
+            detail: None,
+            failure: None,
+        };
+        // What the call copies into the plugin is bounded as its reads are.
+        let passed = [&msg.text, &msg.user, &msg.channel]
+            .iter()
+            .map(|s| s.len())
+            .chain(
+                captures
+                    .iter()
+                    .map(|c| c.name.len() + c.value.as_ref().map_or(0, String::len)),
+            )
+            .fold(0u64, |sum, len| sum.saturating_add(len as u64));
+        if passed > self.limits.max_read_bytes {
+            let message = format!(
+                "the message and its captures are {passed} bytes; at most {} bytes may be \
+                 passed to one call ([limits] max_read_bytes)",
+                self.limits.max_read_bytes
+            );
+            tracing::warn!(plugin = %self.info.id, handler = %route.handler, "call refused: {message}");
+            outcome.failure = Some(Failure::TooLarge);
+            outcome.error = Some(message);
+            return outcome;
+        }
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            let message = format!(
+                "busy: {} calls are already waiting or running",
+                self.limits.max_calls_in_flight
+            );
+            tracing::warn!(plugin = %self.info.id, "call refused: {message}");
+            outcome.failure = Some(Failure::Busy);
+            outcome.error = Some(message);
+            return outcome;
+        };
+        // A free instance is taken at once; only a wait needs the timer.
+        let free = match self.instances.try_acquire() {
+            Ok(permit) => Ok(Ok(permit)),
+            Err(_) => tokio::time::timeout_at(deadline.into(), self.instances.acquire()).await,
+        };
+        let Ok(permit) = free else {
+            let message = format!(
+                "timed out: no instance of the plugin became free within its time limit of {} ms \
+                 ([limits] handler_timeout_ms); its earlier calls are still under way",
+                self.limits.handler_timeout_ms
+            );
+            tracing::warn!(plugin = %self.info.id, handler = %route.handler, "{message}");
+            outcome.failure = Some(Failure::TimedOut);
+            outcome.error = Some(message);
+            return outcome;
+        };
+        let Ok(_instance_permit) = permit else {
+            unreachable!("the semaphore of instances is never closed");
+        };
+        let (paused_until, faults) = {
+            let health = self.health();
+            (health.paused_until, health.faults)
+        };
+        if let Some(until) = paused_until {
+            let left = until.saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                outcome.failure = Some(Failure::Paused);
+                outcome.error = Some(format!(
+                    "paused for {:.1} s more after {faults} faults in a row",
+                    left.as_secs_f64()
+                ));
+                return outcome;
+            }
+        }
+        let idle = self.idle().pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => match self.instantiate(deadline).await {
+                Ok(instance) => instance,
+                Err(e) => {
+                    let (short, detail) = self.describe(&e);
+                    let detail = format!("cannot start a new instance: {detail}");
+                    let reference = self.fault(&detail, route);
+                    outcome.failure = Some(match e {
+                        Entry::TimedOut => Failure::TimedOut,
+                        Entry::OutOfMemory | Entry::Failed(_) => Failure::Trapped,
+                    });
+                    outcome.error = Some(match short {
+                        Some(short) => format!("cannot start a new instance: {short}"),
+                        None => see_the_log("cannot start a new instance", &reference),
+                    });
+                    outcome.detail = Some(detail);
+                    return outcome;
+                }
+            },
+        };
+        let handled = instance.handle(deadline, route.index, msg, captures).await;
+        outcome.replies = handled.replies;
+        match handled.result {
+            Ok(result) => {
+                self.idle().push(instance);
+                self.health().ok();
+                if let Err(e) = result {
+                    let e = text::truncate(&e, MAX_ERROR_BYTES).into_owned();
+                    let reference = log_reference();
+                    tracing::warn!(plugin = %self.info.id, handler = %route.handler,
+                        reference = %reference, "handler failed: {}", text::escape(&e));
+                    outcome.failure = Some(Failure::Handler);
+                    outcome.error = Some(see_the_log("failed", &reference));
+                    outcome.detail = Some(e);
+                }
+            }
+            Err(e) => {
+                // The instance is dropped here: one that trapped or was
+                // stopped mid-call is in no state to serve again.
+                drop(instance);
+                let (short, detail) = self.describe(&e);
+                let reference = self.fault(&detail, route);
+                outcome.failure = Some(match e {
+                    Entry::TimedOut => Failure::TimedOut,
+                    Entry::OutOfMemory | Entry::Failed(_) => Failure::Trapped,
+                });
+                outcome.error = Some(short.unwrap_or_else(|| see_the_log("trapped", &reference)));
+                outcome.detail = Some(detail);
+            }
+        }
+        outcome
+    }
+
+    /// A readable account of a failed entry into the plugin: a short one
+    /// for the sender where the host can give one, and the full one.
+    fn describe(&self, e: &Entry) -> (Option<String>, String) {
+        match e {
+            Entry::TimedOut => {
+                let message = format!(
+                    "timed out: still running or waiting at its time limit of {} ms \
+                     ([limits] handler_timeout_ms); the instance was stopped",
+                    self.limits.handler_timeout_ms
+                );
+                (Some(message.clone()), message)
+            }
+            Entry::OutOfMemory => {
+                let message = out_of_memory(&self.limits);
+                (Some(message.clone()), message)
+            }
+            Entry::Failed(e) => {
+                let detail = describe_trap(e, &self.limits);
+                // A trap the host names is short and stable; any other
+                // account carries the plugin's backtrace.
+                let known = e.downcast_ref::<wasmtime::Trap>().is_some();
+                (known.then(|| detail.clone()), detail)
+            }
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
+        // Pushing and popping whole instances cannot leave the list
+        // half-updated.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Logs a fault and counts it towards a pause; returns the reference
+    /// of its log entry.
+    fn fault(&self, message: &str, route: &CompiledRoute) -> String {
+        let pause = self.health().fault(Instant::now());
+        let id = &self.info.id;
+        let message = text::escape(message);
+        let reference = log_reference();
+        match pause {
+            None => tracing::error!(plugin = %id, handler = %route.handler, reference = %reference,
+                "handler failed: {message}; the instance is rebuilt for the next message"),
+            Some(pause) => tracing::error!(plugin = %id, handler = %route.handler,
+                reference = %reference,
+                "handler failed: {message}; paused for {} s after {} faults in a row",
+                pause.as_secs(), self.health().faults),
+        }
+        reference
+    }
+
+    /// A new instance, started by `deadline`.
+    async fn instantiate(&self, deadline: Instant) -> Result<Instance, Entry> {
+        let store = self.runtime.new_store(
+            self.output.clone(),
+            Some(self.serving.clone()),
+            &self.limits,
+        );
+        self.pre.instantiate(store, deadline).await
+    }
+}
