@@ -16,33 +16,13 @@
 //! # }
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{Config, Limits, RoutingConfig};
-use crate::identity::PluginId;
 use crate::plugins;
-use crate::router::CompiledRoute;
 use crate::runtime::cache;
 use crate::runtime::{Immediate, Runtime};
-use crate::{HostError, LoadError};
-
-/// What a plugin file declares.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Inspected {
-    /// The file.
-    pub file: PathBuf,
-    /// The SHA-256 digest of the file, in lower-case hex.
-    pub digest: String,
-    /// The identity its storage would be namespaced by.
-    pub id: PluginId,
-    /// Its declared version.
-    pub version: String,
-    /// Its description.
-    pub description: String,
-    /// Its routes, compiled, in declaration order.
-    pub routes: Vec<CompiledRoute>,
-}
+use crate::{HostError, LoadError, PluginInfo};
 
 /// Inspects plugin files with one engine.
 #[derive(Debug)]
@@ -69,7 +49,7 @@ impl Inspector {
     /// its manifest, and validates its identity and routes, as loading it
     /// would. Binding the identity to the file and the store are not
     /// involved.
-    pub async fn inspect(&self, file: &Path) -> Result<Inspected, LoadError> {
+    pub async fn inspect(&self, file: &Path) -> Result<PluginInfo, LoadError> {
         let bytes = tokio::fs::read(file)
             .await
             .map_err(|source| LoadError::Read {
@@ -87,14 +67,7 @@ impl Inspector {
             &self.routing,
         )
         .await?;
-        Ok(Inspected {
-            file: prepared.file,
-            digest: cache::hex(&digest),
-            id: prepared.id,
-            version: prepared.version,
-            description: prepared.description,
-            routes: prepared.routes,
-        })
+        Ok(prepared.info)
     }
 }
 

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use warden::PluginInfo;
 use warden::identity::PluginId;
-use warden::inspect::{Inspected, Inspector};
+use warden::inspect::Inspector;
 use warden::storage::{Backend, bindings};
 use warden::{Config, LoadError};
 
@@ -181,7 +182,7 @@ async fn check_plugin(config: &Config, store: &StoreArgs, file: &Path) -> anyhow
 }
 
 /// Identity, version, description, digest and routes, one a line.
-fn describe_plugin(out: &mut impl Write, plugin: &Inspected) -> std::io::Result<()> {
+fn describe_plugin(out: &mut impl Write, plugin: &PluginInfo) -> std::io::Result<()> {
     writeln!(out, "  identity:    {}", plugin.id)?;
     writeln!(out, "  version:     {}", plugin.version)?;
     writeln!(out, "  description: {}", plugin.description)?;

@@ -16,7 +16,7 @@ use super::{
 use crate::config::{Config, Limits, RoutingConfig};
 use crate::identity::PluginId;
 use crate::metrics::Metrics;
-use crate::router::{self, CompiledRoute};
+use crate::router;
 use crate::runtime::cache::{self, CacheOutcome, CompileCache};
 use crate::runtime::{Declared, Entry, Instance, Output, Pre, Runtime, Serving};
 use crate::storage::bindings::{self, binding_name};
@@ -319,11 +319,11 @@ pub async fn sync(
         let old = old_by_file.get(file.as_path()).copied();
         let result = match result {
             Ok(prepared) => {
-                match router::check_host_budget(route_cost, &prepared.routes, routing) {
+                match router::check_host_budget(route_cost, &prepared.info.routes, routing) {
                     Ok(()) => finish(prepared, loader, &by_id).await,
                     Err(source) => Err(LoadError::BadRoute {
-                        file: prepared.file,
-                        id: prepared.id,
+                        file: prepared.info.file,
+                        id: prepared.info.id,
                         source,
                     }),
                 }
@@ -454,8 +454,8 @@ fn report(to: Option<&ProgressFn>, progress: Progress<'_>) {
 /// identity and routes checked: all of loading that does not depend on the
 /// other plugins or the store, so files are prepared side by side.
 pub(crate) struct Prepared {
-    /// The file.
-    pub file: PathBuf,
+    /// Its checked manifest, and the file.
+    pub info: PluginInfo,
     /// What tells the file has not changed since, when known.
     pub stamp: Option<Stamp>,
     /// Its SHA-256 digest.
@@ -463,14 +463,6 @@ pub(crate) struct Prepared {
     pre: Pre,
     /// The instance that read the manifest; it goes on to serve.
     instance: Instance,
-    /// The declared identity, validated.
-    pub id: PluginId,
-    /// The declared version.
-    pub version: String,
-    /// The declared description.
-    pub description: String,
-    /// The declared routes, compiled.
-    pub routes: Vec<CompiledRoute>,
 }
 
 /// Compiles `bytes` (the contents of `file`, whose SHA-256 is `digest`),
@@ -569,15 +561,18 @@ pub(crate) async fn prepare(
             source,
         })?;
     Ok(Prepared {
-        file: path,
+        info: PluginInfo {
+            id,
+            version: manifest.version,
+            description: manifest.description,
+            digest: cache::hex(&digest),
+            file: path,
+            routes,
+        },
         stamp: None,
         digest,
         pre,
         instance,
-        id,
-        version: manifest.version,
-        description: manifest.description,
-        routes,
     })
 }
 
@@ -631,16 +626,13 @@ async fn finish(
         progress: _,
     } = loader;
     let Prepared {
-        file: path,
+        info,
         stamp,
         digest,
         pre,
         mut instance,
-        id,
-        version,
-        description,
-        routes,
     } = prepared;
+    let (id, path) = (info.id.clone(), info.file.clone());
     if let Some(first) = loaded.get(&id) {
         return Err(LoadError::DuplicateId {
             file: path,
@@ -674,14 +666,7 @@ async fn finish(
         bind(&**backend, &id, &path).await?;
     }
     Ok(LoadedPlugin::new(Parts {
-        info: PluginInfo {
-            id,
-            version,
-            description,
-            file: path,
-            digest: cache::hex(&digest),
-            routes,
-        },
+        info,
         digest,
         stamp,
         pre,

@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
-
 use super::load::Stamp;
+use super::pool::{Pool, Refused};
 use super::{Failure, MAX_ERROR_BYTES, Outcome, PluginInfo, describe_trap, out_of_memory};
 use crate::config::Limits;
 use crate::metrics::PluginMetrics;
@@ -32,7 +31,7 @@ struct Health {
 impl Health {
     /// Records a fault; returns the pause it starts, if any.
     fn fault(&mut self, now: Instant) -> Option<Duration> {
-        self.faults += 1;
+        self.faults = self.faults.saturating_add(1);
         let beyond = self.faults.checked_sub(FAULTS_BEFORE_PAUSE)?;
         let pause = FIRST_PAUSE
             .checked_mul(1u32.checked_shl(beyond).unwrap_or(u32::MAX))
@@ -60,15 +59,9 @@ pub struct LoadedPlugin {
     limits: Limits,
     /// Its log output, shared by its instances.
     output: Output,
-    /// Instances not serving a call. A call takes one, or starts one if
-    /// there is none, and puts it back after; an instance that trapped is
-    /// dropped instead.
-    idle: std::sync::Mutex<Vec<Instance>>,
-    /// One permit for each instance that may serve a call at once
-    /// (`max_instances`).
-    instances: Semaphore,
-    /// Bounds the calls waiting for or running in an instance.
-    in_flight: Semaphore,
+    /// Its instances: `max_instances` serving at once, at most
+    /// `max_calls_in_flight` calls waiting or running.
+    pool: Pool<Instance>,
     health: std::sync::Mutex<Health>,
 }
 
@@ -104,9 +97,11 @@ impl LoadedPlugin {
             runtime: parts.runtime,
             serving: parts.serving,
             output,
-            idle: std::sync::Mutex::new(vec![parts.instance]),
-            instances: Semaphore::new(parts.limits.max_instances),
-            in_flight: Semaphore::new(parts.limits.max_calls_in_flight),
+            pool: Pool::new(
+                vec![parts.instance],
+                parts.limits.max_instances,
+                parts.limits.max_calls_in_flight,
+            ),
             health: std::sync::Mutex::default(),
             limits: parts.limits,
         }
@@ -221,34 +216,29 @@ impl LoadedPlugin {
             outcome.error = Some(message);
             return outcome;
         }
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            let message = format!(
-                "busy: {} calls are already waiting or running",
-                self.limits.max_calls_in_flight
-            );
-            tracing::warn!(plugin = %self.info.id, "call refused: {message}");
-            outcome.failure = Some(Failure::Busy);
-            outcome.error = Some(message);
-            return outcome;
-        };
-        // A free instance is taken at once; only a wait needs the timer.
-        let free = match self.instances.try_acquire() {
-            Ok(permit) => Ok(Ok(permit)),
-            Err(_) => tokio::time::timeout_at(deadline.into(), self.instances.acquire()).await,
-        };
-        let Ok(permit) = free else {
-            let message = format!(
-                "timed out: no instance of the plugin became free within its time limit of {} ms \
-                 ([limits] handler_timeout_ms); its earlier calls are still under way",
-                self.limits.handler_timeout_ms
-            );
-            tracing::warn!(plugin = %self.info.id, handler = %route.handler, "{message}");
-            outcome.failure = Some(Failure::TimedOut);
-            outcome.error = Some(message);
-            return outcome;
-        };
-        let Ok(_instance_permit) = permit else {
-            unreachable!("the semaphore of instances is never closed");
+        let mut slot = match self.pool.enter(deadline).await {
+            Ok(slot) => slot,
+            Err(Refused::Busy) => {
+                let message = format!(
+                    "busy: {} calls are already waiting or running",
+                    self.limits.max_calls_in_flight
+                );
+                tracing::warn!(plugin = %self.info.id, "call refused: {message}");
+                outcome.failure = Some(Failure::Busy);
+                outcome.error = Some(message);
+                return outcome;
+            }
+            Err(Refused::TimedOut) => {
+                let message = format!(
+                    "timed out: no instance of the plugin became free within its time limit of \
+                     {} ms ([limits] handler_timeout_ms); its earlier calls are still under way",
+                    self.limits.handler_timeout_ms
+                );
+                tracing::warn!(plugin = %self.info.id, handler = %route.handler, "{message}");
+                outcome.failure = Some(Failure::TimedOut);
+                outcome.error = Some(message);
+                return outcome;
+            }
         };
         let (paused_until, faults) = {
             let health = self.health();
@@ -265,7 +255,7 @@ impl LoadedPlugin {
                 return outcome;
             }
         }
-        let idle = self.idle().pop();
+        let idle = slot.take_idle();
         let mut instance = match idle {
             Some(instance) => instance,
             None => match self.instantiate(deadline).await {
@@ -291,7 +281,7 @@ impl LoadedPlugin {
         outcome.replies = handled.replies;
         match handled.result {
             Ok(result) => {
-                self.idle().push(instance);
+                slot.put_back(instance);
                 self.health().ok();
                 if let Err(e) = result {
                     let e = text::truncate(&e, MAX_ERROR_BYTES).into_owned();
@@ -346,12 +336,6 @@ impl LoadedPlugin {
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Instance>> {
-        // Pushing and popping whole instances cannot leave the list
-        // half-updated.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Logs a fault and counts it towards a pause; returns the reference
     /// of its log entry.
     fn fault(&self, message: &str, route: &CompiledRoute) -> String {
@@ -378,5 +362,42 @@ impl LoadedPlugin {
             &self.limits,
         );
         self.pre.instantiate(store, deadline).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_pauses_after_three_faults_for_longer_each_time() {
+        let now = Instant::now();
+        let mut health = Health::default();
+        assert_eq!(health.fault(now), None);
+        assert_eq!(health.fault(now), None);
+        assert_eq!(health.paused_until, None);
+        assert_eq!(health.fault(now), Some(FIRST_PAUSE));
+        assert_eq!(health.paused_until, Some(now + FIRST_PAUSE));
+        assert_eq!(health.fault(now), Some(FIRST_PAUSE * 2));
+        assert_eq!(health.fault(now), Some(FIRST_PAUSE * 4));
+        for _ in 0..100 {
+            health.fault(now);
+        }
+        assert_eq!(health.fault(now), Some(MAX_PAUSE), "the pause is capped");
+        health.faults = u32::MAX;
+        assert_eq!(health.fault(now), Some(MAX_PAUSE), "the count saturates");
+    }
+
+    #[test]
+    fn a_call_that_succeeds_closes_the_breaker() {
+        let now = Instant::now();
+        let mut health = Health::default();
+        for _ in 0..FAULTS_BEFORE_PAUSE {
+            health.fault(now);
+        }
+        assert!(health.paused_until.is_some());
+        health.ok();
+        assert_eq!((health.faults, health.paused_until), (0, None));
+        assert_eq!(health.fault(now), None, "counting starts again");
     }
 }

@@ -3,6 +3,7 @@
 
 mod load;
 mod loaded;
+mod pool;
 
 use std::path::PathBuf;
 
