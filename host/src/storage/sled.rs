@@ -401,36 +401,70 @@ impl ImmediateWrites for SledBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, BackendError> {
-        let now = now_millis();
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
-        let mut out = Vec::new();
-        for item in self.data.range::<&[u8], _>((start, Bound::Unbounded)) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, stored) = item.map_err(err)?;
-            if !key.starts_with(prefix) {
-                break;
-            }
-            let (expires_at, value) = split(&stored).ok_or_else(|| {
-                err(format!(
-                    "corrupt value under key {:?}",
-                    String::from_utf8_lossy(&key)
-                ))
-            })?;
-            if live(expires_at, now) {
-                out.push(Entry {
-                    key: key.to_vec(),
-                    value: value.to_vec(),
-                    expires_at: (expires_at != NEVER).then(|| from_millis(expires_at)),
-                });
-            }
-        }
-        Ok(out)
+        scan_tree(&self.data, prefix, after, limit)
     }
+}
+
+/// Up to `limit` live entries of `data` whose key starts with `prefix`,
+/// after `after`, in key order.
+fn scan_tree(
+    data: &sled::Tree,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<Entry>, BackendError> {
+    let now = now_millis();
+    let start = match after {
+        Some(after) if after >= prefix => Bound::Excluded(after),
+        _ => Bound::Included(prefix),
+    };
+    let mut out = Vec::new();
+    for item in data.range::<&[u8], _>((start, Bound::Unbounded)) {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, stored) = item.map_err(err)?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        let (expires_at, value) = split(&stored).ok_or_else(|| {
+            err(format!(
+                "corrupt value under key {:?}",
+                String::from_utf8_lossy(&key)
+            ))
+        })?;
+        if live(expires_at, now) {
+            out.push(Entry {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                expires_at: (expires_at != NEVER).then(|| from_millis(expires_at)),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the values of `data` whose expiry `expiry` records as past, and
+/// their index entries; returns how many values were removed.
+fn purge_trees(data: &sled::Tree, expiry: &sled::Tree) -> Result<u64, BackendError> {
+    let now = now_millis();
+    let mut removed = 0;
+    for entry in expiry.range(..SledBackend::expiry_index_key(now, &[])) {
+        let (index_key, _) = entry.map_err(err)?;
+        let key = &index_key[HEADER..];
+        if let Some(stored) = data.get(key).map_err(err)?
+            && let Some((expires_at, _)) = split(&stored)
+            && !live(expires_at, now)
+            && data
+                .compare_and_swap(key, Some(&stored), None::<&[u8]>)
+                .map_err(err)?
+                .is_ok()
+        {
+            removed += 1;
+        }
+        expiry.remove(&index_key).map_err(err)?;
+    }
+    Ok(removed)
 }
 
 impl ImmediateReads for SledBackend {
@@ -647,7 +681,12 @@ impl Backend for SledBackend {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, BackendError> {
-        self.scan_now(prefix, after, limit)
+        // A page of a range walk: done on the blocking pool, as the purge.
+        let data = self.data.clone();
+        let (prefix, after) = (prefix.to_vec(), after.map(<[u8]>::to_vec));
+        tokio::task::spawn_blocking(move || scan_tree(&data, &prefix, after.as_deref(), limit))
+            .await
+            .map_err(|e| err(format!("scanning failed: {e}")))?
     }
 
     async fn close(&self) -> Result<(), BackendError> {
@@ -656,25 +695,11 @@ impl Backend for SledBackend {
     }
 
     async fn purge_expired(&self) -> Result<u64, BackendError> {
-        let now = now_millis();
-        let mut removed = 0;
-        for entry in self.expiry.range(..Self::expiry_index_key(now, &[])) {
-            let (index_key, _) = entry.map_err(err)?;
-            let key = &index_key[HEADER..];
-            if let Some(stored) = self.data.get(key).map_err(err)?
-                && let Some((expires_at, _)) = split(&stored)
-                && !live(expires_at, now)
-                && self
-                    .data
-                    .compare_and_swap(key, Some(&stored), None::<&[u8]>)
-                    .map_err(err)?
-                    .is_ok()
-            {
-                removed += 1;
-            }
-            self.expiry.remove(&index_key).map_err(err)?;
-        }
-        Ok(removed)
+        // It walks every key due: on the blocking pool, off the workers.
+        let (data, expiry) = (self.data.clone(), self.expiry.clone());
+        tokio::task::spawn_blocking(move || purge_trees(&data, &expiry))
+            .await
+            .map_err(|e| err(format!("purging failed: {e}")))?
     }
 }
 
