@@ -184,6 +184,49 @@ where
     child.wait_with_output().expect("wait for warden")
 }
 
+/// Set in a test process that [`in_own_process`] started: the name of the
+/// one test it runs.
+const OWN_PROCESS_VAR: &str = "WARDEN_TEST_OWN_PROCESS";
+
+/// Runs test `name` (its path in the test binary, e.g.
+/// `containment::reads_are_bounded_per_call`) in a process of its own, for
+/// a test that measures the whole process (its memory, say), which other
+/// tests running beside it in the same binary would disturb.
+///
+/// Called first in that test: in the test binary's own run it starts the
+/// binary again for that one test, fails if the test does not pass there,
+/// and returns `false`, so the caller returns; in the process it started it
+/// returns `true`, and the caller goes on with the test.
+pub fn in_own_process(name: &str) -> bool {
+    if std::env::var_os(OWN_PROCESS_VAR).is_some_and(|v| v == name) {
+        return true;
+    }
+    let binary = std::env::current_exe().expect("the test binary's path");
+    let out = Command::new(&binary)
+        .args([name, "--exact", "--test-threads=1"])
+        .env(OWN_PROCESS_VAR, name)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the test binary");
+    // Indented, so that the child's summary is not read as this run's.
+    let indent = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed;"),
+        "{name} in a process of its own ({}): {}\n{}{}",
+        binary.display(),
+        out.status,
+        indent(&out.stdout),
+        indent(&out.stderr)
+    );
+    false
+}
+
 /// Standard output as lines.
 pub fn stdout_lines(output: &Output) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout)

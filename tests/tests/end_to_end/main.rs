@@ -9,7 +9,8 @@
 //!
 //! The tests share one process: none may set environment variables, the
 //! current directory or other process-wide state, nor assert on what the
-//! tests running beside it change.
+//! tests running at the same time change, such as the process's memory
+//! (`warden_tests::in_own_process` runs a test alone where it must).
 
 mod bench_plugin;
 mod config_env;
