@@ -4,8 +4,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 
 use tempfile::TempDir;
+use warden::identity::{Namespace, PluginId};
+use warden::storage::Backend;
+use warden::storage::keys::encode_key;
+use warden::{Config, Host};
 
 pub mod conformance;
 pub mod redis_server;
@@ -142,6 +147,28 @@ fn replace_marker(bytes: &[u8], marker: &str, replacement: &str) -> (Vec<u8>, us
     (out, found)
 }
 
+/// A host over copies of the named components (see [`plugins_dir`]) with
+/// the configuration `config` (TOML) and `backend`, which must load them
+/// all; and the directory of the copies.
+pub async fn host(names: &[&str], config: &str, backend: Arc<dyn Backend>) -> (Host, TempDir) {
+    let dir = plugins_dir(names);
+    let config = Config::parse(config, "test.toml".as_ref()).unwrap();
+    let host = Host::builder()
+        .config(config)
+        .plugins_dir(dir.path())
+        .backend(backend)
+        .build()
+        .await
+        .unwrap();
+    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
+    (host, dir)
+}
+
+/// The key under which the backend holds `key` of plugin `id`.
+pub fn plugin_key(id: &str, key: &str) -> Vec<u8> {
+    encode_key(&Namespace::Plugin(PluginId::new(id).unwrap()), key)
+}
+
 /// The `warden` command line under test. Cargo tells only integration
 /// tests where it is, so this expands in the calling test.
 #[macro_export]
@@ -264,10 +291,9 @@ pub async fn say_each(host: &warden::Host, text: &str) -> Vec<(String, Vec<Strin
 /// a test compares before and after an attack, to show that no other
 /// namespace changed.
 pub async fn others(
-    backend: &dyn warden::storage::Backend,
+    backend: &dyn Backend,
     except: &str,
 ) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
-    use warden::identity::{Namespace, PluginId};
     use warden::storage::keys::namespace_prefix;
     let own = namespace_prefix(&Namespace::Plugin(
         PluginId::new(except).expect("a valid plugin identity"),

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use warden::identity::{Namespace, PluginId};
-use warden::storage::keys::encode_key;
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Host, Incoming};
 use warden_tests::*;
@@ -65,17 +63,16 @@ async fn patched_copies_load_and_answer_under_their_own_identity() {
         one(&["'hello world' stored under greeting!"])
     );
 
-    let raw = |id: &str, key: &str| encode_key(&Namespace::Plugin(PluginId::new(id).unwrap()), key);
     assert_eq!(
         backend
-            .get(&raw("warden.bench.Bench02", "k"))
+            .get(&plugin_key("warden.bench.Bench02", "k"))
             .await
             .unwrap(),
         Some(vec![b'x'; 100])
     );
     assert_eq!(
         backend
-            .get(&raw("warden.bench.Bench02", "greeting"))
+            .get(&plugin_key("warden.bench.Bench02", "greeting"))
             .await
             .unwrap(),
         Some(b"\"hello world\"".to_vec())

@@ -3,38 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use warden::identity::{Namespace, PluginId};
-use warden::storage::keys::encode_key;
 use warden::storage::{Backend, MemoryBackend};
-use warden::{Config, Host, Incoming, LoadError};
+use warden::{Host, Incoming, LoadError};
 use warden_tests::*;
-
-async fn host(
-    names: &[&str],
-    config: &str,
-    backend: Arc<dyn Backend>,
-) -> (Host, tempfile::TempDir) {
-    let dir = plugins_dir(names);
-    let config = Config::parse(config, "test.toml".as_ref()).unwrap();
-    let host = Host::builder()
-        .config(config)
-        .plugins_dir(dir.path())
-        .backend(backend)
-        .build()
-        .await
-        .unwrap();
-    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
-    (host, dir)
-}
 
 /// Entries in the probe's namespace, expired ones included until purged
 /// (Warden's own records, such as identity bindings, are not counted).
 fn probe_entries(backend: &MemoryBackend) -> usize {
     backend.stored_entries() - backend.stored_entries_with_prefix(b"warden:")
-}
-
-fn raw(id: &str, key: &str) -> Vec<u8> {
-    encode_key(&Namespace::Plugin(PluginId::new(id).unwrap()), key)
 }
 
 #[tokio::test]
@@ -69,14 +45,14 @@ async fn plugins_with_the_same_key_see_their_own_values() {
     // The backend holds each value under its plugin's namespace, JSON-encoded.
     assert_eq!(
         backend
-            .get(&raw("example.storage.StoragePlugin", "greeting"))
+            .get(&plugin_key("example.storage.StoragePlugin", "greeting"))
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         backend
-            .get(&raw("example.notes.NotesPlugin", "greeting"))
+            .get(&plugin_key("example.notes.NotesPlugin", "greeting"))
             .await
             .unwrap()
             .as_deref(),
@@ -181,7 +157,7 @@ async fn shared_keys_cannot_name_private_keys() {
     }
     assert_eq!(
         backend
-            .get(&raw(PROBE_ID, "secret"))
+            .get(&plugin_key(PROBE_ID, "secret"))
             .await
             .unwrap()
             .as_deref(),

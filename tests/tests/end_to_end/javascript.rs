@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
-use warden::identity::{Namespace, PluginId};
-use warden::storage::keys::encode_key;
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Host, Incoming};
 use warden_tests::*;
@@ -224,10 +222,6 @@ async fn host_with(
     (host, dir)
 }
 
-fn raw(id: &str, key: &str) -> Vec<u8> {
-    encode_key(&Namespace::Plugin(PluginId::new(id).unwrap()), key)
-}
-
 #[tokio::test]
 async fn js_plugin_replies_like_the_rust_plugin() {
     let Some((js, _)) = js_plugins() else {
@@ -258,8 +252,11 @@ async fn js_plugin_replies_like_the_rust_plugin() {
     for text in ["hello world", r#"héllo "wörld" \ ✓"#] {
         host.dispatch(&Incoming::addressed(format!("store {text} under same")))
             .await;
-        let stored = backend.get(&raw(JS_ID, "same")).await.unwrap();
-        assert_eq!(stored, backend.get(&raw(RUST_ID, "same")).await.unwrap());
+        let stored = backend.get(&plugin_key(JS_ID, "same")).await.unwrap();
+        assert_eq!(
+            stored,
+            backend.get(&plugin_key(RUST_ID, "same")).await.unwrap()
+        );
         let json = format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
         assert_eq!(stored.as_deref(), Some(json.as_bytes()));
     }
@@ -315,11 +312,19 @@ async fn js_sdk_works_inside_a_component() {
     assert_eq!(outcomes[0].replies, ["inits 1 calls 3"]);
 
     assert_eq!(
-        backend.get(&raw(PROBE_ID, "b")).await.unwrap().as_deref(),
+        backend
+            .get(&plugin_key(PROBE_ID, "b"))
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&br#"{"n":[1,2.5,null,true]}"#[..])
     );
     assert_eq!(
-        backend.get(&raw(PROBE_ID, "c")).await.unwrap().as_deref(),
+        backend
+            .get(&plugin_key(PROBE_ID, "c"))
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&br#"{"$bytes":"AP8Q"}"#[..])
     );
     host.shutdown().await.unwrap();
@@ -434,7 +439,7 @@ async fn js_sdk_has_the_whole_storage_api() {
     }
     let stored = |key: &str| {
         let backend = backend.clone();
-        let key = raw(PROBE_ID, key);
+        let key = plugin_key(PROBE_ID, key);
         async move { backend.get(&key).await.unwrap() }
     };
     assert_eq!(stored("r").await.as_deref(), Some(&b"\x89PNG"[..]));

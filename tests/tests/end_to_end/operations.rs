@@ -5,21 +5,12 @@
 use std::sync::Arc;
 
 use warden::storage::{Backend, MemoryBackend};
-use warden::{Config, Host, Incoming};
+use warden::{Host, Incoming};
 use warden_tests::*;
 
 async fn host(names: &[&str], config: &str) -> (Host, Arc<MemoryBackend>, tempfile::TempDir) {
-    let dir = plugins_dir(names);
     let backend = Arc::new(MemoryBackend::new());
-    let config = Config::parse(config, "warden.toml".as_ref()).unwrap();
-    let host = Host::builder()
-        .config(config)
-        .plugins_dir(dir.path())
-        .backend(backend.clone())
-        .build()
-        .await
-        .unwrap();
-    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
+    let (host, dir) = warden_tests::host(names, config, backend.clone()).await;
     (host, backend, dir)
 }
 

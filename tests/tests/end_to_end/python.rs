@@ -18,8 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 
-use warden::identity::{Namespace, PluginId};
-use warden::storage::keys::encode_key;
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Host, Incoming};
 use warden_tests::*;
@@ -306,10 +304,6 @@ async fn say(host: &Host, text: &str) -> Vec<String> {
     each.remove(0).1
 }
 
-fn raw(id: &str, key: &str) -> Vec<u8> {
-    encode_key(&Namespace::Plugin(PluginId::new(id).unwrap()), key)
-}
-
 #[tokio::test]
 async fn python_plugin_replies_like_the_rust_plugin() {
     let Some(python) = python_plugin() else {
@@ -341,10 +335,10 @@ async fn python_plugin_replies_like_the_rust_plugin() {
     // Both store text as the same JSON, so each reads the other's values.
     for text in ["hello world", r#"héllo "wörld" \ ✓ {"$bytes": 1}"#] {
         say_each(&host, &format!("store {text} under same")).await;
-        let stored = backend.get(&raw(PYTHON_ID, "same")).await.unwrap();
+        let stored = backend.get(&plugin_key(PYTHON_ID, "same")).await.unwrap();
         assert_eq!(
             stored,
-            backend.get(&raw(RUST_ID, "same")).await.unwrap(),
+            backend.get(&plugin_key(RUST_ID, "same")).await.unwrap(),
             "{text}"
         );
         let json = format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""));
@@ -402,12 +396,15 @@ async fn python_and_rust_plugins_keep_their_own_keys() {
     assert_eq!(say(&py, "retrieve other").await, ["Key not found!"]);
 
     assert_eq!(
-        backend.get(&raw(PYTHON_ID, "greeting")).await.unwrap(),
+        backend
+            .get(&plugin_key(PYTHON_ID, "greeting"))
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
         backend
-            .get(&raw(RUST_ID, "greeting"))
+            .get(&plugin_key(RUST_ID, "greeting"))
             .await
             .unwrap()
             .as_deref(),
@@ -586,7 +583,7 @@ async fn python_sdk_works_inside_a_component() {
     // What Rust plugins and the operator's tools see.
     let stored = |key: &str| {
         let backend = backend.clone();
-        let key = raw(PROBE_ID, key);
+        let key = plugin_key(PROBE_ID, key);
         async move { backend.get(&key).await.unwrap() }
     };
     assert_eq!(
@@ -679,7 +676,7 @@ async fn python_sdk_has_the_whole_storage_api() {
     }
     let stored = |key: &str| {
         let backend = backend.clone();
-        let key = raw(PROBE_ID, key);
+        let key = plugin_key(PROBE_ID, key);
         async move { backend.get(&key).await.unwrap() }
     };
     assert_eq!(stored("r").await.as_deref(), Some(&b"\x89PNG"[..]));

@@ -8,29 +8,11 @@ use std::time::{Duration, Instant};
 use warden::identity::{Namespace, PluginId};
 use warden::storage::keys::encode_key;
 use warden::storage::{Backend, MemoryBackend};
-use warden::{Config, Host, Incoming, Outcome};
+use warden::{Host, Incoming, Outcome};
 use warden_tests::*;
 
 const HOSTILE_ID: &str = "warden.tests.Hostile";
 const PROBE_ID: &str = "warden.tests.Probe";
-
-async fn host(
-    names: &[&str],
-    config: &str,
-    backend: Arc<dyn Backend>,
-) -> (Host, tempfile::TempDir) {
-    let dir = plugins_dir(names);
-    let config = Config::parse(config, "sandbox.toml".as_ref()).unwrap();
-    let host = Host::builder()
-        .config(config)
-        .plugins_dir(dir.path())
-        .backend(backend)
-        .build()
-        .await
-        .unwrap();
-    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
-    (host, dir)
-}
 
 async fn send(host: &Host, text: &str) -> Vec<Outcome> {
     host.dispatch(&Incoming::addressed(text)).await
