@@ -12,6 +12,7 @@ use warden::storage::Backend;
 use warden::storage::keys::encode_key;
 use warden::{Config, Host};
 
+pub mod componentize;
 pub mod conformance;
 pub mod redis_server;
 pub mod server;
@@ -58,6 +59,39 @@ pub const TRANSCRIPT_REPLIES: [&str; 6] = [
     "<greeting> does not exist!",
     "Key not found!",
 ];
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// Writes `message` to standard error past the test harness's capture, so
+/// that a skip shows in the output of a passing test.
+fn notice(message: &str) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+/// For a test that cannot run here because of `why` (a tool is missing):
+/// `None` after a notice that it is skipped, so that the test can return
+/// early and pass, or, when the environment variable `require_var` is `1`
+/// (as CI sets it), a panic, so that the test cannot be skipped by
+/// accident. `kind` names the test in the notice when its thread has no
+/// name ("Redis": "a Redis test").
+pub fn unavailable<T>(kind: &str, require_var: &str, why: &str) -> Option<T> {
+    if std::env::var(require_var).is_ok_and(|v| v == "1") {
+        panic!("{why}; {require_var}=1 makes this a failure");
+    }
+    let test = std::thread::current()
+        .name()
+        .map_or_else(|| format!("a {kind} test"), str::to_owned);
+    notice(&format!(
+        "skipping {test}: {why}, or set {require_var}=1 to fail instead"
+    ));
+    None
+}
 
 /// The path of a built component, by file name.
 pub fn wasm(name: &str) -> PathBuf {

@@ -71,12 +71,6 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
-/// Writes `message` to standard error past the test harness's capture, so
-/// that a skip shows in the output of a passing test.
-fn notice(message: &str) {
-    let _ = writeln!(std::io::stderr(), "{message}");
-}
-
 impl RedisServer {
     /// Starts a server, or returns `None` (after saying so on standard
     /// error) when there is no `redis-server` binary and
@@ -228,16 +222,7 @@ fn find_binary() -> Option<PathBuf> {
         "redis-server not found (looked for ${BINARY_VAR}, then redis-server on PATH); \
          install it (e.g. apt-get install redis-server) to run the Redis tests"
     );
-    if required() {
-        panic!("{why}; {REQUIRE_VAR}=1 makes this a failure");
-    }
-    let test = std::thread::current()
-        .name()
-        .map_or_else(|| "a Redis test".to_owned(), str::to_owned);
-    notice(&format!(
-        "skipping {test}: {why}, or set {REQUIRE_VAR}=1 to fail instead"
-    ));
-    None
+    crate::unavailable("Redis", REQUIRE_VAR, &why)
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.

@@ -11,14 +11,13 @@
 //! Without them the tests say so on standard error and pass; with
 //! `WARDEN_REQUIRE_JS=1` they fail instead.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Host, Incoming};
+use warden_tests::componentize::{self, Component};
 use warden_tests::*;
 
 const JS_ID: &str = "js_storage.StoragePlugin";
@@ -26,16 +25,9 @@ const PROBE_ID: &str = "js_probe.Probe";
 const RUST_ID: &str = "example.storage.StoragePlugin";
 const REQUIRE_VAR: &str = "WARDEN_REQUIRE_JS";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the repository")
-        .to_path_buf()
-}
-
 /// Where the JavaScript components are built, next to the Rust plugins.
 fn build_dir() -> PathBuf {
-    root().join("target").join("js-plugins")
+    repo_root().join("target").join("js-plugins")
 }
 
 /// The compilation cache of these tests, emptied whenever a plugin is
@@ -46,28 +38,7 @@ fn cache_dir() -> PathBuf {
 
 /// `None` after a notice, or a panic under `WARDEN_REQUIRE_JS=1`.
 fn unavailable<T>(why: &str) -> Option<T> {
-    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-        panic!("{why}; {REQUIRE_VAR}=1 makes this a failure");
-    }
-    let test = std::thread::current()
-        .name()
-        .map_or_else(|| "a JavaScript test".to_owned(), str::to_owned);
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipping {test}: {why}, or set {REQUIRE_VAR}=1 to fail instead"
-    );
-    None
-}
-
-/// A JavaScript component these tests build.
-struct Component {
-    /// Its file name under [`build_dir`].
-    wasm: &'static str,
-    /// Its module.
-    source: &'static str,
-    /// The build command, from the repository root; the output path is
-    /// appended.
-    command: &'static [&'static str],
+    warden_tests::unavailable("JavaScript", REQUIRE_VAR, why)
 }
 
 const STORAGE_EXAMPLE: Component = Component {
@@ -88,7 +59,7 @@ const PROBE_PLUGIN: Component = Component {
 };
 
 fn fingerprint(component: &Component) -> String {
-    let root = root();
+    let root = repo_root();
     let mut files = vec![
         root.join("guest-sdk/js/warden.js"),
         root.join("guest-sdk/js/build.mjs"),
@@ -102,14 +73,7 @@ fn fingerprint(component: &Component) -> String {
         .collect();
     wit.sort();
     files.extend(wit);
-    let mut hasher = DefaultHasher::new();
-    for file in files {
-        file.hash(&mut hasher);
-        std::fs::read(&file)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
-            .hash(&mut hasher);
-    }
-    format!("{:016x}", hasher.finish())
+    componentize::fingerprint(&files)
 }
 
 /// The built storage example and probe, or `None` (after a notice).
@@ -129,7 +93,7 @@ fn build_js_plugins() -> Result<(PathBuf, PathBuf), String> {
     if !node.is_ok_and(|out| out.status.success()) {
         return Err("node is not installed".into());
     }
-    let sdk = root().join("guest-sdk/js");
+    let sdk = repo_root().join("guest-sdk/js");
     if !sdk
         .join("node_modules/@bytecodealliance/componentize-js")
         .is_dir()
@@ -141,67 +105,20 @@ fn build_js_plugins() -> Result<(PathBuf, PathBuf), String> {
     }
     let dir = build_dir();
     std::fs::create_dir_all(&dir).expect("create the build directory");
-    let stale: Vec<&Component> = [&STORAGE_EXAMPLE, &PROBE_PLUGIN]
-        .into_iter()
-        .filter(|c| {
-            let stamp = std::fs::read_to_string(dir.join(c.wasm).with_extension("inputs"));
-            !dir.join(c.wasm).is_file() || !stamp.is_ok_and(|s| s.trim() == fingerprint(c))
-        })
-        .collect();
+    let stale = componentize::stale(&[&STORAGE_EXAMPLE, &PROBE_PLUGIN], &dir, fingerprint);
     if !stale.is_empty() {
         let _ = std::fs::remove_dir_all(cache_dir());
         for component in &stale {
-            build_one(component, &dir);
+            if let Err(failed) = componentize::build(component, &dir, fingerprint) {
+                panic!("{}", failed.report);
+            }
         }
     }
     let built = (dir.join(STORAGE_EXAMPLE.wasm), dir.join(PROBE_PLUGIN.wasm));
     if !stale.is_empty() || !cache_dir().is_dir() {
-        warm_cache(&[&built.0, &built.1]);
+        componentize::warm_cache(&[&built.0, &built.1], &cache_dir(), "JavaScript");
     }
     Ok(built)
-}
-
-fn build_one(component: &Component, dir: &Path) {
-    let wasm = dir.join(component.wasm);
-    let stamp = wasm.with_extension("inputs");
-    let _ = std::fs::remove_file(&stamp);
-    let out = Command::new(component.command[0])
-        .args(&component.command[1..])
-        .arg(&wasm)
-        .current_dir(root())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the build");
-    assert!(
-        out.status.success(),
-        "building {} failed ({}):\n{}\n{}",
-        component.source,
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(&stamp, fingerprint(component)).expect("write the build stamp");
-}
-
-/// Loads the components once, so that the tests find them compiled.
-fn warm_cache(files: &[&Path]) {
-    let files: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-        runtime.block_on(async {
-            let mut builder = Host::builder()
-                .backend(Arc::new(MemoryBackend::new()))
-                .cache_dir(cache_dir());
-            for file in files {
-                builder = builder.plugin_file(file);
-            }
-            let host = builder.build().await.expect("start a host");
-            assert!(host.skipped().is_empty(), "{:?}", host.skipped());
-            host.shutdown().await.expect("shut down");
-        });
-    })
-    .join()
-    .expect("loading the JavaScript plugins panicked");
 }
 
 async fn host_with(
@@ -209,17 +126,7 @@ async fn host_with(
     js: &Path,
     backend: Arc<MemoryBackend>,
 ) -> (Host, tempfile::TempDir) {
-    let dir = plugins_dir(rust_plugins);
-    let host = Host::builder()
-        .plugins_dir(dir.path())
-        .plugin_file(js)
-        .backend(backend)
-        .cache_dir(cache_dir())
-        .build()
-        .await
-        .expect("start a host");
-    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
-    (host, dir)
+    componentize::host_with(rust_plugins, Some(js), backend, &cache_dir()).await
 }
 
 #[tokio::test]

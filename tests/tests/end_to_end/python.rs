@@ -12,30 +12,22 @@
 //! Without them the tests say so on standard error and pass; with
 //! `WARDEN_REQUIRE_PYTHON=1` they fail instead.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Host, Incoming};
+use warden_tests::componentize::{self, Component};
 use warden_tests::*;
 
 const PYTHON_ID: &str = "python_storage.StoragePlugin";
 const RUST_ID: &str = "example.storage.StoragePlugin";
 const REQUIRE_VAR: &str = "WARDEN_REQUIRE_PYTHON";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the repository")
-        .to_path_buf()
-}
-
 /// Where the Python components are built, next to the Rust plugins.
 fn build_dir() -> PathBuf {
-    root().join("target").join("python-plugins")
+    repo_root().join("target").join("python-plugins")
 }
 
 /// The compilation cache of these tests. Each componentize-py build gives
@@ -45,23 +37,9 @@ fn cache_dir() -> PathBuf {
     build_dir().join("compiled")
 }
 
-/// Writes `message` past the test harness's capture.
-fn notice(message: &str) {
-    let _ = writeln!(std::io::stderr(), "{message}");
-}
-
 /// `None` after a notice, or a panic under `WARDEN_REQUIRE_PYTHON=1`.
 fn unavailable<T>(why: &str) -> Option<T> {
-    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-        panic!("{why}; {REQUIRE_VAR}=1 makes this a failure");
-    }
-    let test = std::thread::current()
-        .name()
-        .map_or_else(|| "a Python test".to_owned(), str::to_owned);
-    notice(&format!(
-        "skipping {test}: {why}, or set {REQUIRE_VAR}=1 to fail instead"
-    ));
-    None
+    warden_tests::unavailable("Python", REQUIRE_VAR, why)
 }
 
 fn succeeds(program: &str, args: &[&str]) -> bool {
@@ -76,17 +54,6 @@ fn succeeds(program: &str, args: &[&str]) -> bool {
 
 fn python_available() -> bool {
     succeeds("python3", &["--version"])
-}
-
-/// A Python component these tests build.
-struct Component {
-    /// Its file name under [`build_dir`].
-    wasm: &'static str,
-    /// Its module.
-    source: &'static str,
-    /// The build command, from the repository root; the output path is
-    /// appended.
-    command: &'static [&'static str],
 }
 
 /// The storage example, built by its documented command.
@@ -110,7 +77,7 @@ const PROBE_PLUGIN: Component = Component {
 
 /// A fingerprint of the files `component` is built from.
 fn fingerprint(component: &Component) -> String {
-    let root = root();
+    let root = repo_root();
     let mut files = vec![
         root.join("guest-sdk/python/build.py"),
         root.join("example-plugins/python-storage/build.sh"),
@@ -125,14 +92,7 @@ fn fingerprint(component: &Component) -> String {
         found.sort();
         files.extend(found);
     }
-    let mut hasher = DefaultHasher::new();
-    for file in files {
-        file.hash(&mut hasher);
-        std::fs::read(&file)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
-            .hash(&mut hasher);
-    }
-    format!("{:016x}", hasher.finish())
+    componentize::fingerprint(&files)
 }
 
 /// Why the Python plugins are not there.
@@ -185,13 +145,7 @@ fn build_python_plugins() -> Result<Built, NotBuilt> {
     }
     let dir = build_dir();
     std::fs::create_dir_all(&dir).expect("create the build directory");
-    let stale: Vec<&Component> = [&STORAGE_EXAMPLE, &PROBE_PLUGIN]
-        .into_iter()
-        .filter(|c| {
-            let stamp = std::fs::read_to_string(dir.join(c.wasm).with_extension("inputs"));
-            !dir.join(c.wasm).is_file() || !stamp.is_ok_and(|s| s.trim() == fingerprint(c))
-        })
-        .collect();
+    let stale = componentize::stale(&[&STORAGE_EXAMPLE, &PROBE_PLUGIN], &dir, fingerprint);
     if !stale.is_empty() {
         // The cache's entries for the old builds would never be used again.
         let _ = std::fs::remove_dir_all(cache_dir());
@@ -211,60 +165,17 @@ fn build_python_plugins() -> Result<Built, NotBuilt> {
     }
     let built = (dir.join(STORAGE_EXAMPLE.wasm), dir.join(PROBE_PLUGIN.wasm));
     if !stale.is_empty() || !cache_dir().is_dir() {
-        warm_cache(&[&built.0, &built.1]);
+        componentize::warm_cache(&[&built.0, &built.1], &cache_dir(), "Python");
     }
     Ok(built)
 }
 
 fn build_one(component: &Component, dir: &Path) -> Result<(), NotBuilt> {
-    let wasm = dir.join(component.wasm);
-    let stamp = wasm.with_extension("inputs");
-    let _ = std::fs::remove_file(&stamp);
-    let out = Command::new(component.command[0])
-        .args(&component.command[1..])
-        .arg(&wasm)
-        .current_dir(root())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the build");
-    let report = format!(
-        "building {} failed ({}):\n{}\n{}",
-        component.source,
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    match out.status.code() {
-        Some(0) => {}
+    componentize::build(component, dir, fingerprint).map_err(|failed| match failed.code {
         // build.py could not install componentize-py.
-        Some(3) => return Err(NotBuilt::Unavailable(report)),
-        _ => return Err(NotBuilt::Failed(report)),
-    }
-    std::fs::write(&stamp, fingerprint(component)).expect("write the build stamp");
-    Ok(())
-}
-
-/// Loads the components once, so that the tests, which load them at the
-/// same time, find them compiled in the cache instead of each compiling
-/// them.
-fn warm_cache(files: &[&Path]) {
-    let files: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-        runtime.block_on(async {
-            let mut builder = Host::builder()
-                .backend(Arc::new(MemoryBackend::new()))
-                .cache_dir(cache_dir());
-            for file in files {
-                builder = builder.plugin_file(file);
-            }
-            let host = builder.build().await.expect("start a host");
-            assert!(host.skipped().is_empty(), "{:?}", host.skipped());
-            host.shutdown().await.expect("shut down");
-        });
+        Some(3) => NotBuilt::Unavailable(failed.report),
+        _ => NotBuilt::Failed(failed.report),
     })
-    .join()
-    .expect("loading the Python plugins panicked");
 }
 
 async fn host_with(
@@ -272,17 +183,7 @@ async fn host_with(
     python: Option<&Path>,
     backend: Arc<MemoryBackend>,
 ) -> (Host, tempfile::TempDir) {
-    let dir = plugins_dir(rust_plugins);
-    let mut builder = Host::builder()
-        .plugins_dir(dir.path())
-        .backend(backend)
-        .cache_dir(cache_dir());
-    if let Some(python) = python {
-        builder = builder.plugin_file(python);
-    }
-    let host = builder.build().await.expect("start a host");
-    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
-    (host, dir)
+    componentize::host_with(rust_plugins, python, backend, &cache_dir()).await
 }
 
 /// Sends `text` to the bot; the replies of each plugin that answered.
@@ -706,7 +607,7 @@ fn python_sdk_unit_tests_pass() {
     }
     let out: Output = Command::new("python3")
         .args(["-B", "-m", "unittest", "discover", "-s"])
-        .arg(root().join("guest-sdk/python/tests"))
+        .arg(repo_root().join("guest-sdk/python/tests"))
         .stdin(Stdio::null())
         .output()
         .expect("run python3");
