@@ -1,6 +1,7 @@
 //! Helpers for Warden's end-to-end tests: where the built plugin components
 //! are, throwaway plugins directories, and running the real `warden` binary.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -212,6 +213,19 @@ macro_rules! warden_bin {
     };
 }
 
+/// The arguments `run --plugins PLUGINS --data DATA`, then `extra`.
+pub fn run_args<'a>(plugins: &'a Path, data: &'a Path, extra: &[&'a OsStr]) -> Vec<&'a OsStr> {
+    let mut args: Vec<&OsStr> = vec![
+        "run".as_ref(),
+        "--plugins".as_ref(),
+        plugins.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Runs the command line `bin` (see [`warden_bin!`]) with `args` and
 /// `stdin` as its input, to completion.
 pub fn run_warden<I, S>(bin: &Path, args: I, stdin: &str) -> Output
@@ -228,9 +242,19 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    run_warden_with(bin, args, &[], stdin)
+}
+
+/// [`run_warden_bytes`] with the extra environment `envs`.
+pub fn run_warden_with<I, S>(bin: &Path, args: I, envs: &[(&str, &str)], stdin: &[u8]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let mut child = Command::new(bin)
         .args(args)
         .env("WARDEN_LOG", "info")
+        .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

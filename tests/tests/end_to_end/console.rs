@@ -10,15 +10,8 @@ fn run(
     extra: &[&str],
     stdin: &str,
 ) -> std::process::Output {
-    let mut args: Vec<&OsStr> = vec![
-        "run".as_ref(),
-        "--plugins".as_ref(),
-        plugins.as_os_str(),
-        "--data".as_ref(),
-        data.as_os_str(),
-    ];
-    args.extend(extra.iter().map(OsStr::new));
-    run_warden(warden_bin!(), args, stdin)
+    let extra: Vec<&OsStr> = extra.iter().map(OsStr::new).collect();
+    run_warden(warden_bin!(), run_args(plugins, data, &extra), stdin)
 }
 
 #[test]

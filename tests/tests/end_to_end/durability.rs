@@ -56,16 +56,9 @@ fn acknowledged_writes_survive_sigkill() {
     );
 
     let reads: String = (0..acked).map(|i| format!("get key{i}\n")).collect();
-    let data_arg = data.path().as_os_str();
     let out = run_warden(
         warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.path().as_os_str(),
-            "--data".as_ref(),
-            data_arg,
-        ],
+        run_args(plugins.path(), data.path(), &[]),
         &reads,
     );
     assert!(out.status.success(), "{}", stderr_text(&out));

@@ -27,15 +27,11 @@ fn client() -> Client {
 /// `warden run --listen 127.0.0.1:0` over `plugins`, on sled in `data`,
 /// with `extra` arguments.
 fn serve(plugins: &Path, data: &Path, extra: &[&str]) -> Server {
-    let mut args: Vec<&OsStr> = vec![
-        "run".as_ref(),
-        "--plugins".as_ref(),
-        plugins.as_os_str(),
-        "--data".as_ref(),
-        data.as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-    ];
+    let mut args: Vec<&OsStr> = run_args(
+        plugins,
+        data,
+        &["--listen".as_ref(), "127.0.0.1:0".as_ref()],
+    );
     args.extend(extra.iter().map(OsStr::new));
     Server::start(warden_bin!(), args, &[])
 }
@@ -132,13 +128,7 @@ fn messages_get_the_replies_and_errors_of_every_handler() {
     // The store was closed cleanly: the data is there for the next run.
     let out = run_warden(
         warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.path().as_os_str(),
-            "--data".as_ref(),
-            data.path().as_os_str(),
-        ],
+        run_args(plugins.path(), data.path(), &[]),
         "retrieve greeting\n",
     );
     assert!(out.status.success(), "{}", stderr_text(&out));
@@ -404,15 +394,11 @@ fn a_taken_address_fails_at_start() {
     let data = tempfile::tempdir().unwrap();
     let out = run_warden(
         warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.path().as_os_str(),
-            "--data".as_ref(),
-            data.path().as_os_str(),
-            "--listen".as_ref(),
-            OsStr::new(&addr),
-        ],
+        run_args(
+            plugins.path(),
+            data.path(),
+            &["--listen".as_ref(), OsStr::new(&addr)],
+        ),
         "",
     );
     assert!(!out.status.success());

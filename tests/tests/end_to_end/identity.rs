@@ -1,6 +1,5 @@
 //! Identity binding: an identity belongs to the file that first declared it.
 
-use std::ffi::OsStr;
 use std::path::Path;
 
 use warden_tests::*;
@@ -8,13 +7,7 @@ use warden_tests::*;
 const ID: &str = "example.storage.StoragePlugin";
 
 fn run(plugins: &Path, data: &Path, stdin: &str) -> std::process::Output {
-    let args: [&OsStr; 5] = [
-        "run".as_ref(),
-        "--plugins".as_ref(),
-        plugins.as_os_str(),
-        "--data".as_ref(),
-        data.as_os_str(),
-    ];
+    let args = run_args(plugins, data, &[]);
     let out = run_warden(warden_bin!(), args, stdin);
     assert!(out.status.success(), "{}", stderr_text(&out));
     out

@@ -377,16 +377,15 @@ fn js_plugin_answers_the_transcript_through_the_cli() {
     let cache = cache_dir();
     let out = run_warden(
         warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.path().as_os_str(),
-            "--data".as_ref(),
-            data.path().as_os_str(),
-            "--cache-dir".as_ref(),
-            cache.as_os_str(),
-            "--no-watch".as_ref(),
-        ],
+        run_args(
+            plugins.path(),
+            data.path(),
+            &[
+                "--cache-dir".as_ref(),
+                cache.as_os_str(),
+                "--no-watch".as_ref(),
+            ],
+        ),
         TRANSCRIPT,
     );
     let log = stderr_text(&out);

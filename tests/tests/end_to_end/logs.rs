@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 use warden_tests::*;
@@ -16,22 +16,9 @@ fn run_with(
     envs: &[(&str, &str)],
     stdin: &str,
 ) -> Output {
-    let mut child = Command::new(warden_bin!())
-        .args(global)
-        .arg("run")
-        .arg("--plugins")
-        .arg(plugins)
-        .arg("--data")
-        .arg(data)
-        .env("WARDEN_LOG", "info")
-        .envs(envs.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start warden");
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut args: Vec<&OsStr> = global.iter().map(OsStr::new).collect();
+    args.extend(run_args(plugins, data, &[]));
+    let out = run_warden_with(warden_bin!(), args, envs, stdin.as_bytes());
     assert!(out.status.success(), "{}", stderr_text(&out));
     out
 }

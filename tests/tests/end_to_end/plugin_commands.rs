@@ -156,17 +156,7 @@ fn list_shows_what_would_load_and_why_not() {
 
     // After a run, the identities are bound to their files; another file
     // declaring one is refused.
-    let run = run_warden(
-        warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.path().as_os_str(),
-            "--data".as_ref(),
-            store.as_os_str(),
-        ],
-        "",
-    );
+    let run = run_warden(warden_bin!(), run_args(plugins.path(), &store, &[]), "");
     assert!(run.status.success(), "{}", stderr_text(&run));
     let elsewhere = tempfile::tempdir().unwrap();
     std::fs::copy(wasm(STORAGE), elsewhere.path().join(STORAGE)).unwrap();
@@ -205,15 +195,11 @@ fn list_says_when_the_store_is_in_use() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(
         warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.path().as_os_str(),
-            "--data".as_ref(),
-            data.path().as_os_str(),
-            "--listen".as_ref(),
-            OsStr::new("127.0.0.1:0"),
-        ],
+        run_args(
+            plugins.path(),
+            data.path(),
+            &["--listen".as_ref(), OsStr::new("127.0.0.1:0")],
+        ),
         &[],
     );
     let out = ok_stdout(&list(plugins.path(), data.path()));
@@ -243,13 +229,7 @@ fn list_fails_on_a_missing_directory() {
 
 /// `warden run` over `plugins` with `data`, to the end of empty input.
 fn run_once(plugins: &Path, data: &Path) -> Output {
-    let out = warden(&[
-        "run".as_ref(),
-        "--plugins".as_ref(),
-        plugins.as_os_str(),
-        "--data".as_ref(),
-        data.as_os_str(),
-    ]);
+    let out = warden(&run_args(plugins, data, &[]));
     assert!(out.status.success(), "{}", stderr_text(&out));
     out
 }

@@ -326,16 +326,15 @@ fn python_plugin_answers_the_transcript_through_the_cli() {
     let cache = cache_dir();
     let out = run_warden(
         warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.path().as_os_str(),
-            "--data".as_ref(),
-            data.path().as_os_str(),
-            "--cache-dir".as_ref(),
-            cache.as_os_str(),
-            "--no-watch".as_ref(),
-        ],
+        run_args(
+            plugins.path(),
+            data.path(),
+            &[
+                "--cache-dir".as_ref(),
+                cache.as_os_str(),
+                "--no-watch".as_ref(),
+            ],
+        ),
         TRANSCRIPT,
     );
     let log = stderr_text(&out);
@@ -356,15 +355,11 @@ fn python_plugin_answers_the_transcript_through_the_cli() {
     // Without the cache, the long compile is announced before it starts.
     let out = run_warden(
         warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.path().as_os_str(),
-            "--data".as_ref(),
-            data.path().as_os_str(),
-            "--no-cache".as_ref(),
-            "--no-watch".as_ref(),
-        ],
+        run_args(
+            plugins.path(),
+            data.path(),
+            &["--no-cache".as_ref(), "--no-watch".as_ref()],
+        ),
         "",
     );
     let log = stderr_text(&out);

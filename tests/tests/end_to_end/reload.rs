@@ -213,15 +213,11 @@ fn skipped_files_do_not_keep_the_watcher_reloading() {
     use std::ffi::OsStr;
     let dir = plugins_dir(&[STORAGE]);
     let data = tempfile::tempdir().unwrap();
-    let args: Vec<&OsStr> = vec![
-        "run".as_ref(),
-        "--plugins".as_ref(),
-        dir.path().as_os_str(),
-        "--data".as_ref(),
-        data.path().as_os_str(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-    ];
+    let args: Vec<&OsStr> = run_args(
+        dir.path(),
+        data.path(),
+        &["--listen".as_ref(), "127.0.0.1:0".as_ref()],
+    );
     let server = warden_tests::server::Server::start(
         warden_bin!(),
         args,

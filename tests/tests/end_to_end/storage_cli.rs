@@ -24,17 +24,7 @@ fn ok(out: Output) -> String {
 }
 
 fn run(plugins: &Path, data: &Path, stdin: &str) {
-    let out = run_warden(
-        warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.as_os_str(),
-            "--data".as_ref(),
-            data.as_os_str(),
-        ],
-        stdin,
-    );
+    let out = run_warden(warden_bin!(), run_args(plugins, data, &[]), stdin);
     assert!(out.status.success(), "{}", stderr_text(&out));
 }
 
@@ -93,13 +83,7 @@ fn operators_see_and_change_plugin_data() {
     );
     let out = run_warden(
         warden_bin!(),
-        [
-            "run".as_ref(),
-            "--plugins".as_ref(),
-            plugins.path().as_os_str(),
-            "--data".as_ref(),
-            data.path().as_os_str(),
-        ],
+        run_args(plugins.path(), data.path(), &[]),
         "retrieve greeting\n",
     );
     assert_eq!(stdout_lines(&out), ["'changed' retrieved from <greeting>!"]);
