@@ -1,5 +1,5 @@
 //! The behaviour every [`Backend`] must have, written once and run against
-//! each backend (see `tests/conformance.rs`).
+//! each backend (see `tests/tests/end_to_end/conformance.rs`).
 //!
 //! Each case is an async function taking a fresh, empty [`Subject`]: the
 //! backend under test and what its [`size`](Backend::size) measures. A new
