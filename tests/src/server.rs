@@ -153,6 +153,24 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The first line it logs that `matches`, waiting up to `timeout` for
+    /// it: a line written before a reply may still be in the pipe when the
+    /// reply arrives. Panics with the log if none comes.
+    pub fn log_line(&self, timeout: Duration, matches: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.stderr();
+            if let Some(line) = log.lines().find(|l| matches(l)) {
+                return line.to_owned();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "no such line logged within {timeout:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

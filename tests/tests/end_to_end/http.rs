@@ -111,15 +111,9 @@ fn messages_get_the_replies_and_errors_of_every_handler() {
         .strip_prefix("failed; see the host log (reference ")
         .and_then(|r| r.strip_suffix(')'))
         .unwrap_or_else(|| panic!("{error}"));
-    assert!(
-        server
-            .stderr()
-            .lines()
-            .any(|l| l.contains(&format!("reference={reference}"))
-                && l.contains("probe asked to fail")),
-        "{}",
-        server.stderr()
-    );
+    server.log_line(Duration::from_secs(10), |l| {
+        l.contains(&format!("reference={reference}")) && l.contains("probe asked to fail")
+    });
 
     let stopped = server.terminate();
     assert!(stopped.status.success(), "{}", stopped.stderr);
