@@ -41,12 +41,12 @@ pub enum HostError {
     #[error("cannot set up the WebAssembly engine: {0:#}")]
     Engine(wasmtime::Error),
     /// The plugins directory cannot be watched.
-    #[error("cannot watch the plugins directory {dir}: {message}")]
+    #[error("cannot watch the plugins directory {dir}: {source}")]
     Watch {
         /// The directory.
         dir: PathBuf,
         /// Why.
-        message: String,
+        source: notify_debouncer_mini::notify::Error,
     },
 }
 

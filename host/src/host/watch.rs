@@ -22,7 +22,7 @@ pub(super) fn watch(dir: &Path, shared: &Arc<Shared>) -> Result<Watcher, HostErr
     use notify_debouncer_mini::notify::{self, RecursiveMode, Watcher as _};
     let watch_error = |e: notify::Error| HostError::Watch {
         dir: dir.to_path_buf(),
-        message: e.to_string(),
+        source: e,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher =

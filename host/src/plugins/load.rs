@@ -651,7 +651,7 @@ async fn finish(
     );
     storage.recount().await.map_err(|e| LoadError::Storage {
         file: path.clone(),
-        message: e.to_string(),
+        source: e,
     })?;
     // The instance that read the manifest serves the messages, tagged with
     // the identity and given its storage.
@@ -688,7 +688,7 @@ pub async fn check_binding(
         .await
         .map_err(|e| LoadError::Storage {
             file: file.to_path_buf(),
-            message: e.to_string(),
+            source: e,
         })?;
     match bound {
         Some(bound) if bound != binding_name(file) => Err(LoadError::BoundElsewhere {
@@ -706,7 +706,7 @@ async fn bind(backend: &dyn Backend, id: &PluginId, file: &Path) -> Result<(), L
         .await
         .map_err(|e| LoadError::Storage {
             file: file.to_path_buf(),
-            message: e.to_string(),
+            source: e,
         })
 }
 

@@ -129,12 +129,12 @@ pub enum LoadError {
         bound_to: String,
     },
     /// The store failed while the plugin was loading.
-    #[error("{file}: storage failed while loading: {message}")]
+    #[error("{file}: storage failed while loading: {source}")]
     Storage {
         /// The file.
         file: PathBuf,
         /// The store's error.
-        message: String,
+        source: crate::storage::BackendError,
     },
     /// A route is invalid.
     #[error("{file}: plugin {id}: {source}")]
