@@ -7,8 +7,8 @@
 //! cargo bench -p warden-tests --bench warden -- throughput      # one section
 //! ```
 //!
-//! The sections are `overhead`, `throughput`, `startup`, `memory` and
-//! `routing`; name any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
+//! The sections are `overhead`, `throughput`, `startup`, `memory`,
+//! `routing` and `redis` (which needs `redis-server`); name any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
 //! fewer, shorter repetitions. Environment variables:
 //!
 //! - `WARDEN_BENCH_TASKS`: concurrent senders of the throughput section
@@ -79,6 +79,8 @@ struct Sizes {
     memory_repeats: usize,
     /// Repetitions of each message of the routing section.
     routing_repeats: usize,
+    /// Keys in the database at each step of the Redis section.
+    redis_steps: [usize; 3],
 }
 
 impl Sizes {
@@ -101,6 +103,7 @@ impl Sizes {
                 memory_plugins: 20,
                 memory_repeats: 1,
                 routing_repeats: 3,
+                redis_steps: [1_000, 10_000, 100_000],
             }
         } else {
             Self {
@@ -115,6 +118,7 @@ impl Sizes {
                 memory_plugins: 100,
                 memory_repeats: 3,
                 routing_repeats: 7,
+                redis_steps: [10_000, 100_000, 1_000_000],
             }
         }
     }
@@ -210,7 +214,14 @@ fn main() -> anyhow::Result<()> {
     }
     let quick = args.iter().any(|a| a == "quick")
         || std::env::var("WARDEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    const SECTIONS: [&str; 5] = ["overhead", "throughput", "startup", "memory", "routing"];
+    const SECTIONS: [&str; 6] = [
+        "overhead",
+        "throughput",
+        "startup",
+        "memory",
+        "routing",
+        "redis",
+    ];
     let mut sections: Vec<&str> = Vec::new();
     for arg in args.iter().filter(|a| !a.starts_with('-') && *a != "quick") {
         match SECTIONS.iter().find(|s| **s == arg.as_str()) {
@@ -252,6 +263,7 @@ fn main() -> anyhow::Result<()> {
             "startup" => runtime.block_on(startup(&sizes, &mut report))?,
             "memory" => memory(&sizes, &mut report)?,
             "routing" => routing(&sizes, &mut report)?,
+            "redis" => runtime.block_on(redis_scale(&sizes, &mut report))?,
             _ => unreachable!(),
         }
         println!("  ({section} took {:.1} s)", t.elapsed().as_secs_f64());
@@ -1479,5 +1491,130 @@ fn routing(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
             m.cache_set as f64 / 1024.0
         ),
     );
+    Ok(())
+}
+
+/// The Redis backend's costs as the database grows: each measured at
+/// three sizes of the database, in one run, and compared with the first.
+async fn redis_scale(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    use warden::storage::{Grant, PluginStorage, RedisBackend, StorageLimits};
+    use warden_tests::redis_server::RedisServer;
+    let steps = sizes.redis_steps;
+    println!(
+        "\n## 6. Redis at scale: a plugin's storage calls with {:?} keys in the database \
+         (a tenth in its own namespace, four tenths in another plugin's, half another \
+         deployment's)",
+        steps
+    );
+    let Some(server) = RedisServer::start() else {
+        println!("  skipped: no redis-server (see the README's test section)");
+        return Ok(());
+    };
+    let url = server.url();
+    let ours = Arc::new(RedisBackend::connect(&url, "bench").await?);
+    let others = RedisBackend::connect(&url, "another-app").await?;
+    let id = PluginId::new("bench.Scale")?;
+    let limits = StorageLimits {
+        max_stored_bytes: u64::MAX / 2,
+        ..StorageLimits::default()
+    };
+    let storage = |backend: Arc<RedisBackend>| {
+        let backend: Arc<dyn Backend> = backend;
+        PluginStorage::new(backend, id.clone(), Grant::None, limits, Arc::default())
+    };
+    let plugin = storage(ours.clone());
+    let own = Namespace::Plugin(id.clone());
+    let neighbour = Namespace::Plugin(PluginId::new("bench.Neighbour")?);
+    let value = [b'v'; 100];
+    let calls = 200;
+    let mut first: Option<Vec<f64>> = None;
+    let mut filled = 0;
+    let names = [
+        "start (connect and recount)",
+        "get",
+        "set",
+        "set-many of 10, quota checked",
+        "list-keys page of 100",
+        "storage-size",
+        "namespace recount",
+    ];
+    for &total in &steps {
+        let (from, to) = (filled, total);
+        fill(&ours, &own, from / 10, to / 10).await?;
+        fill(&ours, &neighbour, from * 4 / 10, to * 4 / 10).await?;
+        fill(&others, &own, from / 2, to / 2).await?;
+        filled = total;
+        let in_own = (total / 10).max(1);
+        let mut figures = Vec::new();
+        // Start: what a host does for a plugin's storage at start.
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let backend = Arc::new(RedisBackend::connect(&url, "bench").await?);
+            storage(backend).recount().await?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        figures.push(median(&mut times));
+        for which in 1..names.len() {
+            let mut times = Vec::new();
+            for r in 0..5 {
+                let t = Instant::now();
+                for i in 0..calls {
+                    let key = format!("key{:08}", (i * 7919 + r) % in_own);
+                    match which {
+                        1 => drop(plugin.get(&key, false).await?),
+                        2 => plugin.set(&key, &value, None, false).await?,
+                        3 => {
+                            let batch: Vec<(String, Vec<u8>)> = (0..10)
+                                .map(|j| (format!("batch{i:03}-{j}"), value.to_vec()))
+                                .collect();
+                            plugin.set_many(&batch, None, false).await?;
+                        }
+                        4 => drop(plugin.list_keys("key", Some(&key), 100, false).await?),
+                        5 => drop(plugin.size().await?),
+                        _ => drop(plugin.recount().await?),
+                    }
+                }
+                times.push(t.elapsed().as_secs_f64() / calls as f64);
+            }
+            figures.push(median(&mut times));
+        }
+        for (name, secs) in names.iter().zip(&figures) {
+            println!("  {total} keys: {name}: {:.1} µs", secs * 1e6);
+        }
+        if first.is_none() {
+            first = Some(figures.clone());
+        }
+        if total == steps[2] {
+            let base = first.clone().unwrap_or_default();
+            for ((name, secs), base) in names.iter().zip(&figures).zip(&base) {
+                let ratio = secs / base;
+                report.check(
+                    format!("Redis {name}, {} keys against {}", steps[2], steps[0]),
+                    format!("{ratio:.2}× ({:.1} µs vs {:.1} µs)", secs * 1e6, base * 1e6),
+                    "≤ 1.5×",
+                    ratio <= 1.5,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes keys `key{from}` to `key{to}` (100-byte values) into `namespace`.
+async fn fill(
+    backend: &warden::storage::RedisBackend,
+    namespace: &Namespace,
+    from: usize,
+    to: usize,
+) -> anyhow::Result<()> {
+    let value = [b'v'; 100];
+    let keys: Vec<Vec<u8>> = (from..to)
+        .map(|i| encode_key(namespace, &format!("key{i:08}")))
+        .collect();
+    for batch in keys.chunks(1000) {
+        let entries: Vec<(&[u8], &[u8])> = batch.iter().map(|k| (&k[..], &value[..])).collect();
+        backend.set_many(&entries, None).await?;
+    }
     Ok(())
 }

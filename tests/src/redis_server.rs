@@ -204,6 +204,22 @@ impl RedisServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// Runs `redis-cli --raw` with `args` on the server (not over TLS), to
+    /// look at its keys as they are, and returns its output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let cli = binary()
+            .and_then(|b| b.parent().map(|d| d.join("redis-cli")))
+            .filter(|c| c.exists())
+            .unwrap_or_else(|| PathBuf::from("redis-cli"));
+        let out = std::process::Command::new(&cli)
+            .args(["-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", cli.display()));
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
 }
 
 impl Drop for RedisServer {

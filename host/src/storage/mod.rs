@@ -251,6 +251,67 @@ pub trait Backend: Send + Sync + fmt::Debug {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, BackendError>;
+    /// The bytes the namespace whose backend keys start with `prefix` holds
+    /// (each key within the namespace and its value), if the backend keeps
+    /// that count itself: then Warden reads it instead of scanning the
+    /// namespace. `prefix` is a namespace's whole prefix (see
+    /// [`keys::Keys::prefix`]). The default is `None`: Warden scans.
+    async fn counted_bytes(&self, prefix: &[u8]) -> Result<Option<u64>, BackendError> {
+        let _ = prefix;
+        Ok(None)
+    }
+    /// Whether the backend checks each namespace's quota itself, in the same
+    /// atomic step as each write that could grow it, through the
+    /// `*_bounded` methods below, so that a quota holds exactly however
+    /// many hosts share the store. Warden then calls those for every write
+    /// of a plugin that may grow a namespace, instead of checking its own
+    /// count. The default is `false`, and the `*_bounded` methods fail.
+    fn bounds_quotas(&self) -> bool {
+        false
+    }
+    /// [`replace_many`](Backend::replace_many) of keys of one namespace,
+    /// refused, changing nothing, if it would take the namespace over its
+    /// quota (see [`Quota`]).
+    async fn replace_many_bounded(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+        quota: Quota<'_>,
+    ) -> Result<Bounded<Vec<Option<u64>>>, BackendError> {
+        let _ = (entries, expires_in, quota);
+        Err(BackendError::new(
+            "backend",
+            "quotas are not checked by this backend",
+        ))
+    }
+    /// [`increment`](Backend::increment) within the namespace's quota.
+    async fn increment_bounded(
+        &self,
+        key: &[u8],
+        delta: i64,
+        quota: Quota<'_>,
+    ) -> Result<Bounded<Counted>, BackendError> {
+        let _ = (key, delta, quota);
+        Err(BackendError::new(
+            "backend",
+            "quotas are not checked by this backend",
+        ))
+    }
+    /// [`compare_and_swap`](Backend::compare_and_swap) within the
+    /// namespace's quota.
+    async fn compare_and_swap_bounded(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        quota: Quota<'_>,
+    ) -> Result<Bounded<bool>, BackendError> {
+        let _ = (key, expected, new, quota);
+        Err(BackendError::new(
+            "backend",
+            "quotas are not checked by this backend",
+        ))
+    }
     /// Makes every completed write durable and releases resources. Calls
     /// after `close` may fail.
     async fn close(&self) -> Result<(), BackendError>;
@@ -280,6 +341,37 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn immediate_writes(&self) -> Option<&dyn ImmediateWrites> {
         None
     }
+}
+
+/// The quota a bounded write keeps: the namespace whose backend keys start
+/// with `prefix` (a whole namespace prefix, see [`keys::Keys::prefix`]) may
+/// hold at most `max` bytes (its keys within it and their values) after a
+/// write that grows it. A write that does not grow it is never refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota<'a> {
+    /// The namespace's prefix.
+    pub prefix: &'a [u8],
+    /// Its quota in bytes.
+    pub max: u64,
+}
+
+/// What a bounded write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bounded<T> {
+    /// It was made (or, for an increment that was refused as not a counter,
+    /// or a swap whose value differed, it changed nothing): what it
+    /// returns, and the namespace's bytes after it.
+    Written {
+        /// What the unbounded call returns.
+        value: T,
+        /// The namespace's bytes afterwards, if the backend told them.
+        bytes: Option<u64>,
+    },
+    /// The quota refused it, and nothing changed.
+    Refused {
+        /// The bytes the namespace would have held.
+        would: u64,
+    },
 }
 
 /// Writes that complete at once, from the calling thread (see

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keys::Keys;
-use super::{Backend, BackendError, ImmediateReads, ImmediateWrites};
+use super::{Backend, BackendError, Bounded, ImmediateReads, ImmediateWrites, Quota};
 use crate::identity::{self, KeyError, Namespace, PluginId};
 use crate::metrics::StorageFailure;
 
@@ -253,6 +253,12 @@ impl Usage {
         self.bytes.load(Ordering::Relaxed)
     }
 
+    /// Takes `bytes` as the count, as a backend that counts the namespace
+    /// itself reported it after a write.
+    fn counted(&self, bytes: u64) {
+        self.bytes.store(bytes, Ordering::SeqCst);
+    }
+
     /// Starts a write, with nothing reserved yet.
     fn begin(&self) -> Pending<'_> {
         // Before any change to `bytes`, so a recount that sees the change
@@ -291,6 +297,11 @@ impl Usage {
         namespace: &Namespace,
     ) -> Result<u64, BackendError> {
         let mut recount = Recount::start(self, namespace);
+        if let Some(bytes) = backend.counted_bytes(&recount.prefix).await? {
+            // The backend keeps the count: no scan.
+            recount.total = bytes;
+            recount.done = true;
+        }
         while let Some(after) = recount.next_page() {
             let page = backend
                 .scan(&recount.prefix, after.as_deref(), Recount::PAGE)
@@ -505,6 +516,48 @@ impl PluginStorage {
         }
     }
 
+    /// The quota of the namespace a write addresses, for a backend that
+    /// checks it itself.
+    fn quota(&self, shared: bool) -> Quota<'_> {
+        let keys = if shared {
+            &self.shared_keys
+        } else {
+            &self.own_keys
+        };
+        Quota {
+            prefix: keys.prefix(),
+            max: self.limits.max_stored_bytes,
+        }
+    }
+
+    /// The value of a bounded write, keeping the namespace's count as the
+    /// backend reported it; a refusal is the quota's error for `key`, a
+    /// write of `len` bytes.
+    fn bounded<T>(
+        &self,
+        written: Bounded<T>,
+        key: &str,
+        shared: bool,
+        len: u64,
+    ) -> Result<T, StorageError> {
+        let (namespace, usage) = self.namespace(shared);
+        match written {
+            Bounded::Written { value, bytes } => {
+                if let Some(bytes) = bytes {
+                    usage.counted(bytes);
+                }
+                Ok(value)
+            }
+            Bounded::Refused { would } => Err(StorageError::QuotaExceeded {
+                key: shown(key),
+                len,
+                namespace: namespace.clone(),
+                would,
+                max: self.limits.max_stored_bytes,
+            }),
+        }
+    }
+
     /// The key and value bytes now stored under `raw` (bare key `key`).
     async fn stored_len(&self, raw: &[u8], key: &str) -> Result<u64, StorageError> {
         Ok(stored_bytes(key, self.backend.value_len(raw).await?))
@@ -662,6 +715,13 @@ impl PluginStorage {
         shared: bool,
     ) -> Result<(), StorageError> {
         let (raw, new) = self.check_set(key, value, shared)?;
+        if self.backend.bounds_quotas() {
+            let written = self
+                .backend
+                .replace_many_bounded(&[(&raw, value)], expires_in, self.quota(shared))
+                .await?;
+            return self.bounded(written, key, shared, new).map(drop);
+        }
         let pending = match self.reserve_new(shared, new) {
             Some(pending) => pending,
             None => {
@@ -891,6 +951,17 @@ impl PluginStorage {
         shared: bool,
     ) -> Result<i64, StorageError> {
         let raw = self.resolve(key, shared, true)?;
+        if self.backend.bounds_quotas() {
+            let written = self
+                .backend
+                .increment_bounded(&raw, delta, self.quota(shared))
+                .await?;
+            let longest = key.len() as u64 + 20;
+            return match self.bounded(written, key, shared, longest)? {
+                super::Counted::Value(value) => Ok(value),
+                counted => Err(not_counted(counted, key, delta)),
+            };
+        }
         // A counter's new length is known only once it is written, so the
         // longest one (i64::MIN's 20 characters) is reserved.
         let old = self.stored_len(&raw, key).await?;
@@ -911,20 +982,9 @@ impl PluginStorage {
                 pending.settle(old, new);
                 Ok(value)
             }
-            super::Counted::NotACounter => {
+            counted => {
                 pending.release();
-                Err(StorageError::InvalidValue(format!(
-                    "the value under key {:?} is not a counter (a signed 64-bit integer in \
-                     decimal)",
-                    shown(key)
-                )))
-            }
-            super::Counted::Overflow => {
-                pending.release();
-                Err(StorageError::InvalidValue(format!(
-                    "adding {delta} to the counter under key {:?} would overflow 64 bits",
-                    shown(key)
-                )))
+                Err(not_counted(counted, key, delta))
             }
         }
     }
@@ -944,6 +1004,13 @@ impl PluginStorage {
         // A swap replaces exactly `expected`.
         let old = expected.map_or(0, |v| (key.len() + v.len()) as u64);
         let new_len = new.map_or(0, |v| (key.len() + v.len()) as u64);
+        if self.backend.bounds_quotas() {
+            let written = self
+                .backend
+                .compare_and_swap_bounded(&raw, expected, new, self.quota(shared))
+                .await?;
+            return self.bounded(written, key, shared, new_len);
+        }
         let pending = self.reserve_growth(key, shared, old, new_len).await?;
         match self.backend.compare_and_swap(&raw, expected, new).await {
             Ok(true) => {
@@ -1031,6 +1098,15 @@ impl PluginStorage {
             .values()
             .map(|(key, value)| (key.len() + value.len()) as u64)
             .sum();
+        if self.backend.bounds_quotas() {
+            let pairs: Vec<(&[u8], &[u8])> = distinct.iter().map(|(r, (_, v))| (*r, *v)).collect();
+            let written = self
+                .backend
+                .replace_many_bounded(&pairs, expires_in, self.quota(shared))
+                .await?;
+            let first = entries.first().map_or("", |(k, _)| k.as_str());
+            return self.bounded(written, first, shared, new).map(drop);
+        }
         let pending = match self.reserve_new(shared, new) {
             Some(pending) => pending,
             None => {
@@ -1086,6 +1162,21 @@ impl PluginStorage {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// The error of an increment that changed nothing: the value was not a
+/// counter, or adding `delta` would overflow it.
+fn not_counted(counted: super::Counted, key: &str, delta: i64) -> StorageError {
+    match counted {
+        super::Counted::Overflow => StorageError::InvalidValue(format!(
+            "adding {delta} to the counter under key {:?} would overflow 64 bits",
+            shown(key)
+        )),
+        _ => StorageError::InvalidValue(format!(
+            "the value under key {:?} is not a counter (a signed 64-bit integer in decimal)",
+            shown(key)
+        )),
     }
 }
 

@@ -1,16 +1,13 @@
 //! A backend on a [Redis](https://redis.io) server (or one that speaks its
 //! protocol, such as Valkey), which several Warden hosts can share.
 //!
-//! Every backend key is stored as a Redis string under `{prefix}:{key}` (or
-//! `{key}` alone when the prefix is empty), so several deployments can share
-//! one server or database by using different prefixes. Expiry is Redis's
-//! own: a key set with an expiry is stored with `SET ... PX`, and the server
-//! removes it when it is due, so [`purge_expired`](Backend::purge_expired)
-//! has nothing to do.
-//!
-//! The connection is multiplexed: every call from every task goes over one
-//! connection, without blocking the async runtime. When the connection
-//! drops, the call in flight fails and the next calls reconnect.
+//! Every key lives under `{prefix}:` (or nothing, when the prefix is
+//! empty), so several deployments can share one server or database by
+//! using different prefixes. Each namespace keeps an index of its keys and
+//! a count of its bytes beside its values, updated in the same Lua script
+//! as each write, so that listing, sizes and quota recounts never walk the
+//! database: see [`RedisBackend`] for the layout and what each operation
+//! costs. Expiry is Redis's own (`SET ... PX`).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -18,7 +15,8 @@ use std::time::{Duration, SystemTime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, Client, RedisError, Value};
 
-use super::{Backend, BackendError, Counted, Entry};
+use super::keys::{Area, Keys};
+use super::{Backend, BackendError, Bounded, Counted, Entry, Quota};
 
 const NAME: &str = "redis";
 
@@ -60,6 +58,12 @@ impl TryFrom<RedisFields> for RedisConfig {
         let url = fields.url.ok_or_else(|| {
             "[storage] backend = \"redis\" needs url = \"redis://host:port/db\"".to_owned()
         })?;
+        if fields.prefix.contains(['{', '}']) {
+            return Err(format!(
+                "[storage] prefix = {:?} holds a brace; braces mark Redis hash tags",
+                fields.prefix
+            ));
+        }
         Ok(Self {
             url,
             prefix: fields.prefix,
@@ -98,46 +102,396 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest delay between two reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
-/// How many keys one `SCAN` step asks for, and how many commands one
-/// pipeline carries.
+/// How many keys one `SCAN` step asks for (migration only), and how many
+/// entries one read of an index asks for.
 const BATCH: usize = 1000;
 /// The longest expiry passed to Redis, in milliseconds (about 136 years),
 /// well inside what `SET ... PX` accepts.
 const MAX_TTL_MS: u64 = u32::MAX as u64 * 1000;
+/// The layout this backend reads and writes, recorded under `#layout`.
+const LAYOUT: &str = "2";
+/// Expired keys one sweep step removes from one area's index.
+const SWEEP_STEP: usize = 100;
+
+/// The Lua functions every writing script shares. `forget` removes a key's
+/// entry from its area's index and counter, live or expired, and returns
+/// the length of its live value (-1 if none); `put` writes a value and
+/// indexes and counts it.
+const LUA_LIB: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function forget(vk, ik, bk, ek, lk, member)
+  local old = -1
+  if redis.call('EXISTS', vk) == 1 then
+    old = redis.call('STRLEN', vk)
+    redis.call('DECRBY', bk, string.len(member) + old)
+  elseif redis.call('ZSCORE', ik, member) then
+    local counted = redis.call('HGET', lk, member)
+    if counted then redis.call('DECRBY', bk, counted) end
+  end
+  redis.call('ZREM', ik, member)
+  redis.call('ZREM', ek, member)
+  redis.call('HDEL', lk, member)
+  return old
+end
+local function sweep(ik, bk, ek, lk, values, step)
+  local due = redis.call('ZRANGEBYSCORE', ek, '-inf', now_ms(), 'LIMIT', 0, step)
+  local removed = 0
+  for _, member in ipairs(due) do
+    if redis.call('EXISTS', values .. member) == 0 then
+      local counted = redis.call('HGET', lk, member)
+      if counted then redis.call('DECRBY', bk, counted) end
+      redis.call('ZREM', ik, member)
+      redis.call('ZREM', ek, member)
+      redis.call('HDEL', lk, member)
+      removed = removed + 1
+    end
+  end
+  return removed
+end
+local function count(bk)
+  return tonumber(redis.call('GET', bk) or '0')
+end
+-- Whether a write growing the area by `growth()` bytes takes it past `max`,
+-- after a sweep of its expired keys, which may free what it needs.
+local function over(ik, bk, ek, lk, values, max, growth)
+  local g = growth()
+  if g <= 0 or count(bk) + g <= max then return false end
+  sweep(ik, bk, ek, lk, values, 100)
+  g = growth()
+  return g > 0 and count(bk) + g > max, count(bk) + g
+end
+local function put(vk, ik, bk, ek, lk, member, value, ttl, now)
+  local bytes = string.len(member) + string.len(value)
+  if ttl > 0 then
+    redis.call('SET', vk, value, 'PX', ttl)
+    redis.call('ZADD', ek, now + ttl, member)
+    redis.call('HSET', lk, member, bytes)
+  else
+    redis.call('SET', vk, value)
+  end
+  redis.call('ZADD', ik, 0, member)
+  redis.call('INCRBY', bk, bytes)
+end
+";
+
+/// `replace_many`: KEYS = the registry, then five keys an entry; ARGV =
+/// the expiry in ms (0: none), then tag, member and value an entry.
+/// Returns each entry's old length.
+const LUA_REPLACE: &str = r"
+local ttl = tonumber(ARGV[1])
+local now = now_ms()
+local out = {}
+local n = (#KEYS - 1) / 5
+for i = 1, n do
+  local k = 1 + 5 * (i - 1)
+  local a = 1 + 3 * (i - 1)
+  local member = ARGV[a + 2]
+  out[i] = forget(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], member)
+  put(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], member, ARGV[a + 3], ttl, now)
+  redis.call('SADD', KEYS[1], ARGV[a + 1])
+end
+return out
+";
+
+/// `remove_many`: five KEYS and one member (ARGV) an entry. Returns each
+/// entry's old length.
+const LUA_REMOVE: &str = r"
+local out = {}
+for i = 1, #ARGV do
+  local k = 5 * (i - 1)
+  out[i] = forget(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], ARGV[i])
+  redis.call('DEL', KEYS[k + 1])
+end
+return out
+";
+
+/// `increment`: KEYS = registry and the entry's five; ARGV = tag, member,
+/// delta. Returns {1, the new value} or {0} when INCRBY refused (nothing
+/// changed). The value's expiry is kept.
+const LUA_INCREMENT: &str = r"
+local vk, ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local member = ARGV[2]
+local live = redis.call('EXISTS', vk) == 1
+local before = 0
+if live then
+  before = string.len(member) + redis.call('STRLEN', vk)
+else
+  forget(vk, ik, bk, ek, lk, member)
+end
+local res = redis.pcall('INCRBY', vk, ARGV[3])
+if type(res) == 'table' and res.err then return {0} end
+local after = string.len(member) + redis.call('STRLEN', vk)
+redis.call('INCRBY', bk, after - before)
+redis.call('ZADD', ik, 0, member)
+if live and redis.call('PTTL', vk) > 0 then redis.call('HSET', lk, member, after) end
+redis.call('SADD', KEYS[1], ARGV[1])
+return {1, redis.call('GET', vk)}
+";
+
+/// `compare_and_swap`: KEYS = registry and the entry's five; ARGV = tag,
+/// member, expected present ('1'/'0'), expected, new present, new.
+const LUA_SWAP: &str = r"
+local vk, ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local member = ARGV[2]
+local current = redis.call('GET', vk)
+if ARGV[3] == '1' then
+  if current ~= ARGV[4] then return 0 end
+elseif current then
+  return 0
+end
+forget(vk, ik, bk, ek, lk, member)
+if ARGV[5] == '1' then
+  put(vk, ik, bk, ek, lk, member, ARGV[6], 0, 0)
+  redis.call('SADD', KEYS[1], ARGV[1])
+else
+  redis.call('DEL', vk)
+end
+return 1
+";
+
+/// One sweep step of an area: KEYS = index, counter, expiries, lengths;
+/// ARGV = the area's value-key prefix, the step. Removes up to a step of
+/// the keys due from the index and the counter; returns how many.
+const LUA_SWEEP: &str = r"
+return sweep(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]))
+";
+
+/// `replace_many_bounded`, all in one area: KEYS = registry, the area's
+/// index, counter, expiries, lengths, then each entry's value key; ARGV =
+/// expiry in ms, the quota, tag, the area's value prefix, then member and
+/// value an entry. Returns {0, would} when refused (nothing changed), else
+/// {1, bytes after, each entry's old length...}.
+const LUA_REPLACE_BOUNDED: &str = r"
+local ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ttl, max = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n = #KEYS - 5
+local function growth()
+  local g = 0
+  for i = 1, n do
+    local vk, member, value = KEYS[5 + i], ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+    g = g + string.len(member) + string.len(value)
+    if redis.call('EXISTS', vk) == 1 then
+      g = g - string.len(member) - redis.call('STRLEN', vk)
+    elseif redis.call('ZSCORE', ik, member) then
+      local counted = redis.call('HGET', lk, member)
+      if counted then g = g - tonumber(counted) end
+    end
+  end
+  return g
+end
+local refused, would = over(ik, bk, ek, lk, ARGV[4], max, growth)
+if refused then return {0, would} end
+local now = now_ms()
+local out = {1, 0}
+for i = 1, n do
+  local vk, member = KEYS[5 + i], ARGV[3 + 2 * i]
+  out[2 + i] = forget(vk, ik, bk, ek, lk, member)
+  put(vk, ik, bk, ek, lk, member, ARGV[4 + 2 * i], ttl, now)
+end
+redis.call('SADD', KEYS[1], ARGV[3])
+out[2] = count(bk)
+return out
+";
+
+/// `increment_bounded`: KEYS = registry and the entry's five; ARGV = tag,
+/// member, delta, the quota, the area's value prefix. Returns {0} when
+/// INCRBY refused, {2, would} when the quota did (nothing changed either
+/// way), else {1, the new value, bytes after}.
+const LUA_INCREMENT_BOUNDED: &str = r"
+local vk, ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local member = ARGV[2]
+local live = redis.call('EXISTS', vk) == 1
+local before, old = 0, false
+if live then
+  old = redis.call('GET', vk)
+  before = string.len(member) + string.len(old)
+else
+  forget(vk, ik, bk, ek, lk, member)
+end
+local res = redis.pcall('INCRBY', vk, ARGV[3])
+if type(res) == 'table' and res.err then return {0} end
+local after = string.len(member) + redis.call('STRLEN', vk)
+local refused, would = over(ik, bk, ek, lk, ARGV[5], tonumber(ARGV[4]),
+  function() return after - before end)
+if refused then
+  if live then redis.call('SET', vk, old, 'KEEPTTL') else redis.call('DEL', vk) end
+  return {2, would}
+end
+redis.call('INCRBY', bk, after - before)
+redis.call('ZADD', ik, 0, member)
+if live and redis.call('PTTL', vk) > 0 then redis.call('HSET', lk, member, after) end
+redis.call('SADD', KEYS[1], ARGV[1])
+return {1, redis.call('GET', vk), count(bk)}
+";
+
+/// `compare_and_swap_bounded`: KEYS = registry and the entry's five; ARGV
+/// = tag, member, expected present, expected, new present, new, the quota,
+/// the area's value prefix. Returns {0} when the value differs, {2, would}
+/// when the quota refused, else {1, bytes after}.
+const LUA_SWAP_BOUNDED: &str = r"
+local vk, ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local member = ARGV[2]
+local current = redis.call('GET', vk)
+if ARGV[3] == '1' then
+  if current ~= ARGV[4] then return {0} end
+elseif current then
+  return {0}
+end
+local function growth()
+  local g = 0
+  if ARGV[5] == '1' then g = string.len(member) + string.len(ARGV[6]) end
+  if redis.call('EXISTS', vk) == 1 then
+    g = g - string.len(member) - redis.call('STRLEN', vk)
+  end
+  return g
+end
+local refused, would = over(ik, bk, ek, lk, ARGV[8], tonumber(ARGV[7]), growth)
+if refused then return {2, would} end
+forget(vk, ik, bk, ek, lk, member)
+if ARGV[5] == '1' then
+  put(vk, ik, bk, ek, lk, member, ARGV[6], 0, 0)
+  redis.call('SADD', KEYS[1], ARGV[1])
+else
+  redis.call('DEL', vk)
+end
+return {1, count(bk)}
+";
+
+/// Moves one key of the first layout (`{prefix}:{backend key}`) to its
+/// place, indexed and counted: KEYS = the old key, the registry, the
+/// entry's five; ARGV = tag, member. A key written meanwhile in the new
+/// layout wins. Returns 1 if it moved the key.
+const LUA_MIGRATE: &str = r"
+local old = KEYS[1]
+local vk, ik, bk, ek, lk = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local member = ARGV[2]
+if redis.call('TYPE', old).ok ~= 'string' then return 0 end
+if redis.call('EXISTS', vk) == 1 then
+  redis.call('DEL', old)
+  return 0
+end
+forget(vk, ik, bk, ek, lk, member)
+local ttl = redis.call('PTTL', old)
+redis.call('RENAME', old, vk)
+local bytes = string.len(member) + redis.call('STRLEN', vk)
+redis.call('ZADD', ik, 0, member)
+redis.call('INCRBY', bk, bytes)
+if ttl > 0 then
+  redis.call('ZADD', ek, now_ms() + ttl, member)
+  redis.call('HSET', lk, member, bytes)
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+";
+
+/// The server keys of one area (see the module docs).
+#[derive(Debug, Clone)]
+struct AreaKeys {
+    /// The area's label, as the registry lists it.
+    tag: String,
+    /// `{prefix}:{tag}:`: every value key of the area starts with it.
+    values: Vec<u8>,
+    index: Vec<u8>,
+    bytes: Vec<u8>,
+    expiry: Vec<u8>,
+    lengths: Vec<u8>,
+    /// The backend keys of the area.
+    keys: Keys,
+}
+
+impl AreaKeys {
+    fn new(key_prefix: &[u8], area: Area) -> Self {
+        let tag = area.label();
+        let base = [key_prefix, b"{", tag.as_bytes(), b"}"].concat();
+        let with = |suffix: &[u8]| [&base[..], suffix].concat();
+        Self {
+            values: with(b":"),
+            index: with(b"#i"),
+            bytes: with(b"#b"),
+            expiry: with(b"#e"),
+            lengths: with(b"#l"),
+            keys: Keys::of(area),
+            tag,
+        }
+    }
+
+    fn value(&self, member: &[u8]) -> Vec<u8> {
+        [&self.values[..], member].concat()
+    }
+
+    /// Adds the five keys of `member`'s entry to `invocation`, in the
+    /// order the scripts read them.
+    fn add_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, member: &[u8]) {
+        invocation
+            .key(self.value(member))
+            .key(&self.index)
+            .key(&self.bytes)
+            .key(&self.expiry)
+            .key(&self.lengths);
+    }
+}
 
 /// A Redis server as a Warden store.
 ///
-/// What each operation costs and means:
+/// # Layout
 ///
-/// - [`get`](Backend::get), [`set`](Backend::set), [`delete`](Backend::delete)
-///   and [`has`](Backend::has) are one command each (`GET`, `SET` with `PX`
-///   for an expiry, `DEL`, `EXISTS`). Expiry has millisecond precision; a
-///   zero expiry deletes the key, since the value would be expired at once.
-/// - [`scan`](Backend::scan) collects every key under the prefix with
-///   `SCAN ... MATCH` (the prefix glob-escaped), sorts them, and reads the
-///   page with `GET` and `PTTL` in one `MULTI`/`EXEC` transaction. Redis
-///   keeps no key order, so **each call costs time in proportion to the
-///   number of keys in the selected database** (`SCAN` visits them all;
-///   `MATCH` only filters) **and memory in proportion to the number of keys
-///   under the prefix**, whatever the page size: paging through N keys in
-///   pages of L makes N/L such passes. `expires_at` is computed from `PTTL`
-///   and the local clock.
-/// - [`replace_many`](Backend::replace_many) and
-///   [`remove_many`](Backend::remove_many) ask every key's `EXISTS` and
-///   `STRLEN` and write (`SET`, `DEL`) in one `MULTI`/`EXEC` transaction,
-///   so the lengths they report are those the batch replaced.
-/// - [`size`](Backend::size) is the sum of `MEMORY USAGE` over every key
-///   under this backend's prefix: the bytes the server spends on this
-///   deployment's keys and values, including its per-key overhead. It is
-///   not the server's `used_memory` (what Slack Machine reports), which also
-///   counts the server's own baseline and every other deployment sharing
-///   the server, so it would not grow or shrink with this deployment's
-///   data. It costs one `SCAN` pass (as above) and one pipelined
-///   `MEMORY USAGE` per key under the prefix, and needs Redis 4 or later.
-///   With an empty prefix it covers every key in the selected database.
-/// - [`close`](Backend::close) has nothing to flush: a write is complete
-///   when the server acknowledges it. How durable it is then is the
-///   server's configuration (RDB snapshots, the append-only file).
+/// Each area of the store (a plugin's namespace, the shared keyspace,
+/// Warden's own records; see [`super::keys`]) has its tag `T`, its label
+/// (`plugin:ID`, `shared`, `warden`, or `raw` for other keys), and these
+/// keys on the server, all under the backend's prefix `P` (`P:` is left
+/// out when the prefix is empty):
+///
+/// | key | type | holds |
+/// |---|---|---|
+/// | `P:{T}:KEY` | string | the value of `KEY` |
+/// | `P:{T}#i` | sorted set | every key of the area, score 0, for listing in order |
+/// | `P:{T}#b` | string | the bytes of the area's keys and values, for its quota |
+/// | `P:{T}#e` | sorted set | the keys that expire, by when |
+/// | `P:{T}#l` | hash | the bytes each key that expires is counted for |
+/// | `P:#areas` | set | every area's tag |
+/// | `P:#layout` | string | the layout's version |
+///
+/// The braces make `T` the Redis Cluster hash tag of every key of an
+/// area. Every write changes the value, the index and the counter in one
+/// Lua script, so they never disagree.
+///
+/// # Costs
+///
+/// None grows with the number of keys in the database:
+///
+/// - `get`, `has`, `get_many` are one command (`GET`, `EXISTS`, `MGET`);
+///   `set`, `delete`, the batches, `increment` and `compare_and_swap` one
+///   script each, O(log n) in the keys of the area.
+/// - [`scan`](Backend::scan) of a namespace reads its index with
+///   `ZRANGEBYLEX` (O(log n + page)), then the page's values and expiries.
+///   A scan of every area (the operator's `warden storage ls`, `export`)
+///   reads the registry first.
+/// - [`counted_bytes`](Backend::counted_bytes) of a namespace is one `GET`,
+///   so quota recounts never scan; [`size`](Backend::size) is one `MGET` of
+///   every area's counter: the bytes of keys and values this deployment
+///   keeps, not the server's memory.
+/// - Redis expires values itself. An expired key leaves its index and
+///   counter when next written, and otherwise within one
+///   [`purge_expired`](Backend::purge_expired) (every 5 s) per 100 due keys
+///   of its area: each call removes at most 100 a area.
+///
+/// A database of the first layout (`P:KEY` strings, no index) is moved to
+/// this one when the backend first connects to it: every key of a
+/// namespace or of Warden's records is renamed, indexed and counted, one
+/// script a key, with a log line every 10,000 keys (other keys under the
+/// prefix are left where they are: they may be another application's). The
+/// layout is recorded only once every key has moved, so an interrupted move
+/// resumes at the next start; several hosts may move it at once. This one
+/// `SCAN` of the database is the only one the backend ever makes.
+///
+/// The connection is multiplexed: every call from every task goes over one
+/// connection, without blocking the async runtime. When the connection
+/// drops, the call in flight fails and the next calls reconnect.
+/// [`close`](Backend::close) has nothing to flush: a write is complete
+/// when the server acknowledges it.
 pub struct RedisBackend {
     conn: ConnectionManager,
     /// `{prefix}:`, or empty.
@@ -147,6 +501,38 @@ pub struct RedisBackend {
     server: String,
     /// Strings that must never appear in an error message.
     secrets: Vec<String>,
+    registry: Vec<u8>,
+    scripts: Scripts,
+}
+
+/// The scripts, each loaded once (by its digest) and run with `EVALSHA`.
+struct Scripts {
+    replace: redis::Script,
+    remove: redis::Script,
+    increment: redis::Script,
+    swap: redis::Script,
+    sweep: redis::Script,
+    migrate: redis::Script,
+    replace_bounded: redis::Script,
+    increment_bounded: redis::Script,
+    swap_bounded: redis::Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with_lib = |body: &str| redis::Script::new(&format!("{LUA_LIB}{body}"));
+        Self {
+            replace: with_lib(LUA_REPLACE),
+            remove: with_lib(LUA_REMOVE),
+            increment: with_lib(LUA_INCREMENT),
+            swap: with_lib(LUA_SWAP),
+            sweep: with_lib(LUA_SWEEP),
+            migrate: with_lib(LUA_MIGRATE),
+            replace_bounded: with_lib(LUA_REPLACE_BOUNDED),
+            increment_bounded: with_lib(LUA_INCREMENT_BOUNDED),
+            swap_bounded: with_lib(LUA_SWAP_BOUNDED),
+        }
+    }
 }
 
 impl fmt::Debug for RedisBackend {
@@ -160,7 +546,9 @@ impl fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     /// Connects to the server at `url` and stores every key under
-    /// `{prefix}:` (an empty `prefix` stores keys as they are).
+    /// `{prefix}:` (an empty `prefix` stores keys as they are), moving a
+    /// database of the first layout to the indexed one first (see the
+    /// type's documentation).
     ///
     /// `url` is `redis://[[user]:password@]host[:port][/db]`, or `rediss://`
     /// for TLS. Over TLS the server's certificate and name are always
@@ -171,15 +559,22 @@ impl RedisBackend {
     /// percent-encoded. Unix sockets work too:
     /// `redis+unix:///path/to/socket?db=0&user=...&pass=...`.
     ///
-    /// Fails if the URL is invalid or the server cannot be reached, refuses
-    /// the credentials, or does not answer `PING` within a few seconds.
-    /// Errors name the server by its URL with the password replaced by
-    /// `***`.
+    /// Fails if the prefix holds `{` or `}` (they would change the keys'
+    /// hash tags), if the URL is invalid or the server cannot be reached,
+    /// refuses the credentials, or does not answer `PING` within a few
+    /// seconds. Errors name the server by its URL with the password
+    /// replaced by `***`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BackendError> {
         let server = redact(url);
         let mut secrets = url_secrets(url);
         let error =
             |secrets: &[String], message: String| BackendError::new(NAME, scrub(&message, secrets));
+        if prefix.contains(['{', '}']) {
+            return Err(BackendError::new(
+                NAME,
+                format!("the key prefix {prefix:?} holds a brace; braces mark Redis hash tags"),
+            ));
+        }
         let client = Client::open(url)
             .map_err(|e| error(&secrets, format!("invalid server URL {server}: {e}")))?;
         if let Some(password) = client.get_connection_info().redis_settings().password() {
@@ -219,13 +614,17 @@ impl RedisBackend {
         } else {
             format!("{prefix}:").into_bytes()
         };
-        Ok(Self {
+        let backend = Self {
             conn,
+            registry: [&key_prefix[..], b"#areas"].concat(),
             key_prefix,
             prefix: prefix.to_owned(),
             server,
             secrets,
-        })
+            scripts: Scripts::new(),
+        };
+        backend.migrate().await?;
+        Ok(backend)
     }
 
     /// The server's URL, with any password replaced by `***`.
@@ -239,12 +638,15 @@ impl RedisBackend {
         &self.prefix
     }
 
-    /// The key on the server for backend key `key`.
-    fn server_key(&self, key: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.key_prefix.len() + key.len());
-        out.extend_from_slice(&self.key_prefix);
-        out.extend_from_slice(key);
-        out
+    fn layout_key(&self) -> Vec<u8> {
+        [&self.key_prefix[..], b"#layout"].concat()
+    }
+
+    /// The server keys of the area of backend key `key`, and the key within
+    /// it.
+    fn locate<'k>(&self, key: &'k [u8]) -> (AreaKeys, &'k [u8]) {
+        let (area, member) = Area::of(key);
+        (AreaKeys::new(&self.key_prefix, area), member)
     }
 
     fn fail(&self, what: &str, e: RedisError) -> BackendError {
@@ -252,6 +654,10 @@ impl RedisBackend {
             NAME,
             scrub(&format!("{what} on {}: {e}", self.server), &self.secrets),
         )
+    }
+
+    fn unexpected(&self, e: impl fmt::Display) -> BackendError {
+        BackendError::new(NAME, format!("unexpected reply from {}: {e}", self.server))
     }
 
     async fn query<T: redis::FromRedisValue>(
@@ -276,37 +682,50 @@ impl RedisBackend {
             .map_err(|e| self.fail(what, e))
     }
 
-    /// Adds `EXISTS` and `STRLEN` of every key to `pipe`, for
-    /// [`lengths`](Self::lengths): `STRLEN` alone answers 0 for a missing
-    /// key and for an empty value alike.
-    fn ask_lengths(&self, pipe: &mut redis::Pipeline, keys: &[&[u8]]) {
-        for key in keys {
-            let key = self.server_key(key);
-            pipe.cmd("EXISTS").arg(&key).cmd("STRLEN").arg(&key);
-        }
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(what, e))
     }
 
-    /// The length of each of `count` keys from the replies to
-    /// [`ask_lengths`](Self::ask_lengths), `None` where a key was missing.
-    fn lengths(&self, replies: &[u64], count: usize) -> Result<Vec<Option<u64>>, BackendError> {
-        if replies.len() != 2 * count {
-            return Err(BackendError::new(
-                NAME,
-                format!("{} answered a transaction incompletely", self.server),
-            ));
-        }
-        Ok(replies
-            .chunks(2)
-            .map(|pair| (pair[0] > 0).then_some(pair[1]))
-            .collect())
+    /// Every area's tag, as the registry lists them.
+    async fn areas(&self) -> Result<Vec<Area>, BackendError> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(&self.registry);
+        let tags: Vec<String> = self.query("SMEMBERS", &cmd).await?;
+        Ok(tags.iter().filter_map(|t| t.parse().ok()).collect())
     }
 
-    /// Every key on the server that starts with `{prefix}:{key_prefix}`, as
-    /// backend keys, sorted bytewise and without duplicates.
-    async fn keys_under(&self, key_prefix: &[u8]) -> Result<Vec<Vec<u8>>, BackendError> {
-        let mut pattern = glob_escape(&self.server_key(key_prefix));
+    /// Moves a database of the first layout to this one, once.
+    async fn migrate(&self) -> Result<(), BackendError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.layout_key());
+        let layout: Option<String> = self.query("GET", &cmd).await?;
+        match layout.as_deref() {
+            Some(LAYOUT) => return Ok(()),
+            Some(other) => {
+                return Err(BackendError::new(
+                    NAME,
+                    format!(
+                        "{} holds Warden data of layout {other:?} under the prefix {:?}; this \
+                         Warden reads layout {LAYOUT}: upgrade it",
+                        self.server, self.prefix
+                    ),
+                ));
+            }
+            None => {}
+        }
+        let mut pattern = glob_escape(&self.key_prefix);
         pattern.push(b'*');
-        let mut keys = Vec::new();
+        let new_value = [&self.key_prefix[..], b"{"].concat();
+        let new_meta = [&self.key_prefix[..], b"#"].concat();
+        let (mut moved, mut announced) = (0u64, false);
         let mut cursor: u64 = 0;
         loop {
             let mut cmd = redis::cmd("SCAN");
@@ -316,29 +735,175 @@ impl RedisBackend {
                 .arg("COUNT")
                 .arg(BATCH);
             let (next, batch): (u64, Vec<Vec<u8>>) = self.query("SCAN", &cmd).await?;
-            keys.extend(
-                batch
-                    .into_iter()
-                    .filter_map(|k| k.strip_prefix(&self.key_prefix[..]).map(<[u8]>::to_vec))
-                    .filter(|k| k.starts_with(key_prefix)),
-            );
+            for old in batch {
+                if old.starts_with(&new_value) || old.starts_with(&new_meta) {
+                    continue;
+                }
+                let Some(key) = old.strip_prefix(&self.key_prefix[..]) else {
+                    continue;
+                };
+                // Only what Warden wrote moves: a key that is no
+                // namespace's nor one of Warden's records may be another
+                // application's (with an empty prefix, every key of the
+                // database is looked at).
+                if matches!(Area::of(key).0, Area::Foreign) {
+                    continue;
+                }
+                if !announced {
+                    tracing::info!(server = %self.server, prefix = %self.prefix,
+                        "moving the Redis store to the indexed layout; this runs once");
+                    announced = true;
+                }
+                let (area, member) = self.locate(key);
+                let mut invocation = self.scripts.migrate.prepare_invoke();
+                invocation.key(&old).key(&self.registry);
+                area.add_keys(&mut invocation, member);
+                invocation.arg(&area.tag).arg(member);
+                moved += self.run::<u64>("moving a key", &invocation).await?;
+                if moved > 0 && moved.is_multiple_of(10_000) {
+                    tracing::info!(moved, "moving the Redis store to the indexed layout");
+                }
+            }
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        // SCAN may return a key more than once.
-        keys.sort_unstable();
-        keys.dedup();
-        Ok(keys)
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.layout_key()).arg(LAYOUT);
+        self.query::<()>("SET", &cmd).await?;
+        if announced {
+            tracing::info!(moved, server = %self.server, "the Redis store is indexed");
+        }
+        Ok(())
     }
+
+    /// Up to `limit` live entries of `area` whose key within it starts with
+    /// `member_prefix` and sorts after `after` (a key within it), in order.
+    async fn scan_area(
+        &self,
+        area: &AreaKeys,
+        member_prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, BackendError> {
+        let mut min = match after {
+            Some(after) if after >= member_prefix => [b"(", after].concat(),
+            _ => [b"[", member_prefix].concat(),
+        };
+        let max = match successor(member_prefix) {
+            Some(next) => [b"(", &next[..]].concat(),
+            None => b"+".to_vec(),
+        };
+        let mut out = Vec::new();
+        // Keys expired but not yet swept from the index are skipped, and
+        // more of the index is read in their place.
+        while out.len() < limit {
+            let want = (limit - out.len()).min(BATCH);
+            let mut cmd = redis::cmd("ZRANGEBYLEX");
+            cmd.arg(&area.index)
+                .arg(&min)
+                .arg(&max)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(want);
+            let members: Vec<Vec<u8>> = self.query("ZRANGEBYLEX", &cmd).await?;
+            if members.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for member in &members {
+                let key = area.value(member);
+                pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+            }
+            let replies: Vec<Value> = self.query_pipe("GET and PTTL", &pipe).await?;
+            if replies.len() != 2 * members.len() {
+                return Err(self.unexpected("an incomplete pipeline"));
+            }
+            let now = SystemTime::now();
+            for (member, pair) in members.iter().zip(replies.chunks(2)) {
+                let value = redis::from_redis_value_ref::<Option<Vec<u8>>>(&pair[0])
+                    .map_err(|e| self.unexpected(e))?;
+                let Some(value) = value else { continue };
+                let ttl =
+                    redis::from_redis_value_ref::<i64>(&pair[1]).map_err(|e| self.unexpected(e))?;
+                let expires_at = u64::try_from(ttl)
+                    .ok()
+                    .and_then(|ms| now.checked_add(Duration::from_millis(ms)));
+                out.push(Entry {
+                    key: area.keys.key(member),
+                    value,
+                    expires_at,
+                });
+            }
+            let full = members.len() == want;
+            if let Some(last) = members.last() {
+                min = [b"(", &last[..]].concat();
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The area `quota` names, or an error if its prefix names none.
+fn quota_area(key_prefix: &[u8], quota: &Quota<'_>) -> Result<AreaKeys, BackendError> {
+    match Area::of(quota.prefix) {
+        (area, b"") if !matches!(area, Area::Foreign) => Ok(AreaKeys::new(key_prefix, area)),
+        _ => Err(BackendError::new(
+            NAME,
+            format!(
+                "a quota must name a namespace's prefix, not {:?}",
+                String::from_utf8_lossy(quota.prefix)
+            ),
+        )),
+    }
+}
+
+/// The member of `key` in `area`, or an error if the key is not in it.
+fn member_in<'k>(area: &AreaKeys, key: &'k [u8]) -> Result<&'k [u8], BackendError> {
+    key.strip_prefix(area.keys.prefix()).ok_or_else(|| {
+        BackendError::new(
+            NAME,
+            format!(
+                "a bounded write of {:?} outside the namespace of its quota",
+                String::from_utf8_lossy(key)
+            ),
+        )
+    })
+}
+
+/// An integer of a script's reply.
+fn int_at(reply: &[Value], i: usize) -> Option<i64> {
+    reply
+        .get(i)
+        .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok())
+}
+
+/// The smallest byte string greater than every string that starts with
+/// `prefix`, if there is one (there is none for the empty prefix, or one
+/// of only `0xff` bytes).
+fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(&last) = next.last() {
+        if last == u8::MAX {
+            next.pop();
+        } else {
+            *next.last_mut()? += 1;
+            return Some(next);
+        }
+    }
+    None
 }
 
 #[async_trait::async_trait]
 impl Backend for RedisBackend {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let (area, member) = self.locate(key);
         let mut cmd = redis::cmd("GET");
-        cmd.arg(self.server_key(key));
+        cmd.arg(area.value(member));
         self.query("GET", &cmd).await
     }
 
@@ -348,46 +913,71 @@ impl Backend for RedisBackend {
         value: &[u8],
         expires_in: Option<Duration>,
     ) -> Result<(), BackendError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.server_key(key)).arg(value);
-        match expires_in.map(ttl_millis) {
-            // Expired at once: the key must not keep its old value either.
-            Some(0) => return self.delete(key).await,
-            Some(ms) => {
-                cmd.arg("PX").arg(ms);
-            }
-            None => {}
-        }
-        self.query("SET", &cmd).await
+        self.replace_many(&[(key, value)], expires_in)
+            .await
+            .map(drop)
+    }
+
+    async fn replace(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_in: Option<Duration>,
+    ) -> Result<Option<u64>, BackendError> {
+        let old = self.replace_many(&[(key, value)], expires_in).await?;
+        Ok(old.into_iter().next().flatten())
     }
 
     async fn delete(&self, key: &[u8]) -> Result<(), BackendError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.server_key(key));
-        self.query::<()>("DEL", &cmd).await
+        self.remove_many(&[key]).await.map(drop)
+    }
+
+    async fn remove(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        Ok(self.remove_many(&[key]).await?.into_iter().next().flatten())
+    }
+
+    async fn value_len(&self, key: &[u8]) -> Result<Option<u64>, BackendError> {
+        let (area, member) = self.locate(key);
+        let value = area.value(member);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(&value).cmd("STRLEN").arg(&value);
+        let (exists, len): (u64, u64) = self.query_pipe("EXISTS and STRLEN", &pipe).await?;
+        Ok((exists > 0).then_some(len))
     }
 
     async fn has(&self, key: &[u8]) -> Result<bool, BackendError> {
+        let (area, member) = self.locate(key);
         let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(self.server_key(key));
+        cmd.arg(area.value(member));
         Ok(self.query::<u64>("EXISTS", &cmd).await? > 0)
     }
 
     async fn size(&self) -> Result<u64, BackendError> {
-        let mut total = 0u64;
-        for batch in self.keys_under(b"").await?.chunks(BATCH) {
-            let mut pipe = redis::pipe();
-            for key in batch {
-                pipe.cmd("MEMORY").arg("USAGE").arg(self.server_key(key));
-            }
-            // A key removed since the SCAN has no usage (nil).
-            let usages: Vec<Option<u64>> = self.query_pipe("MEMORY USAGE", &pipe).await?;
-            total = usages
-                .into_iter()
-                .flatten()
-                .fold(total, u64::saturating_add);
+        let areas = self.areas().await?;
+        if areas.is_empty() {
+            return Ok(0);
         }
-        Ok(total)
+        let mut cmd = redis::cmd("MGET");
+        for area in areas {
+            cmd.arg(AreaKeys::new(&self.key_prefix, area).bytes);
+        }
+        let counts: Vec<Option<i64>> = self.query("MGET", &cmd).await?;
+        Ok(counts
+            .into_iter()
+            .flatten()
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .fold(0, u64::saturating_add))
+    }
+
+    async fn counted_bytes(&self, prefix: &[u8]) -> Result<Option<u64>, BackendError> {
+        let (area, member) = Area::of(prefix);
+        if !member.is_empty() || matches!(area, Area::Foreign) {
+            return Ok(None);
+        }
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(AreaKeys::new(&self.key_prefix, area).bytes);
+        let count: Option<i64> = self.query("GET", &cmd).await?;
+        Ok(Some(count.map_or(0, |n| u64::try_from(n).unwrap_or(0))))
     }
 
     async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
@@ -397,7 +987,8 @@ impl Backend for RedisBackend {
         // MGET reads every key as of one moment.
         let mut cmd = redis::cmd("MGET");
         for key in keys {
-            cmd.arg(self.server_key(key));
+            let (area, member) = self.locate(key);
+            cmd.arg(area.value(member));
         }
         self.query("MGET", &cmd).await
     }
@@ -407,32 +998,11 @@ impl Backend for RedisBackend {
         entries: &[(&[u8], &[u8])],
         expires_in: Option<Duration>,
     ) -> Result<(), BackendError> {
-        let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
-        let ms = match expires_in.map(ttl_millis) {
-            Some(0) => return self.delete_many(&keys).await,
-            other => other,
-        };
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (key, value) in entries {
-            let cmd = pipe.cmd("SET").arg(self.server_key(key)).arg(*value);
-            if let Some(ms) = ms {
-                cmd.arg("PX").arg(ms);
-            }
-            cmd.ignore();
-        }
-        self.query_pipe::<()>("MULTI/SET/EXEC", &pipe).await
+        self.replace_many(entries, expires_in).await.map(drop)
     }
 
     async fn delete_many(&self, keys: &[&[u8]]) -> Result<(), BackendError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut cmd = redis::cmd("DEL");
-        for key in keys {
-            cmd.arg(self.server_key(key));
-        }
-        self.query::<()>("DEL", &cmd).await
+        self.remove_many(keys).await.map(drop)
     }
 
     async fn replace_many(
@@ -440,59 +1010,61 @@ impl Backend for RedisBackend {
         entries: &[(&[u8], &[u8])],
         expires_in: Option<Duration>,
     ) -> Result<Vec<Option<u64>>, BackendError> {
-        let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
         let ms = match expires_in.map(ttl_millis) {
-            Some(0) => return self.remove_many(&keys).await,
-            other => other,
+            // Expired at once: the keys must not keep their old values either.
+            Some(0) => {
+                let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
+                return self.remove_many(&keys).await;
+            }
+            other => other.unwrap_or(0),
         };
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        // One transaction: the old lengths are those the writes replace.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        self.ask_lengths(&mut pipe, &keys);
+        let mut invocation = self.scripts.replace.prepare_invoke();
+        invocation.key(&self.registry).arg(ms);
         for (key, value) in entries {
-            let cmd = pipe.cmd("SET").arg(self.server_key(key)).arg(*value);
-            if let Some(ms) = ms {
-                cmd.arg("PX").arg(ms);
-            }
-            cmd.ignore();
+            let (area, member) = self.locate(key);
+            area.add_keys(&mut invocation, member);
+            invocation.arg(&area.tag).arg(member).arg(*value);
         }
-        let replies: Vec<u64> = self
-            .query_pipe("MULTI/EXISTS/STRLEN/SET/EXEC", &pipe)
-            .await?;
-        self.lengths(&replies, keys.len())
+        let old: Vec<i64> = self.run("writing", &invocation).await?;
+        Ok(old.into_iter().map(|n| u64::try_from(n).ok()).collect())
     }
 
     async fn remove_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        self.ask_lengths(&mut pipe, keys);
-        let del = pipe.cmd("DEL");
+        let mut invocation = self.scripts.remove.prepare_invoke();
         for key in keys {
-            del.arg(self.server_key(key));
+            let (area, member) = self.locate(key);
+            area.add_keys(&mut invocation, member);
+            invocation.arg(member);
         }
-        del.ignore();
-        let replies: Vec<u64> = self
-            .query_pipe("MULTI/EXISTS/STRLEN/DEL/EXEC", &pipe)
-            .await?;
-        self.lengths(&replies, keys.len())
+        let old: Vec<i64> = self.run("deleting", &invocation).await?;
+        Ok(old.into_iter().map(|n| u64::try_from(n).ok()).collect())
     }
 
     async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
-        let mut cmd = redis::cmd("INCRBY");
-        cmd.arg(self.server_key(key)).arg(delta);
-        let mut conn = self.conn.clone();
-        match cmd.query_async::<i64>(&mut conn).await {
-            Ok(value) => Ok(Counted::Value(value)),
-            // INCRBY refuses, changing nothing, when the value is not an
-            // integer or the result would overflow; which one, the value
+        let (area, member) = self.locate(key);
+        let mut invocation = self.scripts.increment.prepare_invoke();
+        invocation.key(&self.registry);
+        area.add_keys(&mut invocation, member);
+        invocation.arg(&area.tag).arg(member).arg(delta);
+        let reply: Vec<Value> = self.run("increment", &invocation).await?;
+        match reply.as_slice() {
+            [done, value] if redis::from_redis_value_ref::<i64>(done).ok() == Some(1) => {
+                let value: Vec<u8> =
+                    redis::from_redis_value_ref(value).map_err(|e| self.unexpected(e))?;
+                super::parse_counter(&value)
+                    .map(Counted::Value)
+                    .ok_or_else(|| self.unexpected("a counter that is not a number"))
+            }
+            // INCRBY refused, changing nothing: the value is not an
+            // integer, or the result would overflow; which one, the value
             // tells.
-            Err(e) if e.code() == Some("ERR") => {
+            [_] => {
                 let current = self.get(key).await?;
                 let counter = current.as_deref().and_then(super::parse_counter);
                 Ok(match counter {
@@ -500,7 +1072,7 @@ impl Backend for RedisBackend {
                     _ => Counted::NotACounter,
                 })
             }
-            Err(e) => Err(self.fail("INCRBY", e)),
+            _ => Err(self.unexpected("an increment's reply")),
         }
     }
 
@@ -512,33 +1084,18 @@ impl Backend for RedisBackend {
     ) -> Result<bool, BackendError> {
         // Runs on the server as one step: nothing else sees the key between
         // the comparison and the write.
-        const SCRIPT: &str = r"
-            local current = redis.call('GET', KEYS[1])
-            local expected_present = ARGV[1] == '1'
-            if expected_present then
-                if current ~= ARGV[2] then return 0 end
-            elseif current then
-                return 0
-            end
-            if ARGV[3] == '1' then
-                redis.call('SET', KEYS[1], ARGV[4])
-            else
-                redis.call('DEL', KEYS[1])
-            end
-            return 1
-        ";
-        let script = redis::Script::new(SCRIPT);
-        let mut invocation = script.key(self.server_key(key));
+        let (area, member) = self.locate(key);
+        let mut invocation = self.scripts.swap.prepare_invoke();
+        invocation.key(&self.registry);
+        area.add_keys(&mut invocation, member);
         invocation
+            .arg(&area.tag)
+            .arg(member)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
             .arg(if new.is_some() { "1" } else { "0" })
             .arg(new.unwrap_or_default());
-        let mut conn = self.conn.clone();
-        let swapped: i64 = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.fail("compare-and-swap", e))?;
+        let swapped: i64 = self.run("compare-and-swap", &invocation).await?;
         Ok(swapped == 1)
     }
 
@@ -551,55 +1108,202 @@ impl Backend for RedisBackend {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let keys = self.keys_under(prefix).await?;
-        let start = after.map_or(0, |after| keys.partition_point(|k| k.as_slice() <= after));
-        let mut candidates = keys[start..].iter();
-        let mut out = Vec::new();
-        // Keys that expire or are deleted between the SCAN and the reads
-        // are skipped, and more candidates are read in their place.
-        while out.len() < limit {
-            let batch: Vec<&Vec<u8>> = candidates
-                .by_ref()
-                .take((limit - out.len()).min(BATCH))
-                .collect();
-            if batch.is_empty() {
-                break;
-            }
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for key in &batch {
-                let key = self.server_key(key);
-                pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
-            }
-            let replies: Vec<Value> = self.query_pipe("GET and PTTL", &pipe).await?;
-            let now = SystemTime::now();
-            for (key, pair) in batch.into_iter().zip(replies.chunks(2)) {
-                let [value, ttl] = pair else {
-                    return Err(BackendError::new(
-                        NAME,
-                        format!("{} answered a transaction incompletely", self.server),
-                    ));
-                };
-                let parse_error = |e: redis::ParsingError| {
-                    BackendError::new(NAME, format!("unexpected reply from {}: {e}", self.server))
-                };
-                let Some(value) =
-                    redis::from_redis_value_ref::<Option<Vec<u8>>>(value).map_err(parse_error)?
-                else {
-                    continue;
-                };
-                let ttl = redis::from_redis_value_ref::<i64>(ttl).map_err(parse_error)?;
-                let expires_at = u64::try_from(ttl)
-                    .ok()
-                    .and_then(|ms| now.checked_add(Duration::from_millis(ms)));
-                out.push(Entry {
-                    key: key.clone(),
-                    value,
-                    expires_at,
-                });
-            }
+        // The areas the prefix reaches: the one it names, with the keys
+        // Warden did not write; or, for a prefix that names none (every
+        // key, say), every area there is.
+        let candidates: Vec<Area> = match Area::of(prefix) {
+            (Area::Foreign, _) => self.areas().await?,
+            (area, _) => vec![area, Area::Foreign],
+        };
+        let mut out: Vec<Entry> = Vec::new();
+        for area in candidates {
+            let keys = AreaKeys::new(&self.key_prefix, area);
+            let area_prefix = keys.keys.prefix();
+            // The part of `prefix` within the area, if the area is under it.
+            let member_prefix: &[u8] = if let Some(rest) = prefix.strip_prefix(area_prefix) {
+                rest
+            } else if area_prefix.starts_with(prefix) {
+                b""
+            } else {
+                continue;
+            };
+            let member_after = match after {
+                None => None,
+                Some(after) => match after.strip_prefix(area_prefix) {
+                    Some(rest) => Some(rest),
+                    // Every key of the area sorts after `after`, or none.
+                    None if area_prefix > after => None,
+                    None => continue,
+                },
+            };
+            let page = self
+                .scan_area(&keys, member_prefix, member_after, limit)
+                .await?;
+            out.extend(page.into_iter().filter(|e| e.key.starts_with(prefix)));
         }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.dedup_by(|a, b| a.key == b.key);
+        out.truncate(limit);
         Ok(out)
+    }
+
+    async fn purge_expired(&self) -> Result<u64, BackendError> {
+        let mut removed = 0;
+        for area in self.areas().await? {
+            let keys = AreaKeys::new(&self.key_prefix, area);
+            let mut invocation = self.scripts.sweep.prepare_invoke();
+            invocation
+                .key(&keys.index)
+                .key(&keys.bytes)
+                .key(&keys.expiry)
+                .key(&keys.lengths)
+                .arg(&keys.values)
+                .arg(SWEEP_STEP);
+            removed += self
+                .run::<u64>("sweeping expired keys", &invocation)
+                .await?;
+        }
+        Ok(removed)
+    }
+
+    fn bounds_quotas(&self) -> bool {
+        true
+    }
+
+    async fn replace_many_bounded(
+        &self,
+        entries: &[(&[u8], &[u8])],
+        expires_in: Option<Duration>,
+        quota: Quota<'_>,
+    ) -> Result<Bounded<Vec<Option<u64>>>, BackendError> {
+        let ms = match expires_in.map(ttl_millis) {
+            // Expired at once: a removal, which never grows the namespace.
+            Some(0) => {
+                let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| *k).collect();
+                let old = self.remove_many(&keys).await?;
+                let bytes = self.counted_bytes(quota.prefix).await?;
+                return Ok(Bounded::Written { value: old, bytes });
+            }
+            other => other.unwrap_or(0),
+        };
+        let area = quota_area(&self.key_prefix, &quota)?;
+        let mut invocation = self.scripts.replace_bounded.prepare_invoke();
+        invocation
+            .key(&self.registry)
+            .key(&area.index)
+            .key(&area.bytes)
+            .key(&area.expiry)
+            .key(&area.lengths);
+        invocation
+            .arg(ms)
+            .arg(quota.max)
+            .arg(&area.tag)
+            .arg(&area.values);
+        for (key, value) in entries {
+            let member = member_in(&area, key)?;
+            invocation.key(area.value(member)).arg(member).arg(*value);
+        }
+        let reply: Vec<Value> = self.run("writing", &invocation).await?;
+        match int_at(&reply, 0) {
+            Some(0) => Ok(Bounded::Refused {
+                would: int_at(&reply, 1).map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            }),
+            Some(1) if reply.len() == 2 + entries.len() => Ok(Bounded::Written {
+                value: (2..reply.len())
+                    .map(|i| int_at(&reply, i).and_then(|n| u64::try_from(n).ok()))
+                    .collect(),
+                bytes: int_at(&reply, 1).map(|n| u64::try_from(n).unwrap_or(0)),
+            }),
+            _ => Err(self.unexpected("a bounded write's reply")),
+        }
+    }
+
+    async fn increment_bounded(
+        &self,
+        key: &[u8],
+        delta: i64,
+        quota: Quota<'_>,
+    ) -> Result<Bounded<Counted>, BackendError> {
+        let area = quota_area(&self.key_prefix, &quota)?;
+        let member = member_in(&area, key)?;
+        let mut invocation = self.scripts.increment_bounded.prepare_invoke();
+        invocation.key(&self.registry);
+        area.add_keys(&mut invocation, member);
+        invocation
+            .arg(&area.tag)
+            .arg(member)
+            .arg(delta)
+            .arg(quota.max)
+            .arg(&area.values);
+        let reply: Vec<Value> = self.run("increment", &invocation).await?;
+        match int_at(&reply, 0) {
+            Some(1) => {
+                let value: Vec<u8> = reply
+                    .get(1)
+                    .map(redis::from_redis_value_ref)
+                    .transpose()
+                    .map_err(|e| self.unexpected(e))?
+                    .unwrap_or_default();
+                let value = super::parse_counter(&value)
+                    .ok_or_else(|| self.unexpected("a counter that is not a number"))?;
+                Ok(Bounded::Written {
+                    value: Counted::Value(value),
+                    bytes: int_at(&reply, 2).map(|n| u64::try_from(n).unwrap_or(0)),
+                })
+            }
+            Some(2) => Ok(Bounded::Refused {
+                would: int_at(&reply, 1).map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            }),
+            Some(0) => {
+                // INCRBY refused: which way, the value tells.
+                let current = self.get(key).await?;
+                let counter = current.as_deref().and_then(super::parse_counter);
+                let value = match counter {
+                    Some(n) if n.checked_add(delta).is_none() => Counted::Overflow,
+                    _ => Counted::NotACounter,
+                };
+                Ok(Bounded::Written { value, bytes: None })
+            }
+            _ => Err(self.unexpected("an increment's reply")),
+        }
+    }
+
+    async fn compare_and_swap_bounded(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        quota: Quota<'_>,
+    ) -> Result<Bounded<bool>, BackendError> {
+        let area = quota_area(&self.key_prefix, &quota)?;
+        let member = member_in(&area, key)?;
+        let mut invocation = self.scripts.swap_bounded.prepare_invoke();
+        invocation.key(&self.registry);
+        area.add_keys(&mut invocation, member);
+        invocation
+            .arg(&area.tag)
+            .arg(member)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(if new.is_some() { "1" } else { "0" })
+            .arg(new.unwrap_or_default())
+            .arg(quota.max)
+            .arg(&area.values);
+        let reply: Vec<Value> = self.run("compare-and-swap", &invocation).await?;
+        match int_at(&reply, 0) {
+            Some(1) => Ok(Bounded::Written {
+                value: true,
+                bytes: int_at(&reply, 1).map(|n| u64::try_from(n).unwrap_or(0)),
+            }),
+            Some(0) => Ok(Bounded::Written {
+                value: false,
+                bytes: None,
+            }),
+            Some(2) => Ok(Bounded::Refused {
+                would: int_at(&reply, 1).map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            }),
+            _ => Err(self.unexpected("a swap's reply")),
+        }
     }
 
     async fn close(&self) -> Result<(), BackendError> {

@@ -72,7 +72,12 @@ conformance! {
 mod redis_only {
     use std::time::Duration;
 
-    use warden::storage::{Backend, RedisBackend};
+    use std::sync::Arc;
+
+    use warden::identity::PluginId;
+    use warden::storage::{
+        Backend, Grant, PluginStorage, RedisBackend, StorageError, StorageLimits,
+    };
     use warden_tests::redis_server::{RedisServer, unique_prefix};
     use warden_tests::*;
 
@@ -88,8 +93,7 @@ mod redis_only {
             return;
         };
         let url = server.url();
-        // `raw` sees the server's keys as they are.
-        let raw = connect(&url, "").await;
+        server.cli(&["SET", "unprefixed", "foreign"]);
         let app = connect(&url, "app1").await;
         let neighbour = connect(&url, "app10").await;
         assert_eq!(app.prefix(), "app1");
@@ -100,71 +104,295 @@ mod redis_only {
             .set(b"plugin:a.A:k", b"theirs", None)
             .await
             .unwrap();
-        raw.set(b"unprefixed", b"foreign", None).await.unwrap();
-        assert_eq!(
-            raw.get(b"app1:plugin:a.A:k").await.unwrap().as_deref(),
-            Some(&b"mine"[..])
-        );
-        assert_eq!(
-            raw.get(b"app10:plugin:a.A:k").await.unwrap().as_deref(),
-            Some(&b"theirs"[..])
-        );
-        assert_eq!(raw.get(b"plugin:a.A:k").await.unwrap(), None);
+        // A namespace's keys share its hash tag, under the prefix.
+        assert_eq!(server.cli(&["GET", "app1:{plugin:a.A}:k"]), "mine");
+        assert_eq!(server.cli(&["GET", "app10:{plugin:a.A}:k"]), "theirs");
+        assert_eq!(server.cli(&["GET", "plugin:a.A:k"]), "");
         assert_eq!(
             app.get(b"plugin:a.A:k").await.unwrap().as_deref(),
             Some(&b"mine"[..])
+        );
+        let mut keys: Vec<String> = server
+            .cli(&["KEYS", "app1*"])
+            .lines()
+            .map(str::to_owned)
+            .filter(|k| k.starts_with("app1:"))
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "app1:#areas",
+                "app1:#layout",
+                "app1:{plugin:a.A}#b",
+                "app1:{plugin:a.A}#i",
+                "app1:{plugin:a.A}:k"
+            ]
         );
 
         // Each backend lists, counts and sizes only its own keys.
         let listed = app.scan(b"", None, 100).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].key, b"plugin:a.A:k");
-        let mut all: Vec<Vec<u8>> = raw
+        assert_eq!(app.size().await.unwrap(), 5, "k and mine");
+        assert_eq!(neighbour.size().await.unwrap(), 7, "k and theirs");
+        assert_eq!(app.counted_bytes(b"plugin:a.A:").await.unwrap(), Some(5));
+
+        // A backend with no prefix leaves the keys it did not write alone,
+        // those of other applications and of prefixed deployments alike.
+        let bare = connect(&url, "").await;
+        assert_eq!(bare.scan(b"", None, 100).await.unwrap(), []);
+        assert_eq!(server.cli(&["GET", "unprefixed"]), "foreign");
+        assert_eq!(server.cli(&["GET", "app1:{plugin:a.A}:k"]), "mine");
+
+        app.delete(b"plugin:a.A:k").await.unwrap();
+        assert_eq!(app.size().await.unwrap(), 0);
+        assert_eq!(server.cli(&["ZCARD", "app1:{plugin:a.A}#i"]), "0");
+        assert!(neighbour.has(b"plugin:a.A:k").await.unwrap());
+        app.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn expiry_is_the_servers_own_and_leaves_the_index() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let app = connect(&server.url(), "app").await;
+        app.set(b"shared:k", b"v", Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        // The server holds the expiry (PTTL), not a header in the value.
+        assert_eq!(server.cli(&["GET", "app:{shared}:k"]), "v");
+        let ttl: i64 = server.cli(&["PTTL", "app:{shared}:k"]).parse().unwrap();
+        assert!(0 < ttl && ttl <= 60_000, "{ttl}");
+        let listed = app.scan(b"shared:", None, 10).await.unwrap();
+        assert_eq!(listed[0].value, b"v");
+        assert!(listed[0].expires_at.is_some());
+        // A sub-millisecond expiry is rounded up, not treated as zero.
+        app.set(b"shared:brief", b"v", Some(Duration::from_micros(10)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!app.has(b"shared:brief").await.unwrap());
+        // Expired, it is listed no more, and its bytes leave the count at
+        // the next sweep.
+        assert_eq!(app.scan(b"shared:", None, 10).await.unwrap().len(), 1);
+        assert_eq!(app.counted_bytes(b"shared:").await.unwrap(), Some(2 + 6));
+        assert_eq!(app.purge_expired().await.unwrap(), 1);
+        assert_eq!(app.counted_bytes(b"shared:").await.unwrap(), Some(2));
+        assert_eq!(server.cli(&["ZCARD", "app:{shared}#i"]), "1");
+        assert_eq!(
+            app.purge_expired().await.unwrap(),
+            0,
+            "nothing more to sweep"
+        );
+        // A key written again after it expired is counted once.
+        app.set(b"shared:again", b"v", Some(Duration::from_millis(20)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        app.set(b"shared:again", b"vv", None).await.unwrap();
+        assert_eq!(
+            app.counted_bytes(b"shared:").await.unwrap(),
+            Some(2 + 5 + 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_first_layout_is_moved_once() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        // Keys as the first layout stored them: `{prefix}:{backend key}`.
+        server.cli(&["SET", "app:plugin:a.A:k1", "v1"]);
+        server.cli(&["SET", "app:shared:motd", "hello", "PX", "600000"]);
+        server.cli(&["SET", "app:warden:binding:a.A", "a.wasm"]);
+        // Not Warden's: another application's, under the same prefix.
+        server.cli(&["SET", "app:other", "theirs"]);
+        let app = connect(&server.url(), "app").await;
+        assert_eq!(server.cli(&["GET", "app:#layout"]), "2");
+        assert_eq!(
+            app.get(b"plugin:a.A:k1").await.unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert_eq!(server.cli(&["EXISTS", "app:plugin:a.A:k1"]), "0");
+        let ttl: i64 = server.cli(&["PTTL", "app:{shared}:motd"]).parse().unwrap();
+        assert!(ttl > 0, "the expiry moves with the key: {ttl}");
+        assert_eq!(app.counted_bytes(b"plugin:a.A:").await.unwrap(), Some(4));
+        assert_eq!(app.counted_bytes(b"shared:").await.unwrap(), Some(9));
+        let keys: Vec<Vec<u8>> = app
             .scan(b"", None, 100)
             .await
             .unwrap()
             .into_iter()
             .map(|e| e.key)
             .collect();
-        all.sort();
         assert_eq!(
-            all,
+            keys,
             [
-                b"app10:plugin:a.A:k".to_vec(),
-                b"app1:plugin:a.A:k".to_vec(),
-                b"unprefixed".to_vec()
+                b"plugin:a.A:k1".to_vec(),
+                b"shared:motd".to_vec(),
+                b"warden:binding:a.A".to_vec()
             ]
         );
-        let (mine, everything) = (app.size().await.unwrap(), raw.size().await.unwrap());
-        assert!(0 < mine && mine < everything, "{mine} of {everything}");
-
-        app.delete(b"plugin:a.A:k").await.unwrap();
-        assert_eq!(app.size().await.unwrap(), 0);
-        assert!(neighbour.has(b"plugin:a.A:k").await.unwrap());
-        app.close().await.unwrap();
+        assert_eq!(server.cli(&["GET", "app:other"]), "theirs");
+        // A second start finds the layout recorded and moves nothing.
+        server.cli(&["SET", "app:plugin:a.A:late", "x"]);
+        let again = connect(&server.url(), "app").await;
+        assert_eq!(again.get(b"plugin:a.A:late").await.unwrap(), None);
+        assert_eq!(again.counted_bytes(b"plugin:a.A:").await.unwrap(), Some(4));
     }
 
     #[tokio::test]
-    async fn expiry_is_the_servers_own() {
+    async fn nothing_walks_the_database_once_it_is_indexed() {
         let Some(server) = RedisServer::start() else {
             return;
         };
-        let raw = connect(&server.url(), "").await;
+        // Another application's keys in the same database.
+        let mut mset = vec!["MSET".to_owned()];
+        for i in 0..2000 {
+            mset.push(format!("other:{i}"));
+            mset.push("x".into());
+        }
+        let args: Vec<&str> = mset.iter().map(String::as_str).collect();
+        server.cli(&args);
+        drop(connect(&server.url(), "app").await);
+        server.cli(&["CONFIG", "RESETSTAT"]);
         let app = connect(&server.url(), "app").await;
-        app.set(b"k", b"v", Some(Duration::from_secs(60)))
+        app.set(b"plugin:a.A:k", b"v", Some(Duration::from_secs(60)))
             .await
             .unwrap();
-        // The server holds the expiry (PTTL), not a header in the value.
-        let listed = raw.scan(b"app:k", None, 1).await.unwrap();
-        assert_eq!(listed[0].value, b"v");
-        assert!(listed[0].expires_at.is_some());
-        // A sub-millisecond expiry is rounded up, not treated as zero.
-        app.set(b"brief", b"v", Some(Duration::from_micros(10)))
+        app.set_many(&[(b"plugin:a.A:j", b"w")], None)
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(!app.has(b"brief").await.unwrap());
-        assert_eq!(app.purge_expired().await.unwrap(), 0, "nothing to purge");
+        assert_eq!(app.scan(b"plugin:a.A:", None, 10).await.unwrap().len(), 2);
+        assert_eq!(app.size().await.unwrap(), 4);
+        assert_eq!(app.counted_bytes(b"plugin:a.A:").await.unwrap(), Some(4));
+        app.increment(b"plugin:a.A:n", 1).await.unwrap();
+        app.compare_and_swap(b"plugin:a.A:n", Some(b"1"), Some(b"2"))
+            .await
+            .unwrap();
+        app.purge_expired().await.unwrap();
+        app.delete_many(&[b"plugin:a.A:j"]).await.unwrap();
+        let stats = server.cli(&["INFO", "commandstats"]);
+        for walk in ["cmdstat_scan:", "cmdstat_keys:", "cmdstat_memory"] {
+            assert!(!stats.contains(walk), "{walk} in {stats}");
+        }
+    }
+
+    /// Plugin `a.Quota`'s storage through `backend`, as one host sees it,
+    /// with a quota of `max` bytes.
+    fn quota_storage(backend: &Arc<RedisBackend>, max: u64) -> PluginStorage {
+        let limits = StorageLimits {
+            max_stored_bytes: max,
+            ..StorageLimits::default()
+        };
+        let backend: Arc<dyn Backend> = backend.clone();
+        PluginStorage::new(
+            backend,
+            PluginId::new("a.Quota").unwrap(),
+            Grant::None,
+            limits,
+            Arc::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn two_hosts_writing_at_once_never_overshoot_a_quota() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        const QUOTA: u64 = 2_000;
+        // Two hosts: their own connections, and counts of their own.
+        let one = Arc::new(connect(&server.url(), "app").await);
+        let two = Arc::new(connect(&server.url(), "app").await);
+        let (a, b) = (quota_storage(&one, QUOTA), quota_storage(&two, QUOTA));
+        let writer = |storage: PluginStorage, host: &'static str| async move {
+            let (mut stored, mut refused) = (0u64, 0u64);
+            for i in 0..300 {
+                let key = format!("{host}-{i:03}");
+                let result = if i % 3 == 0 {
+                    let batch = vec![(format!("{key}-x"), vec![b'v'; 20])];
+                    storage.set_many(&batch, None, false).await
+                } else {
+                    storage.set(&key, &[b'v'; 20], None, false).await
+                };
+                match result {
+                    Ok(()) => stored += 1,
+                    Err(StorageError::QuotaExceeded { max, .. }) => {
+                        assert_eq!(max, QUOTA);
+                        refused += 1;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (stored, refused)
+        };
+        let ((stored_a, refused_a), (stored_b, refused_b)) =
+            tokio::join!(writer(a.clone(), "a"), writer(b.clone(), "b"));
+        assert!(refused_a > 0 && refused_b > 0, "both reached the quota");
+        // What the store holds, counted from its values, is within the
+        // quota, and is what the backend counts.
+        let held: u64 = one
+            .scan(b"plugin:a.Quota:", None, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.key.len() - b"plugin:a.Quota:".len() + e.value.len()) as u64)
+            .sum();
+        assert!(held <= QUOTA, "{held} bytes held over the quota of {QUOTA}");
+        assert!(held > QUOTA - 60, "the quota was filled: {held}");
+        assert_eq!(
+            one.counted_bytes(b"plugin:a.Quota:").await.unwrap(),
+            Some(held)
+        );
+        assert_eq!(
+            stored_a + stored_b,
+            one.scan(b"plugin:a.Quota:", None, 1000)
+                .await
+                .unwrap()
+                .len() as u64
+        );
+        // An increment and a swap are bounded the same way, and a write
+        // that does not grow the namespace is never refused.
+        assert!(matches!(
+            a.increment("counter-with-a-long-name-0123456789", 1, false)
+                .await,
+            Err(StorageError::QuotaExceeded { .. })
+        ));
+        let first = one.scan(b"plugin:a.Quota:", None, 1).await.unwrap();
+        let first_key = std::str::from_utf8(&first[0].key[b"plugin:a.Quota:".len()..])
+            .unwrap()
+            .to_owned();
+        assert!(matches!(
+            b.compare_and_swap(&first_key, Some(&first[0].value), Some(&[b'w'; 200]), false)
+                .await,
+            Err(StorageError::QuotaExceeded { .. })
+        ));
+        b.set(&first_key, b"shorter", None, false).await.unwrap();
+        b.delete(&first_key, false).await.unwrap();
+        a.set("fits", b"v", None, false).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn two_hosts_incrementing_at_once_lose_no_increment() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let one = Arc::new(connect(&server.url(), "app").await);
+        let two = Arc::new(connect(&server.url(), "app").await);
+        let (a, b) = (quota_storage(&one, 1 << 20), quota_storage(&two, 1 << 20));
+        let bump = |storage: PluginStorage| async move {
+            for _ in 0..200 {
+                storage.increment("karma:rust", 1, false).await.unwrap();
+            }
+        };
+        tokio::join!(bump(a.clone()), bump(b.clone()), bump(a.clone()));
+        assert_eq!(a.increment("karma:rust", 0, false).await.unwrap(), 600);
+        assert_eq!(
+            one.counted_bytes(b"plugin:a.Quota:").await.unwrap(),
+            Some(("karma:rust".len() + 3) as u64)
+        );
     }
 
     const ALICE_PASSWORD: &str = "al1ce-Pw-7f3e";

@@ -6,9 +6,6 @@
 
 use std::time::Duration;
 
-use warden::identity::{Namespace, PluginId};
-use warden::storage::keys::encode_key;
-use warden::storage::{Backend, RedisBackend};
 use warden::{Config, Host, Incoming};
 use warden_tests::redis_server::{RedisServer, unique_prefix};
 use warden_tests::*;
@@ -85,17 +82,11 @@ async fn a_plugin_reads_on_one_host_what_it_stored_on_the_other() {
     assert_eq!(say(&a, "del counter").await, ["ok", "ok"]);
     assert_eq!(say(&b, "has counter").await, ["false", "false"]);
 
-    // The key lives on the server under the prefix, in Probe's namespace.
-    let raw = RedisBackend::connect(&server.url(), "").await.unwrap();
-    let key = encode_key(
-        &Namespace::Plugin(PluginId::new(PROBE_ID).unwrap()),
-        "secret",
-    );
-    let mut on_server = format!("{prefix}:").into_bytes();
-    on_server.extend_from_slice(&key);
+    // The key lives on the server under the prefix, in Probe's namespace,
+    // whose name is its hash tag.
     assert_eq!(
-        raw.get(&on_server).await.unwrap().as_deref(),
-        Some(&b"s3cret"[..])
+        server.cli(&["GET", &format!("{prefix}:{{plugin:{PROBE_ID}}}:secret")]),
+        "s3cret"
     );
 
     // An expiry set through one host holds on the other.
