@@ -177,27 +177,24 @@ local function put(vk, ik, bk, ek, lk, member, value, ttl, now)
 end
 ";
 
-/// `replace_many`: KEYS = the registry, then five keys an entry; ARGV =
-/// the expiry in ms (0: none), then tag, member and value an entry.
-/// Returns each entry's old length.
+/// `replace_many` of keys of one area: KEYS = five keys an entry (value,
+/// index, counter, expiries, lengths); ARGV = the expiry in ms (0: none),
+/// then member and value an entry. Returns each entry's old length.
 const LUA_REPLACE: &str = r"
 local ttl = tonumber(ARGV[1])
 local now = now_ms()
 local out = {}
-local n = (#KEYS - 1) / 5
-for i = 1, n do
-  local k = 1 + 5 * (i - 1)
-  local a = 1 + 3 * (i - 1)
-  local member = ARGV[a + 2]
+for i = 1, #KEYS / 5 do
+  local k = 5 * (i - 1)
+  local member = ARGV[2 * i]
   out[i] = forget(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], member)
-  put(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], member, ARGV[a + 3], ttl, now)
-  redis.call('SADD', KEYS[1], ARGV[a + 1])
+  put(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], member, ARGV[2 * i + 1], ttl, now)
 end
 return out
 ";
 
-/// `remove_many`: five KEYS and one member (ARGV) an entry. Returns each
-/// entry's old length.
+/// `remove_many` of keys of one area: five KEYS and one member (ARGV) an
+/// entry. Returns each entry's old length.
 const LUA_REMOVE: &str = r"
 local out = {}
 for i = 1, #ARGV do
@@ -208,12 +205,12 @@ end
 return out
 ";
 
-/// `increment`: KEYS = registry and the entry's five; ARGV = tag, member,
-/// delta. Returns {1, the new value} or {0} when INCRBY refused (nothing
-/// changed). The value's expiry is kept.
+/// `increment`: KEYS = the entry's five; ARGV = member, delta. Returns
+/// {1, the new value} or {0} when INCRBY refused (nothing changed). The
+/// value's expiry is kept.
 const LUA_INCREMENT: &str = r"
-local vk, ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local member = ARGV[2]
+local vk, ik, bk, ek, lk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local member = ARGV[1]
 local live = redis.call('EXISTS', vk) == 1
 local before = 0
 if live then
@@ -221,31 +218,29 @@ if live then
 else
   forget(vk, ik, bk, ek, lk, member)
 end
-local res = redis.pcall('INCRBY', vk, ARGV[3])
+local res = redis.pcall('INCRBY', vk, ARGV[2])
 if type(res) == 'table' and res.err then return {0} end
 local after = string.len(member) + redis.call('STRLEN', vk)
 redis.call('INCRBY', bk, after - before)
 redis.call('ZADD', ik, 0, member)
 if live and redis.call('PTTL', vk) > 0 then redis.call('HSET', lk, member, after) end
-redis.call('SADD', KEYS[1], ARGV[1])
 return {1, redis.call('GET', vk)}
 ";
 
-/// `compare_and_swap`: KEYS = registry and the entry's five; ARGV = tag,
-/// member, expected present ('1'/'0'), expected, new present, new.
+/// `compare_and_swap`: KEYS = the entry's five; ARGV = member, expected
+/// present ('1'/'0'), expected, new present, new.
 const LUA_SWAP: &str = r"
-local vk, ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local member = ARGV[2]
+local vk, ik, bk, ek, lk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local member = ARGV[1]
 local current = redis.call('GET', vk)
-if ARGV[3] == '1' then
-  if current ~= ARGV[4] then return 0 end
+if ARGV[2] == '1' then
+  if current ~= ARGV[3] then return 0 end
 elseif current then
   return 0
 end
 forget(vk, ik, bk, ek, lk, member)
-if ARGV[5] == '1' then
-  put(vk, ik, bk, ek, lk, member, ARGV[6], 0, 0)
-  redis.call('SADD', KEYS[1], ARGV[1])
+if ARGV[4] == '1' then
+  put(vk, ik, bk, ek, lk, member, ARGV[5], 0, 0)
 else
   redis.call('DEL', vk)
 end
@@ -259,19 +254,19 @@ const LUA_SWEEP: &str = r"
 return sweep(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]))
 ";
 
-/// `replace_many_bounded`, all in one area: KEYS = registry, the area's
-/// index, counter, expiries, lengths, then each entry's value key; ARGV =
-/// expiry in ms, the quota, tag, the area's value prefix, then member and
-/// value an entry. Returns {0, would} when refused (nothing changed), else
-/// {1, bytes after, each entry's old length...}.
+/// `replace_many_bounded`, all in one area: KEYS = the area's index,
+/// counter, expiries, lengths, then each entry's value key; ARGV = expiry
+/// in ms, the quota, the area's value prefix, then member and value an
+/// entry. Returns {0, would} when refused (nothing changed), else {1, bytes
+/// after, each entry's old length...}.
 const LUA_REPLACE_BOUNDED: &str = r"
-local ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ik, bk, ek, lk = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ttl, max = tonumber(ARGV[1]), tonumber(ARGV[2])
-local n = #KEYS - 5
+local n = #KEYS - 4
 local function growth()
   local g = 0
   for i = 1, n do
-    local vk, member, value = KEYS[5 + i], ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+    local vk, member, value = KEYS[4 + i], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
     g = g + string.len(member) + string.len(value)
     if redis.call('EXISTS', vk) == 1 then
       g = g - string.len(member) - redis.call('STRLEN', vk)
@@ -282,27 +277,26 @@ local function growth()
   end
   return g
 end
-local refused, would = over(ik, bk, ek, lk, ARGV[4], max, growth)
+local refused, would = over(ik, bk, ek, lk, ARGV[3], max, growth)
 if refused then return {0, would} end
 local now = now_ms()
 local out = {1, 0}
 for i = 1, n do
-  local vk, member = KEYS[5 + i], ARGV[3 + 2 * i]
+  local vk, member = KEYS[4 + i], ARGV[2 + 2 * i]
   out[2 + i] = forget(vk, ik, bk, ek, lk, member)
-  put(vk, ik, bk, ek, lk, member, ARGV[4 + 2 * i], ttl, now)
+  put(vk, ik, bk, ek, lk, member, ARGV[3 + 2 * i], ttl, now)
 end
-redis.call('SADD', KEYS[1], ARGV[3])
 out[2] = count(bk)
 return out
 ";
 
-/// `increment_bounded`: KEYS = registry and the entry's five; ARGV = tag,
-/// member, delta, the quota, the area's value prefix. Returns {0} when
-/// INCRBY refused, {2, would} when the quota did (nothing changed either
-/// way), else {1, the new value, bytes after}.
+/// `increment_bounded`: KEYS = the entry's five; ARGV = member, delta, the
+/// quota, the area's value prefix. Returns {0} when INCRBY refused, {2,
+/// would} when the quota did (nothing changed either way), else {1, the new
+/// value, bytes after}.
 const LUA_INCREMENT_BOUNDED: &str = r"
-local vk, ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local member = ARGV[2]
+local vk, ik, bk, ek, lk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local member = ARGV[1]
 local live = redis.call('EXISTS', vk) == 1
 local before, old = 0, false
 if live then
@@ -311,10 +305,10 @@ if live then
 else
   forget(vk, ik, bk, ek, lk, member)
 end
-local res = redis.pcall('INCRBY', vk, ARGV[3])
+local res = redis.pcall('INCRBY', vk, ARGV[2])
 if type(res) == 'table' and res.err then return {0} end
 local after = string.len(member) + redis.call('STRLEN', vk)
-local refused, would = over(ik, bk, ek, lk, ARGV[5], tonumber(ARGV[4]),
+local refused, would = over(ik, bk, ek, lk, ARGV[4], tonumber(ARGV[3]),
   function() return after - before end)
 if refused then
   if live then redis.call('SET', vk, old, 'KEEPTTL') else redis.call('DEL', vk) end
@@ -323,37 +317,35 @@ end
 redis.call('INCRBY', bk, after - before)
 redis.call('ZADD', ik, 0, member)
 if live and redis.call('PTTL', vk) > 0 then redis.call('HSET', lk, member, after) end
-redis.call('SADD', KEYS[1], ARGV[1])
 return {1, redis.call('GET', vk), count(bk)}
 ";
 
-/// `compare_and_swap_bounded`: KEYS = registry and the entry's five; ARGV
-/// = tag, member, expected present, expected, new present, new, the quota,
-/// the area's value prefix. Returns {0} when the value differs, {2, would}
-/// when the quota refused, else {1, bytes after}.
+/// `compare_and_swap_bounded`: KEYS = the entry's five; ARGV = member,
+/// expected present, expected, new present, new, the quota, the area's
+/// value prefix. Returns {0} when the value differs, {2, would} when the
+/// quota refused, else {1, bytes after}.
 const LUA_SWAP_BOUNDED: &str = r"
-local vk, ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local member = ARGV[2]
+local vk, ik, bk, ek, lk = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local member = ARGV[1]
 local current = redis.call('GET', vk)
-if ARGV[3] == '1' then
-  if current ~= ARGV[4] then return {0} end
+if ARGV[2] == '1' then
+  if current ~= ARGV[3] then return {0} end
 elseif current then
   return {0}
 end
 local function growth()
   local g = 0
-  if ARGV[5] == '1' then g = string.len(member) + string.len(ARGV[6]) end
+  if ARGV[4] == '1' then g = string.len(member) + string.len(ARGV[5]) end
   if redis.call('EXISTS', vk) == 1 then
     g = g - string.len(member) - redis.call('STRLEN', vk)
   end
   return g
 end
-local refused, would = over(ik, bk, ek, lk, ARGV[8], tonumber(ARGV[7]), growth)
+local refused, would = over(ik, bk, ek, lk, ARGV[7], tonumber(ARGV[6]), growth)
 if refused then return {2, would} end
 forget(vk, ik, bk, ek, lk, member)
-if ARGV[5] == '1' then
-  put(vk, ik, bk, ek, lk, member, ARGV[6], 0, 0)
-  redis.call('SADD', KEYS[1], ARGV[1])
+if ARGV[4] == '1' then
+  put(vk, ik, bk, ek, lk, member, ARGV[5], 0, 0)
 else
   redis.call('DEL', vk)
 end
@@ -361,13 +353,13 @@ return {1, count(bk)}
 ";
 
 /// Moves one key of the first layout (`{prefix}:{backend key}`) to its
-/// place, indexed and counted: KEYS = the old key, the registry, the
-/// entry's five; ARGV = tag, member. A key written meanwhile in the new
-/// layout wins. Returns 1 if it moved the key.
+/// place, indexed and counted: KEYS = the old key, then the entry's five;
+/// ARGV = member. A key written meanwhile in the new layout wins. Returns 1
+/// if it moved the key.
 const LUA_MIGRATE: &str = r"
 local old = KEYS[1]
-local vk, ik, bk, ek, lk = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local member = ARGV[2]
+local vk, ik, bk, ek, lk = KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local member = ARGV[1]
 if redis.call('TYPE', old).ok ~= 'string' then return 0 end
 if redis.call('EXISTS', vk) == 1 then
   redis.call('DEL', old)
@@ -383,7 +375,6 @@ if ttl > 0 then
   redis.call('ZADD', ek, now_ms() + ttl, member)
   redis.call('HSET', lk, member, bytes)
 end
-redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 ";
 
@@ -502,6 +493,8 @@ pub struct RedisBackend {
     /// Strings that must never appear in an error message.
     secrets: Vec<String>,
     registry: Vec<u8>,
+    /// The areas this process has listed in the registry.
+    registered: std::sync::Mutex<std::collections::HashSet<String>>,
     scripts: Scripts,
 }
 
@@ -621,6 +614,7 @@ impl RedisBackend {
             prefix: prefix.to_owned(),
             server,
             secrets,
+            registered: std::sync::Mutex::default(),
             scripts: Scripts::new(),
         };
         backend.migrate().await?;
@@ -694,6 +688,25 @@ impl RedisBackend {
             .map_err(|e| self.fail(what, e))
     }
 
+    /// Lists `area` in the registry, once a process: the registry is what
+    /// [`size`](Backend::size), the sweep and the operator's listings go
+    /// through. It is written before the area's first key, in a command of
+    /// its own (on a cluster it lives in another slot).
+    async fn register(&self, area: &AreaKeys) -> Result<(), BackendError> {
+        let known = |registered: &std::collections::HashSet<String>| registered.contains(&area.tag);
+        if known(&self.registered.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("SADD");
+        cmd.arg(&self.registry).arg(&area.tag);
+        self.query::<()>("SADD", &cmd).await?;
+        self.registered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(area.tag.clone());
+        Ok(())
+    }
+
     /// Every area's tag, as the registry lists them.
     async fn areas(&self) -> Result<Vec<Area>, BackendError> {
         let mut cmd = redis::cmd("SMEMBERS");
@@ -755,10 +768,11 @@ impl RedisBackend {
                     announced = true;
                 }
                 let (area, member) = self.locate(key);
+                self.register(&area).await?;
                 let mut invocation = self.scripts.migrate.prepare_invoke();
-                invocation.key(&old).key(&self.registry);
+                invocation.key(&old);
                 area.add_keys(&mut invocation, member);
-                invocation.arg(&area.tag).arg(member);
+                invocation.arg(member);
                 moved += self.run::<u64>("moving a key", &invocation).await?;
                 if moved > 0 && moved.is_multiple_of(10_000) {
                     tracing::info!(moved, "moving the Redis store to the indexed layout");
@@ -846,6 +860,26 @@ impl RedisBackend {
         }
         Ok(out)
     }
+}
+
+/// The areas of `keys`, each with the positions of its keys among them, in
+/// the order each area first appears.
+fn by_area<'k>(
+    key_prefix: &[u8],
+    keys: impl Iterator<Item = &'k [u8]>,
+) -> Vec<(AreaKeys, Vec<usize>)> {
+    let mut groups: Vec<(Area, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.enumerate() {
+        let (area, _) = Area::of(key);
+        match groups.iter_mut().find(|(a, _)| *a == area) {
+            Some((_, at)) => at.push(i),
+            None => groups.push((area, vec![i])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(area, at)| (AreaKeys::new(key_prefix, area), at))
+        .collect()
 }
 
 /// The area `quota` names, or an error if its prefix names none.
@@ -1021,37 +1055,53 @@ impl Backend for RedisBackend {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.scripts.replace.prepare_invoke();
-        invocation.key(&self.registry).arg(ms);
-        for (key, value) in entries {
-            let (area, member) = self.locate(key);
-            area.add_keys(&mut invocation, member);
-            invocation.arg(&area.tag).arg(member).arg(*value);
+        // One script an area: all or none within each (a batch of a plugin
+        // is always in one).
+        let mut old = vec![None; entries.len()];
+        for (area, at) in by_area(&self.key_prefix, entries.iter().map(|(k, _)| *k)) {
+            self.register(&area).await?;
+            let mut invocation = self.scripts.replace.prepare_invoke();
+            invocation.arg(ms);
+            for &i in &at {
+                let (key, value) = entries[i];
+                let member = &key[area.keys.prefix().len()..];
+                area.add_keys(&mut invocation, member);
+                invocation.arg(member).arg(value);
+            }
+            let lengths: Vec<i64> = self.run("writing", &invocation).await?;
+            for (i, n) in at.into_iter().zip(lengths) {
+                old[i] = u64::try_from(n).ok();
+            }
         }
-        let old: Vec<i64> = self.run("writing", &invocation).await?;
-        Ok(old.into_iter().map(|n| u64::try_from(n).ok()).collect())
+        Ok(old)
     }
 
     async fn remove_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.scripts.remove.prepare_invoke();
-        for key in keys {
-            let (area, member) = self.locate(key);
-            area.add_keys(&mut invocation, member);
-            invocation.arg(member);
+        let mut old = vec![None; keys.len()];
+        for (area, at) in by_area(&self.key_prefix, keys.iter().copied()) {
+            let mut invocation = self.scripts.remove.prepare_invoke();
+            for &i in &at {
+                let member = &keys[i][area.keys.prefix().len()..];
+                area.add_keys(&mut invocation, member);
+                invocation.arg(member);
+            }
+            let lengths: Vec<i64> = self.run("deleting", &invocation).await?;
+            for (i, n) in at.into_iter().zip(lengths) {
+                old[i] = u64::try_from(n).ok();
+            }
         }
-        let old: Vec<i64> = self.run("deleting", &invocation).await?;
-        Ok(old.into_iter().map(|n| u64::try_from(n).ok()).collect())
+        Ok(old)
     }
 
     async fn increment(&self, key: &[u8], delta: i64) -> Result<Counted, BackendError> {
         let (area, member) = self.locate(key);
+        self.register(&area).await?;
         let mut invocation = self.scripts.increment.prepare_invoke();
-        invocation.key(&self.registry);
         area.add_keys(&mut invocation, member);
-        invocation.arg(&area.tag).arg(member).arg(delta);
+        invocation.arg(member).arg(delta);
         let reply: Vec<Value> = self.run("increment", &invocation).await?;
         match reply.as_slice() {
             [done, value] if redis::from_redis_value_ref::<i64>(done).ok() == Some(1) => {
@@ -1085,11 +1135,10 @@ impl Backend for RedisBackend {
         // Runs on the server as one step: nothing else sees the key between
         // the comparison and the write.
         let (area, member) = self.locate(key);
+        self.register(&area).await?;
         let mut invocation = self.scripts.swap.prepare_invoke();
-        invocation.key(&self.registry);
         area.add_keys(&mut invocation, member);
         invocation
-            .arg(&area.tag)
             .arg(member)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
@@ -1187,18 +1236,14 @@ impl Backend for RedisBackend {
             other => other.unwrap_or(0),
         };
         let area = quota_area(&self.key_prefix, &quota)?;
+        self.register(&area).await?;
         let mut invocation = self.scripts.replace_bounded.prepare_invoke();
         invocation
-            .key(&self.registry)
             .key(&area.index)
             .key(&area.bytes)
             .key(&area.expiry)
             .key(&area.lengths);
-        invocation
-            .arg(ms)
-            .arg(quota.max)
-            .arg(&area.tag)
-            .arg(&area.values);
+        invocation.arg(ms).arg(quota.max).arg(&area.values);
         for (key, value) in entries {
             let member = member_in(&area, key)?;
             invocation.key(area.value(member)).arg(member).arg(*value);
@@ -1226,11 +1271,10 @@ impl Backend for RedisBackend {
     ) -> Result<Bounded<Counted>, BackendError> {
         let area = quota_area(&self.key_prefix, &quota)?;
         let member = member_in(&area, key)?;
+        self.register(&area).await?;
         let mut invocation = self.scripts.increment_bounded.prepare_invoke();
-        invocation.key(&self.registry);
         area.add_keys(&mut invocation, member);
         invocation
-            .arg(&area.tag)
             .arg(member)
             .arg(delta)
             .arg(quota.max)
@@ -1277,11 +1321,10 @@ impl Backend for RedisBackend {
     ) -> Result<Bounded<bool>, BackendError> {
         let area = quota_area(&self.key_prefix, &quota)?;
         let member = member_in(&area, key)?;
+        self.register(&area).await?;
         let mut invocation = self.scripts.swap_bounded.prepare_invoke();
-        invocation.key(&self.registry);
         area.add_keys(&mut invocation, member);
         invocation
-            .arg(&area.tag)
             .arg(member)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
