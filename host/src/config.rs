@@ -452,7 +452,12 @@ fn table_fields(table: &str) -> Vec<&'static str> {
     match table {
         "storage" => {
             let mut fields = vec!["backend"];
-            for kind in [BackendKind::Sled, BackendKind::Redis, BackendKind::Memory] {
+            for kind in [
+                BackendKind::Sled,
+                BackendKind::Redis,
+                BackendKind::RedisCluster,
+                BackendKind::Memory,
+            ] {
                 for field in kind.fields() {
                     if !fields.contains(field) {
                         fields.push(field);
@@ -806,7 +811,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Grant, RedisConfig, SledConfig, SyncPolicy};
+    use crate::storage::{Grant, RedisClusterConfig, RedisConfig, SledConfig, SyncPolicy};
 
     /// The sled settings of `c`, which must be sled.
     fn sled(c: &Config) -> &SledConfig {
@@ -911,6 +916,30 @@ mod tests {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains("warden.toml") && e.contains(detail), "{e}");
         }
+        let c = parse(
+            "[storage]\nbackend = \"redis-cluster\"\nurls = [\"redis://a:1\", \"redis://b:2\"]",
+        )
+        .unwrap();
+        assert_eq!(
+            c.storage,
+            StorageConfig::RedisCluster(RedisClusterConfig::new(["redis://a:1", "redis://b:2"]))
+        );
+        let c = with_env(
+            None,
+            &[
+                ("WARDEN_STORAGE_BACKEND", "redis-cluster"),
+                ("WARDEN_STORAGE_URLS", "redis://a:1, redis://b:2"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.storage,
+            StorageConfig::RedisCluster(RedisClusterConfig::new(["redis://a:1", "redis://b:2"]))
+        );
+        let e = parse("[storage]\nbackend = \"redis-cluster\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs urls"), "{e}");
         // The URL's password stays out of debug output.
         let c = parse("[storage]\nbackend = \"redis\"\nurl = \"redis://u:hunter2@h\"").unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
@@ -926,7 +955,8 @@ mod tests {
                 "sync",
                 "sync_interval_ms",
                 "url",
-                "prefix"
+                "prefix",
+                "urls"
             ]
         );
         assert_eq!(table_fields("http"), ["listen", "max_body_bytes"]);

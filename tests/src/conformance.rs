@@ -17,7 +17,7 @@ use warden::storage::{
     StorageError, StorageLimits,
 };
 
-use crate::redis_server::{RedisServer, unique_prefix};
+use crate::redis_server::{RedisCluster, RedisServer, unique_prefix};
 
 /// What a backend's [`size`](Backend::size) reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct Subject {
     _dir: Option<TempDir>,
     /// The server it stores in, stopped once the test is done.
     _server: Option<RedisServer>,
+    /// The cluster it stores in, stopped once the test is done.
+    _cluster: Option<RedisCluster>,
 }
 
 impl Subject {
@@ -54,6 +56,7 @@ impl Subject {
             sled: None,
             _dir: None,
             _server: None,
+            _cluster: None,
         })
     }
 
@@ -67,6 +70,7 @@ impl Subject {
             sled: Some(backend),
             _dir: Some(dir),
             _server: None,
+            _cluster: None,
         })
     }
 
@@ -83,11 +87,29 @@ impl Subject {
             sled: None,
             _dir: None,
             _server: Some(server),
+            _cluster: None,
         })
     }
 }
 
 impl Subject {
+    /// A [`RedisBackend`] on a Redis Cluster of its own (three masters);
+    /// `None` when there is no `redis-server`.
+    pub async fn redis_cluster() -> Option<Self> {
+        let cluster = RedisCluster::start()?;
+        let backend = RedisBackend::connect_cluster(&cluster.urls(), &unique_prefix("cluster"))
+            .await
+            .expect("connect to the test cluster");
+        Some(Self {
+            backend: Arc::new(backend),
+            size: SizeKind::LiveData,
+            sled: None,
+            _dir: None,
+            _server: None,
+            _cluster: Some(cluster),
+        })
+    }
+
     /// How many entries the backend's own expiry index holds, for a
     /// backend that keeps one (sled); `None` for the others.
     pub fn expiry_index_len(&self) -> Option<usize> {

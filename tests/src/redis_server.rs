@@ -208,17 +208,86 @@ impl RedisServer {
     /// Runs `redis-cli --raw` with `args` on the server (not over TLS), to
     /// look at its keys as they are, and returns its output, trimmed.
     pub fn cli(&self, args: &[&str]) -> String {
-        let cli = binary()
-            .and_then(|b| b.parent().map(|d| d.join("redis-cli")))
-            .filter(|c| c.exists())
-            .unwrap_or_else(|| PathBuf::from("redis-cli"));
-        let out = std::process::Command::new(&cli)
-            .args(["-p", &self.port.to_string(), "--raw"])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", cli.display()));
-        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        cli(&["-p", &self.port.to_string(), "--raw"], args)
+    }
+}
+
+/// Runs `redis-cli` (beside `redis-server`, else on `PATH`) with `options`
+/// then `args`; returns its output, trimmed.
+fn cli(options: &[&str], args: &[&str]) -> String {
+    let cli = binary()
+        .and_then(|b| b.parent().map(|d| d.join("redis-cli")))
+        .filter(|c| c.exists())
+        .unwrap_or_else(|| PathBuf::from("redis-cli"));
+    let out = Command::new(&cli)
+        .args(options)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", cli.display()));
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A Redis Cluster of three masters on free loopback ports, each a
+/// `redis-server --cluster-enabled yes` with a directory of its own, joined
+/// with `redis-cli --cluster create`; stopped when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the cluster and waits until every slot is served, or returns
+    /// `None` as [`RedisServer::start`] does.
+    pub fn start() -> Option<Self> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+            ])?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let mut args: Vec<&str> = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        cli(&[], &args);
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let ready = cluster.nodes.iter().all(|n| {
+                let info = n.cli(&["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+            });
+            if ready {
+                return Some(cluster);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster on {addrs:?} did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The nodes' URLs, `redis://127.0.0.1:PORT`.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Runs `redis-cli -c --raw` with `args` through the first node, which
+    /// follows the cluster's redirections.
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(
+            &["-c", "-p", &self.nodes[0].port().to_string(), "--raw"],
+            args,
+        )
     }
 }
 

@@ -54,7 +54,7 @@ pub use namespaced::{
     Grant, KeyPage, MAX_BATCH, PluginStorage, SharedAccess, StorageError, StorageLimits, Usage,
     human_size,
 };
-pub use redis::{RedisBackend, RedisConfig};
+pub use redis::{RedisBackend, RedisClusterConfig, RedisConfig};
 pub use sled::{SledBackend, SledConfig, SledOptions, SyncPolicy};
 
 /// A failure of the store itself (I/O, corruption, a lost connection).
@@ -434,18 +434,27 @@ pub enum BackendKind {
     Sled,
     /// A Redis server, which several hosts can share.
     Redis,
+    /// A Redis Cluster.
+    RedisCluster,
     /// In memory; lost at exit.
     Memory,
 }
 
 impl BackendKind {
-    const ALL: [BackendKind; 3] = [BackendKind::Sled, BackendKind::Redis, BackendKind::Memory];
+    const ALL: [BackendKind; 4] = [
+        BackendKind::Sled,
+        BackendKind::Redis,
+        BackendKind::RedisCluster,
+        BackendKind::Memory,
+    ];
 
-    /// Its name in the config: `sled`, `redis` or `memory`.
+    /// Its name in the config: `sled`, `redis`, `redis-cluster` or
+    /// `memory`.
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Sled => "sled",
             BackendKind::Redis => "redis",
+            BackendKind::RedisCluster => "redis-cluster",
             BackendKind::Memory => "memory",
         }
     }
@@ -455,6 +464,7 @@ impl BackendKind {
         match self {
             BackendKind::Sled => crate::fields::of::<SledConfig>(),
             BackendKind::Redis => crate::fields::of::<RedisConfig>(),
+            BackendKind::RedisCluster => crate::fields::of::<RedisClusterConfig>(),
             BackendKind::Memory => &[],
         }
     }
@@ -474,6 +484,8 @@ pub enum StorageConfig {
     Sled(SledConfig),
     /// `backend = "redis"`.
     Redis(RedisConfig),
+    /// `backend = "redis-cluster"`.
+    RedisCluster(RedisClusterConfig),
     /// `backend = "memory"`.
     Memory,
 }
@@ -490,6 +502,7 @@ impl StorageConfig {
         match self {
             StorageConfig::Sled(_) => BackendKind::Sled,
             StorageConfig::Redis(_) => BackendKind::Redis,
+            StorageConfig::RedisCluster(_) => BackendKind::RedisCluster,
             StorageConfig::Memory => BackendKind::Memory,
         }
     }
@@ -499,6 +512,7 @@ impl StorageConfig {
         Ok(match self {
             StorageConfig::Sled(sled) => Arc::new(sled.open(data_dir)?),
             StorageConfig::Redis(redis) => Arc::new(redis.open().await?),
+            StorageConfig::RedisCluster(cluster) => Arc::new(cluster.open().await?),
             StorageConfig::Memory => Arc::new(MemoryBackend::new()),
         })
     }
@@ -527,6 +541,9 @@ impl<'de> serde::Deserialize<'de> for StorageConfig {
             BackendKind::Redis => {
                 StorageConfig::Redis(RedisConfig::deserialize(fields).map_err(D::Error::custom)?)
             }
+            BackendKind::RedisCluster => StorageConfig::RedisCluster(
+                RedisClusterConfig::deserialize(fields).map_err(D::Error::custom)?,
+            ),
             BackendKind::Memory => {
                 #[derive(serde::Deserialize)]
                 #[serde(deny_unknown_fields)]

@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Value};
 
 use super::keys::{Area, Keys};
@@ -93,6 +94,138 @@ impl fmt::Debug for RedisConfig {
             .field("url", &redact(&self.url))
             .field("prefix", &self.prefix)
             .finish()
+    }
+}
+
+/// `[storage] backend = "redis-cluster"`: a Redis Cluster, reached through
+/// any of its nodes.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "RedisClusterFields")]
+#[non_exhaustive]
+pub struct RedisClusterConfig {
+    /// Seed nodes: `redis://[user[:password]@]host:port` or `rediss://...`,
+    /// one or more; the client learns the others from them.
+    pub urls: Vec<String>,
+    /// The prefix of every key Warden writes (default `warden`).
+    pub prefix: String,
+}
+
+/// Seed nodes as a list, or as one string of URLs separated by commas (as
+/// an environment variable gives them).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Urls {
+    List(Vec<String>),
+    Text(String),
+}
+
+/// The table as written, before its rules.
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RedisClusterFields {
+    urls: Option<Urls>,
+    prefix: String,
+}
+
+impl Default for RedisClusterFields {
+    fn default() -> Self {
+        Self {
+            urls: None,
+            prefix: "warden".into(),
+        }
+    }
+}
+
+impl TryFrom<RedisClusterFields> for RedisClusterConfig {
+    type Error = String;
+
+    fn try_from(fields: RedisClusterFields) -> Result<Self, String> {
+        let urls: Vec<String> = match fields.urls {
+            Some(Urls::List(urls)) => urls,
+            Some(Urls::Text(text)) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => Vec::new(),
+        };
+        if urls.is_empty() {
+            return Err("[storage] backend = \"redis-cluster\" needs urls = \
+                        [\"redis://host:port\", ...], one node or more"
+                .to_owned());
+        }
+        if fields.prefix.contains(['{', '}']) {
+            return Err(format!(
+                "[storage] prefix = {:?} holds a brace; braces mark Redis hash tags",
+                fields.prefix
+            ));
+        }
+        Ok(Self {
+            urls,
+            prefix: fields.prefix,
+        })
+    }
+}
+
+impl RedisClusterConfig {
+    /// A cluster reached through `urls`, with the default prefix.
+    pub fn new(urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self {
+            urls: urls.into_iter().map(Into::into).collect(),
+            prefix: RedisClusterFields::default().prefix,
+        }
+    }
+
+    /// Connects to the cluster (see [`RedisBackend::connect_cluster`]).
+    pub async fn open(&self) -> Result<RedisBackend, BackendError> {
+        RedisBackend::connect_cluster(&self.urls, &self.prefix).await
+    }
+}
+
+impl fmt::Debug for RedisClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URLs may hold a password.
+        let urls: Vec<String> = self.urls.iter().map(|u| redact(u)).collect();
+        f.debug_struct("RedisClusterConfig")
+            .field("urls", &urls)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// The connection: to one server, or to a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -484,7 +617,7 @@ impl AreaKeys {
 /// [`close`](Backend::close) has nothing to flush: a write is complete
 /// when the server acknowledges it.
 pub struct RedisBackend {
-    conn: ConnectionManager,
+    conn: Conn,
     /// `{prefix}:`, or empty.
     key_prefix: Vec<u8>,
     prefix: String,
@@ -602,12 +735,75 @@ impl RedisBackend {
             .set_max_delay(MAX_RECONNECT_DELAY);
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| error(&secrets, format!("cannot connect to {server}: {e}")))?;
+        let backend = Self::with(Conn::Single(conn), prefix, server, secrets);
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
+    /// Connects to the Redis Cluster whose nodes include those at `urls`
+    /// (`redis://[[user]:password@]host:port` or `rediss://...`; every
+    /// node takes the same credentials), and stores every key under
+    /// `{prefix}:`. Each namespace's keys carry its hash tag, so they live
+    /// in one slot and every write stays one atomic script; nothing is
+    /// atomic across namespaces. A database of the first layout is not
+    /// looked for: that layout never ran on a cluster.
+    ///
+    /// Fails as [`connect`](Self::connect) does, and if the cluster's
+    /// slots cannot be read from any seed node.
+    pub async fn connect_cluster(urls: &[String], prefix: &str) -> Result<Self, BackendError> {
+        let server = urls
+            .iter()
+            .map(|u| redact(u))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut secrets: Vec<String> = urls.iter().flat_map(|u| url_secrets(u)).collect();
+        secrets.retain(|s| !s.is_empty());
+        let error =
+            |secrets: &[String], message: String| BackendError::new(NAME, scrub(&message, secrets));
+        if prefix.contains(['{', '}']) {
+            return Err(BackendError::new(
+                NAME,
+                format!("the key prefix {prefix:?} holds a brace; braces mark Redis hash tags"),
+            ));
+        }
+        if urls.is_empty() {
+            return Err(BackendError::new(
+                NAME,
+                "a cluster needs one seed node or more",
+            ));
+        }
+        if urls
+            .iter()
+            .any(|u| u.starts_with("rediss:") || u.starts_with("valkeys:"))
+        {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .build()
+            .map_err(|e| error(&secrets, format!("invalid cluster URLs {server}: {e}")))?;
+        let conn = client.get_async_connection().await.map_err(|e| {
+            error(
+                &secrets,
+                format!("cannot connect to the cluster {server}: {e}"),
+            )
+        })?;
+        let backend = Self::with(Conn::Cluster(conn), prefix, server, secrets);
+        let mut ping = redis::cmd("PING");
+        ping.arg("warden");
+        backend.query::<String>("PING", &ping).await?;
+        backend.record_layout().await?;
+        Ok(backend)
+    }
+
+    fn with(conn: Conn, prefix: &str, server: String, secrets: Vec<String>) -> Self {
         let key_prefix = if prefix.is_empty() {
             Vec::new()
         } else {
             format!("{prefix}:").into_bytes()
         };
-        let backend = Self {
+        Self {
             conn,
             registry: [&key_prefix[..], b"#areas"].concat(),
             key_prefix,
@@ -616,9 +812,34 @@ impl RedisBackend {
             secrets,
             registered: std::sync::Mutex::default(),
             scripts: Scripts::new(),
-        };
-        backend.migrate().await?;
-        Ok(backend)
+        }
+    }
+
+    /// Records this layout where none is, and refuses another.
+    async fn record_layout(&self) -> Result<(), BackendError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.layout_key());
+        let layout: Option<String> = self.query("GET", &cmd).await?;
+        match layout.as_deref() {
+            None => {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(self.layout_key()).arg(LAYOUT);
+                self.query::<()>("SET", &cmd).await
+            }
+            Some(LAYOUT) => Ok(()),
+            Some(other) => Err(self.other_layout(other)),
+        }
+    }
+
+    fn other_layout(&self, other: &str) -> BackendError {
+        BackendError::new(
+            NAME,
+            format!(
+                "{} holds Warden data of layout {other:?} under the prefix {:?}; this Warden \
+                 reads layout {LAYOUT}: upgrade it",
+                self.server, self.prefix
+            ),
+        )
     }
 
     /// The server's URL, with any password replaced by `***`.
@@ -722,16 +943,7 @@ impl RedisBackend {
         let layout: Option<String> = self.query("GET", &cmd).await?;
         match layout.as_deref() {
             Some(LAYOUT) => return Ok(()),
-            Some(other) => {
-                return Err(BackendError::new(
-                    NAME,
-                    format!(
-                        "{} holds Warden data of layout {other:?} under the prefix {:?}; this \
-                         Warden reads layout {LAYOUT}: upgrade it",
-                        self.server, self.prefix
-                    ),
-                ));
-            }
+            Some(other) => return Err(self.other_layout(other)),
             None => {}
         }
         let mut pattern = glob_escape(&self.key_prefix);
@@ -991,11 +1203,14 @@ impl Backend for RedisBackend {
         if areas.is_empty() {
             return Ok(0);
         }
-        let mut cmd = redis::cmd("MGET");
+        // One pipeline of GETs: on a cluster each count is in its
+        // namespace's slot.
+        let mut pipe = redis::pipe();
         for area in areas {
-            cmd.arg(AreaKeys::new(&self.key_prefix, area).bytes);
+            pipe.cmd("GET")
+                .arg(AreaKeys::new(&self.key_prefix, area).bytes);
         }
-        let counts: Vec<Option<i64>> = self.query("MGET", &cmd).await?;
+        let counts: Vec<Option<i64>> = self.query_pipe("GET", &pipe).await?;
         Ok(counts
             .into_iter()
             .flatten()

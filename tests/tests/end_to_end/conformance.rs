@@ -29,7 +29,7 @@ macro_rules! conformance {
 }
 
 conformance! {
-    backends: [memory, sled, redis],
+    backends: [memory, sled, redis, redis_cluster],
     cases: [
         round_trip,
         overwrite,
@@ -78,7 +78,7 @@ mod redis_only {
     use warden::storage::{
         Backend, Grant, PluginStorage, RedisBackend, StorageError, StorageLimits,
     };
-    use warden_tests::redis_server::{RedisServer, unique_prefix};
+    use warden_tests::redis_server::{RedisCluster, RedisServer, unique_prefix};
     use warden_tests::*;
 
     async fn connect(url: &str, prefix: &str) -> RedisBackend {
@@ -280,6 +280,12 @@ mod redis_only {
         }
     }
 
+    async fn connect_cluster(urls: &[String], prefix: &str) -> RedisBackend {
+        RedisBackend::connect_cluster(urls, prefix)
+            .await
+            .unwrap_or_else(|e| panic!("connect to the cluster {urls:?}: {e}"))
+    }
+
     /// Plugin `a.Quota`'s storage through `backend`, as one host sees it,
     /// with a quota of `max` bytes.
     fn quota_storage(backend: &Arc<RedisBackend>, max: u64) -> PluginStorage {
@@ -302,10 +308,24 @@ mod redis_only {
         let Some(server) = RedisServer::start() else {
             return;
         };
-        const QUOTA: u64 = 2_000;
         // Two hosts: their own connections, and counts of their own.
         let one = Arc::new(connect(&server.url(), "app").await);
         let two = Arc::new(connect(&server.url(), "app").await);
+        writing_at_once_never_overshoots(one, two).await;
+    }
+
+    #[tokio::test]
+    async fn two_hosts_on_a_cluster_writing_at_once_never_overshoot_a_quota() {
+        let Some(cluster) = RedisCluster::start() else {
+            return;
+        };
+        let one = Arc::new(connect_cluster(&cluster.urls(), "app").await);
+        let two = Arc::new(connect_cluster(&cluster.urls(), "app").await);
+        writing_at_once_never_overshoots(one, two).await;
+    }
+
+    async fn writing_at_once_never_overshoots(one: Arc<RedisBackend>, two: Arc<RedisBackend>) {
+        const QUOTA: u64 = 2_000;
         let (a, b) = (quota_storage(&one, QUOTA), quota_storage(&two, QUOTA));
         let writer = |storage: PluginStorage, host: &'static str| async move {
             let (mut stored, mut refused) = (0u64, 0u64);
@@ -381,6 +401,34 @@ mod redis_only {
         };
         let one = Arc::new(connect(&server.url(), "app").await);
         let two = Arc::new(connect(&server.url(), "app").await);
+        incrementing_at_once_loses_nothing(one, two).await;
+    }
+
+    #[tokio::test]
+    async fn two_hosts_on_a_cluster_incrementing_at_once_lose_no_increment() {
+        let Some(cluster) = RedisCluster::start() else {
+            return;
+        };
+        let one = Arc::new(connect_cluster(&cluster.urls(), "app").await);
+        let two = Arc::new(connect_cluster(&cluster.urls(), "app").await);
+        incrementing_at_once_loses_nothing(one, two).await;
+        // Every key of a namespace is in one slot: its hash tag's.
+        let slot = |key: &str| cluster.cli(&["CLUSTER", "KEYSLOT", key]);
+        let tag = slot("{plugin:a.Quota}");
+        for key in [
+            "app:{plugin:a.Quota}:karma:rust",
+            "app:{plugin:a.Quota}#i",
+            "app:{plugin:a.Quota}#b",
+        ] {
+            assert_eq!(slot(key), tag, "{key}");
+        }
+        assert_eq!(
+            cluster.cli(&["GET", "app:{plugin:a.Quota}:karma:rust"]),
+            "600"
+        );
+    }
+
+    async fn incrementing_at_once_loses_nothing(one: Arc<RedisBackend>, two: Arc<RedisBackend>) {
         let (a, b) = (quota_storage(&one, 1 << 20), quota_storage(&two, 1 << 20));
         let bump = |storage: PluginStorage| async move {
             for _ in 0..200 {

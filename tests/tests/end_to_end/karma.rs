@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use warden::storage::{Backend, MemoryBackend, SledBackend};
 use warden::{Config, Host, Incoming};
-use warden_tests::redis_server::{RedisServer, unique_prefix};
+use warden_tests::redis_server::{RedisCluster, RedisServer, unique_prefix};
 use warden_tests::*;
 
 async fn karma_host(backend: Arc<dyn Backend>, dir: &std::path::Path) -> Arc<Host> {
@@ -99,7 +99,27 @@ async fn no_increment_is_lost_through_two_hosts_on_one_redis() {
         redis.url(),
         unique_prefix("karma")
     );
-    let config = Config::parse(&config, "redis.toml".as_ref()).unwrap();
+    two_hosts_storm(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_increment_is_lost_through_two_hosts_on_a_redis_cluster() {
+    let Some(cluster) = RedisCluster::start() else {
+        return; // skipped, and said why
+    };
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("{u:?}")).collect();
+    let config = format!(
+        "[storage]\nbackend = \"redis-cluster\"\nurls = [{}]\nprefix = \"{}\"\n",
+        urls.join(", "),
+        unique_prefix("karma")
+    );
+    two_hosts_storm(&config).await;
+}
+
+/// Two hosts on the store `config` names, the karma plugin on each, 400
+/// increments through both at once: every one counts.
+async fn two_hosts_storm(config: &str) {
+    let config = Config::parse(config, "redis.toml".as_ref()).unwrap();
     let dir = plugins_dir(&[KARMA]);
     let mut hosts = Vec::new();
     for _ in 0..2 {
