@@ -130,6 +130,17 @@ mod redis_only {
             ]
         );
 
+        // Braces in a key change neither its slot nor its namespace.
+        app.set(b"plugin:a.A:}{plugin:b.B}:x", b"braced", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            server.cli(&["GET", "app1:{plugin:a.A}:}{plugin:b.B}:x"]),
+            "braced"
+        );
+        assert_eq!(app.scan(b"plugin:b.B:", None, 10).await.unwrap(), []);
+        app.delete(b"plugin:a.A:}{plugin:b.B}:x").await.unwrap();
+
         // Each backend lists, counts and sizes only its own keys.
         let listed = app.scan(b"", None, 100).await.unwrap();
         assert_eq!(listed.len(), 1);
