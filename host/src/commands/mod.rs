@@ -57,6 +57,45 @@ impl StoreArgs {
     }
 }
 
+/// Opens the store the config names (`data` overriding sled's path),
+/// drawing a bar on a terminal while a Redis database of the first layout
+/// moves to the indexed one.
+pub async fn open_store(
+    config: &Config,
+    data: Option<&Path>,
+) -> Result<std::sync::Arc<dyn warden::storage::Backend>, warden::storage::BackendError> {
+    use std::io::IsTerminal as _;
+    use warden::storage::Moving;
+    let bar = std::sync::Mutex::new(None::<indicatif::ProgressBar>);
+    let report = move |moving: Moving| {
+        // The bar is only drawn: whatever a panic left, it can go on.
+        let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+        match moving {
+            Moving::Started { keys } if std::io::stderr().is_terminal() => {
+                let new = indicatif::ProgressBar::new(keys);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "moving the Redis store to the indexed layout {bar:30} {pos} keys",
+                ) {
+                    new.set_style(style);
+                }
+                *bar = Some(new);
+            }
+            Moving::Moved { moved } => {
+                if let Some(bar) = bar.as_ref() {
+                    bar.set_position(moved);
+                }
+            }
+            Moving::Done { .. } => {
+                if let Some(bar) = bar.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
+        }
+    };
+    config.storage.open_reporting(data, &report).await
+}
+
 /// `count` and the noun, singular for one: `1 key`, `2 keys`.
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

@@ -105,7 +105,7 @@ async fn rebind(
     let bound = match missing_store(config, store.data.as_deref()) {
         Some(_) => None,
         None => {
-            let backend = config.storage.open(store.data.as_deref()).await?;
+            let backend = super::open_store(config, store.data.as_deref()).await?;
             let bound = bindings::bound(&*backend, &id).await;
             backend.close().await.context("closing storage failed")?;
             bound?
@@ -138,7 +138,7 @@ async fn rebind(
             );
         }
     }
-    let backend = config.storage.open(store.data.as_deref()).await?;
+    let backend = super::open_store(config, store.data.as_deref()).await?;
     let before = bindings::rebind(&*backend, &id, &name).await;
     backend.close().await.context("closing storage failed")?;
     match before? {
@@ -217,7 +217,7 @@ impl Bindings {
         if let Some(dir) = missing_store(config, data) {
             return Self::Empty(format!("no store in {} yet", dir.display()));
         }
-        match config.storage.open(data).await {
+        match super::open_store(config, data).await {
             Ok(backend) => Self::Store(backend),
             Err(e) => Self::Unknown(format!("cannot open the store: {e}")),
         }

@@ -101,14 +101,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             dir
         }
     };
+    // The store is opened here, so that a move of its layout shows a bar.
+    let backend = super::open_store(&config, args.store.data.as_deref())
+        .await
+        .map_err(warden::HostError::Storage)?;
     let mut builder = Host::builder()
         .config(config)
+        .backend(backend)
         .plugins_dir(&args.plugins)
         .watch(watch)
         .progress(progress_bar());
-    if let Some(data) = &args.store.data {
-        builder = builder.data_dir(data);
-    }
     if let Some(dir) = cache_dir {
         builder = builder.cache_dir(dir);
     }

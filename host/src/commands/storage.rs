@@ -113,7 +113,7 @@ pub async fn storage(args: StorageArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let backend = config.storage.open(args.store.data.as_deref()).await?;
+    let backend = super::open_store(&config, args.store.data.as_deref()).await?;
     let result = storage_command(&*backend, args.command).await;
     backend.close().await.context("closing storage failed")?;
     result

@@ -54,7 +54,7 @@ pub use namespaced::{
     Grant, KeyPage, MAX_BATCH, PluginStorage, SharedAccess, StorageError, StorageLimits, Usage,
     human_size,
 };
-pub use redis::{RedisBackend, RedisClusterConfig, RedisConfig};
+pub use redis::{Moving, RedisBackend, RedisClusterConfig, RedisConfig};
 pub use sled::{SledBackend, SledConfig, SledOptions, SyncPolicy};
 
 /// A failure of the store itself (I/O, corruption, a lost connection).
@@ -504,6 +504,22 @@ impl StorageConfig {
             StorageConfig::Redis(_) => BackendKind::Redis,
             StorageConfig::RedisCluster(_) => BackendKind::RedisCluster,
             StorageConfig::Memory => BackendKind::Memory,
+        }
+    }
+
+    /// Opens the backend, as [`open`](Self::open) does, reporting to
+    /// `report` the progress of moving a Redis database of the first layout
+    /// (see [`RedisBackend`]) when there is one to move.
+    pub async fn open_reporting(
+        &self,
+        data_dir: Option<&Path>,
+        report: &(dyn Fn(Moving) + Sync),
+    ) -> Result<Arc<dyn Backend>, BackendError> {
+        match self {
+            StorageConfig::Redis(redis) => Ok(Arc::new(
+                RedisBackend::connect_reporting(&redis.url, &redis.prefix, report).await?,
+            )),
+            other => other.open(data_dir).await,
         }
     }
 

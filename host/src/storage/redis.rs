@@ -194,6 +194,29 @@ impl fmt::Debug for RedisClusterConfig {
     }
 }
 
+/// How far the move of a database of the first layout has got, as
+/// [`RedisBackend::connect_reporting`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Moving {
+    /// The move starts; the database holds `keys` keys in all (Warden's
+    /// among them), so at most that many will move.
+    Started {
+        /// `DBSIZE`.
+        keys: u64,
+    },
+    /// `moved` keys have moved so far.
+    Moved {
+        /// How many.
+        moved: u64,
+    },
+    /// Every key has moved, `moved` in all.
+    Done {
+        /// How many.
+        moved: u64,
+    },
+}
+
 /// The connection: to one server, or to a cluster.
 #[derive(Clone)]
 enum Conn {
@@ -691,6 +714,17 @@ impl RedisBackend {
     /// seconds. Errors name the server by its URL with the password
     /// replaced by `***`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, BackendError> {
+        Self::connect_reporting(url, prefix, &|_| {}).await
+    }
+
+    /// [`connect`](Self::connect), reporting the progress of a move of the
+    /// database from the first layout, if one is needed, to `report`
+    /// (`warden` draws a bar with it).
+    pub async fn connect_reporting(
+        url: &str,
+        prefix: &str,
+        report: &(dyn Fn(Moving) + Sync),
+    ) -> Result<Self, BackendError> {
         let server = redact(url);
         let mut secrets = url_secrets(url);
         let error =
@@ -736,7 +770,7 @@ impl RedisBackend {
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| error(&secrets, format!("cannot connect to {server}: {e}")))?;
         let backend = Self::with(Conn::Single(conn), prefix, server, secrets);
-        backend.migrate().await?;
+        backend.migrate(report).await?;
         Ok(backend)
     }
 
@@ -937,7 +971,7 @@ impl RedisBackend {
     }
 
     /// Moves a database of the first layout to this one, once.
-    async fn migrate(&self) -> Result<(), BackendError> {
+    async fn migrate(&self, report: &(dyn Fn(Moving) + Sync)) -> Result<(), BackendError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.layout_key());
         let layout: Option<String> = self.query("GET", &cmd).await?;
@@ -977,6 +1011,8 @@ impl RedisBackend {
                 if !announced {
                     tracing::info!(server = %self.server, prefix = %self.prefix,
                         "moving the Redis store to the indexed layout; this runs once");
+                    let keys: u64 = self.query("DBSIZE", &redis::cmd("DBSIZE")).await?;
+                    report(Moving::Started { keys });
                     announced = true;
                 }
                 let (area, member) = self.locate(key);
@@ -985,9 +1021,13 @@ impl RedisBackend {
                 invocation.key(&old);
                 area.add_keys(&mut invocation, member);
                 invocation.arg(member);
+                let before = moved;
                 moved += self.run::<u64>("moving a key", &invocation).await?;
-                if moved > 0 && moved.is_multiple_of(10_000) {
-                    tracing::info!(moved, "moving the Redis store to the indexed layout");
+                if moved > before && moved.is_multiple_of(1_000) {
+                    report(Moving::Moved { moved });
+                    if moved.is_multiple_of(10_000) {
+                        tracing::info!(moved, "moving the Redis store to the indexed layout");
+                    }
                 }
             }
             if next == 0 {
@@ -999,6 +1039,7 @@ impl RedisBackend {
         cmd.arg(self.layout_key()).arg(LAYOUT);
         self.query::<()>("SET", &cmd).await?;
         if announced {
+            report(Moving::Done { moved });
             tracing::info!(moved, server = %self.server, "the Redis store is indexed");
         }
         Ok(())

@@ -410,3 +410,50 @@ fn counts_and_errors_read_right() {
         "{line}"
     );
 }
+
+#[test]
+fn a_redis_store_of_the_first_layout_moves_when_a_command_first_opens_it() {
+    let Some(redis) = warden_tests::redis_server::RedisServer::start() else {
+        return; // skipped, and said why
+    };
+    // Keys as an earlier Warden stored them: `{prefix}:{backend key}`.
+    redis.cli(&["SET", "old:plugin:a.Old:greeting", "\"hello\""]);
+    redis.cli(&["SET", "old:shared:motd", "\"hi\""]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("redis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"old\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let listed = storage(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "ls"],
+        b"",
+    );
+    let log = stderr_text(&listed);
+    assert!(
+        log.contains("moving the Redis store to the indexed layout"),
+        "{log}"
+    );
+    assert!(log.contains("the Redis store is indexed"), "{log}");
+    let listed = ok(listed);
+    assert!(listed.contains("plugin:a.Old\tgreeting\t7 B"), "{listed}");
+    assert!(listed.contains("shared\tmotd\t4 B"), "{listed}");
+    assert_eq!(redis.cli(&["GET", "old:#layout"]), "2");
+    // Once moved, nothing moves again.
+    let again = storage(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "size"],
+        b"",
+    );
+    assert!(
+        !stderr_text(&again).contains("moving"),
+        "{}",
+        stderr_text(&again)
+    );
+    assert!(ok(again).contains("total\t2 keys\t"));
+}
