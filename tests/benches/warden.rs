@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The sections are `overhead`, `throughput`, `startup`, `memory`,
-//! `routing` and `redis` (which needs `redis-server`); name any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
+//! `routing`, `redis` (which needs `redis-server`) and `console`; name any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
 //! fewer, shorter repetitions. Environment variables:
 //!
 //! - `WARDEN_BENCH_TASKS`: concurrent senders of the throughput section
@@ -81,6 +81,9 @@ struct Sizes {
     routing_repeats: usize,
     /// Keys in the database at each step of the Redis section.
     redis_steps: [usize; 3],
+    /// `store` lines (and as many `retrieve` lines) of the console's
+    /// transcript.
+    console_lines: usize,
 }
 
 impl Sizes {
@@ -104,6 +107,7 @@ impl Sizes {
                 memory_repeats: 1,
                 routing_repeats: 3,
                 redis_steps: [1_000, 10_000, 100_000],
+                console_lines: 5_000,
             }
         } else {
             Self {
@@ -119,6 +123,7 @@ impl Sizes {
                 memory_repeats: 3,
                 routing_repeats: 7,
                 redis_steps: [10_000, 100_000, 1_000_000],
+                console_lines: 50_000,
             }
         }
     }
@@ -214,13 +219,14 @@ fn main() -> anyhow::Result<()> {
     }
     let quick = args.iter().any(|a| a == "quick")
         || std::env::var("WARDEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    const SECTIONS: [&str; 6] = [
+    const SECTIONS: [&str; 7] = [
         "overhead",
         "throughput",
         "startup",
         "memory",
         "routing",
         "redis",
+        "console",
     ];
     let mut sections: Vec<&str> = Vec::new();
     for arg in args.iter().filter(|a| !a.starts_with('-') && *a != "quick") {
@@ -264,6 +270,7 @@ fn main() -> anyhow::Result<()> {
             "memory" => memory(&sizes, &mut report)?,
             "routing" => routing(&sizes, &mut report)?,
             "redis" => runtime.block_on(redis_scale(&sizes, &mut report))?,
+            "console" => runtime.block_on(console(&sizes, &mut report))?,
             _ => unreachable!(),
         }
         println!("  ({section} took {:.1} s)", t.elapsed().as_secs_f64());
@@ -1616,5 +1623,95 @@ async fn fill(
         let entries: Vec<(&[u8], &[u8])> = batch.iter().map(|k| (&k[..], &value[..])).collect();
         backend.set_many(&entries, None).await?;
     }
+    Ok(())
+}
+
+/// The console's speed: the seed's transcript, scaled up (N `store` lines
+/// then N `retrieve` lines, the example storage plugin, memory backend),
+/// piped into `warden run --console`, against the same messages sent
+/// through `Host::dispatch` one at a time, in this run.
+async fn console(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let n = sizes.console_lines;
+    println!(
+        "\n## 7. Console: {n} store and {n} retrieve lines piped into `warden run --console`, \
+         against the same messages through Host::dispatch"
+    );
+    let plugins = warden_tests::plugins_dir(&[warden_tests::STORAGE]);
+    let cache = tempfile::tempdir()?;
+    let mut transcript = String::new();
+    for i in 0..n {
+        transcript.push_str(&format!("store value{i} under key{i}\n"));
+    }
+    for i in 0..n {
+        transcript.push_str(&format!("retrieve key{i}\n"));
+    }
+    let messages = 2 * n;
+    let console_run = |input: &str| -> anyhow::Result<(Duration, usize)> {
+        let started = Instant::now();
+        let out = warden_tests::run_warden_with(
+            Path::new(env!("CARGO_BIN_EXE_warden-under-test")),
+            [
+                "run".as_ref(),
+                "--console".as_ref(),
+                "--no-watch".as_ref(),
+                "--plugins".as_ref(),
+                plugins.path().as_os_str(),
+                "--cache-dir".as_ref(),
+                cache.path().as_os_str(),
+            ],
+            &[("WARDEN_STORAGE_BACKEND", "memory"), ("WARDEN_LOG", "warn")],
+            input.as_bytes(),
+        );
+        ensure!(
+            out.status.success(),
+            "warden run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((
+            started.elapsed(),
+            out.stdout.iter().filter(|&&b| b == b'\n').count(),
+        ))
+    };
+    // Start-up and shutdown alone (the cache warm), to take from the runs.
+    console_run("")?;
+    let (mut piped, mut dispatched) = (Vec::new(), Vec::new());
+    for _ in 0..sizes.throughput_repeats {
+        let (bare, _) = console_run("")?;
+        let (whole, lines) = console_run(&transcript)?;
+        ensure!(lines == messages, "{lines} replies to {messages} messages");
+        let secs = whole.saturating_sub(bare).as_secs_f64().max(1e-9);
+        piped.push(messages as f64 / secs);
+
+        let host = Host::builder()
+            .config(Config::default())
+            .backend(Arc::new(warden::storage::MemoryBackend::new()))
+            .plugins_dir(plugins.path())
+            .cache_dir(cache.path())
+            .build()
+            .await?;
+        let started = Instant::now();
+        for line in transcript.lines() {
+            let outcomes = host.dispatch(&Incoming::addressed(line)).await;
+            ensure!(outcomes.len() == 1, "{line}: {outcomes:?}");
+        }
+        dispatched.push(messages as f64 / started.elapsed().as_secs_f64());
+        host.shutdown().await?;
+    }
+    let (piped, dispatched) = (median(&mut piped), median(&mut dispatched));
+    println!(
+        "  piped console: {piped:.0} msg/s; Host::dispatch, one at a time: {dispatched:.0} msg/s"
+    );
+    report.info("console, piped transcript", format!("{piped:.0} msg/s"));
+    report.info(
+        "Host::dispatch, the same messages one at a time",
+        format!("{dispatched:.0} msg/s"),
+    );
+    let ratio = piped / dispatched;
+    report.check(
+        "console against Host::dispatch",
+        format!("{ratio:.2}× ({piped:.0} vs {dispatched:.0} msg/s)"),
+        "≥ 0.5×",
+        ratio >= 0.5,
+    );
     Ok(())
 }

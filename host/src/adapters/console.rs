@@ -35,6 +35,10 @@ const ERROR_PREFIX: &str = "error: ";
 /// `output`, framed as the [module documentation](self) describes. Blank
 /// lines are skipped. A call that failed adds one line, `error: PLUGIN:
 /// REASON`, after the replies it made (the log has the details too).
+///
+/// Replies are written as each message is answered, and flushed at once:
+/// for the process's own standard input, [`run_stdio`] reads and writes in
+/// large chunks instead.
 pub async fn run<R, W>(host: &Host, input: R, mut output: W) -> std::io::Result<()>
 where
     R: AsyncBufRead + Unpin,
@@ -43,36 +47,126 @@ where
     let mut lines = input.lines();
     let mut out = String::new();
     while let Some(line) = lines.next_line().await? {
-        let text = line.trim_end_matches('\r');
-        if text.trim().is_empty() {
-            continue;
-        }
-        let message = Incoming::addressed(text);
-        if let Err(e) = host.check_message(&message) {
-            output
-                .write_all(format!("{ERROR_PREFIX}{e}\n").as_bytes())
-                .await?;
-            output.flush().await?;
-            continue;
-        }
-        let outcomes = host.dispatch(&message).await;
-        if outcomes.is_empty() {
-            // The text may hold what a user asked to store: log its size only.
-            tracing::debug!(bytes = text.len(), "no route matched the message");
-        }
         out.clear();
-        for outcome in &outcomes {
-            for reply in &outcome.replies {
-                frame_reply(reply, &mut out);
-            }
-            if let Some(error) = &outcome.error {
-                frame_error(outcome.plugin.as_str(), error, &mut out);
-            }
-        }
+        answer(host, &line, &mut out).await;
         output.write_all(out.as_bytes()).await?;
         output.flush().await?;
     }
     Ok(())
+}
+
+/// How much input the reading thread takes at once, and how much output is
+/// gathered before it is written.
+const CHUNK: usize = 64 * 1024;
+
+/// Batches of input lines on their way from the reading thread.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// [`run`] on the process's standard input and output, at the host's
+/// speed: a thread of its own reads the input in chunks of 64 KiB (off the
+/// async runtime), and replies are gathered in a buffer that is written out
+/// whenever no further input is waiting, so that a person typing sees each
+/// reply at once, and a piped transcript is written in large chunks.
+pub async fn run_stdio(host: &Host) -> std::io::Result<()> {
+    run_batches(host, stdin_lines()?, tokio::io::stdout()).await
+}
+
+/// Answers every line of `batches` as it comes, writing the replies to
+/// `output` through a buffer that is flushed once no batch is waiting.
+async fn run_batches<W>(
+    host: &Host,
+    mut batches: tokio::sync::mpsc::Receiver<std::io::Result<Vec<String>>>,
+    output: W,
+) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut output = tokio::io::BufWriter::with_capacity(CHUNK, output);
+    let mut out = String::new();
+    while let Some(batch) = batches.recv().await {
+        for line in batch? {
+            out.clear();
+            answer(host, &line, &mut out).await;
+            output.write_all(out.as_bytes()).await?;
+        }
+        if batches.is_empty() {
+            output.flush().await?;
+        }
+    }
+    output.flush().await
+}
+
+/// Reads standard input on a thread of its own, in chunks of [`CHUNK`]
+/// bytes, and sends its lines in batches: each batch holds the lines the
+/// last read brought in whole, so a batch ends where no more input was
+/// waiting. Invalid UTF-8 is replaced (U+FFFD).
+fn stdin_lines() -> std::io::Result<tokio::sync::mpsc::Receiver<std::io::Result<Vec<String>>>> {
+    use std::io::BufRead as _;
+    let (tx, rx) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+    std::thread::Builder::new()
+        .name("warden-console".into())
+        .spawn(move || {
+            let mut input = std::io::BufReader::with_capacity(CHUNK, std::io::stdin().lock());
+            let mut batch = Vec::new();
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match input.read_until(b'\n', &mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        batch.push(String::from_utf8_lossy(&line).into_owned());
+                        // Nothing more read ahead: the next read may wait,
+                        // so the lines so far go now.
+                        if input.buffer().is_empty()
+                            && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(Ok(batch));
+            }
+        })?;
+    Ok(rx)
+}
+
+/// Answers one input line: appends its replies and errors, framed, to
+/// `out` (nothing for a blank line).
+async fn answer(host: &Host, line: &str, out: &mut String) {
+    let text = line.trim_end_matches('\r');
+    if text.trim().is_empty() {
+        return;
+    }
+    let message = Incoming::addressed(text);
+    if let Err(e) = host.check_message(&message) {
+        out.push_str(ERROR_PREFIX);
+        out.push_str(&e.to_string());
+        out.push('\n');
+        return;
+    }
+    let outcomes = host.dispatch(&message).await;
+    if outcomes.is_empty() {
+        // The text may hold what a user asked to store: log its size only.
+        tracing::debug!(bytes = text.len(), "no route matched the message");
+    }
+    for outcome in &outcomes {
+        for reply in &outcome.replies {
+            frame_reply(reply, out);
+        }
+        if let Some(error) = &outcome.error {
+            frame_error(outcome.plugin.as_str(), error, out);
+        }
+    }
 }
 
 /// Appends `reply`, framed, to `out`.
@@ -109,6 +203,40 @@ fn needs_guard(line: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    #[tokio::test]
+    async fn replies_are_flushed_when_no_more_input_is_waiting() {
+        let host = Host::builder()
+            .backend(std::sync::Arc::new(crate::storage::MemoryBackend::new()))
+            .build()
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (writer, mut reader) = tokio::io::duplex(1 << 20);
+        let console = tokio::spawn(async move { run_batches(&host, rx, writer).await });
+        // A message the host refuses answers without any plugin.
+        let long = "x".repeat(5000);
+        for round in 0..2 {
+            tx.send(Ok(vec![long.clone(), String::new()]))
+                .await
+                .unwrap();
+            let mut reply = vec![0; 4096];
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(10), reader.read(&mut reply))
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: the reply was not flushed"))
+                    .unwrap();
+            let reply = String::from_utf8_lossy(&reply[..n]);
+            assert!(
+                reply.starts_with("error: the message is 5000 bytes long") && reply.ends_with('\n'),
+                "{reply}"
+            );
+            assert_eq!(reply.lines().count(), 1, "the blank line has no answer");
+        }
+        drop(tx);
+        console.await.unwrap().unwrap();
+    }
 
     fn framed(replies: &[&str], error: Option<&str>) -> String {
         let mut out = String::new();

@@ -229,13 +229,9 @@ fn progress_bar() -> impl Fn(Progress<'_>) + Send + Sync + 'static {
 
 /// Runs the console on stdin and stdout.
 async fn console_adapter(host: &Host) -> anyhow::Result<()> {
-    warden::adapters::console::run(
-        host,
-        tokio::io::BufReader::new(tokio::io::stdin()),
-        tokio::io::stdout(),
-    )
-    .await
-    .context("console input/output failed")
+    warden::adapters::console::run_stdio(host)
+        .await
+        .context("console input/output failed")
 }
 
 /// Watches for Ctrl-C and SIGTERM from now on; the future completes at

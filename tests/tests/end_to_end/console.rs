@@ -219,3 +219,46 @@ fn a_signal_ends_a_console_whose_input_is_still_open() {
         assert_eq!(stdout_lines(&out), ["'kept' retrieved from <k>!"]);
     }
 }
+
+#[test]
+fn an_interactive_reply_comes_before_the_next_line_is_typed() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(warden_bin!())
+        .args(["run", "--console", "--plugins"])
+        .arg(plugins.path())
+        .arg("--data")
+        .arg(data.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    // Lines read on a thread of their own, so that a reply that never
+    // comes fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    for round in 0..3 {
+        // The input stays open: the reply must come without more of it.
+        writeln!(stdin, "store v{round} under k{round}").unwrap();
+        stdin.flush().unwrap();
+        let reply = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("no reply to line {round} while the input waits: {e}"));
+        assert_eq!(reply, format!("'v{round}' stored under k{round}!"));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
