@@ -140,7 +140,7 @@ impl Default for PluginsConfig {
 }
 
 /// The `[http]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct HttpConfig {
@@ -150,6 +150,25 @@ pub struct HttpConfig {
     /// Largest request body accepted, in bytes (default 64 KiB): a body is
     /// held whole in memory while it is parsed, so its size is bounded.
     pub max_body_bytes: usize,
+    /// A file of bearer tokens, one a line: the token, or its SHA-256 as
+    /// `sha256:HEX`, then optionally its scopes (`messages`, `admin`, or
+    /// both separated by a comma; `messages` when none is given). Relative
+    /// to the config file.
+    pub tokens_file: Option<PathBuf>,
+    /// One more bearer token, with both scopes; meant to come from the
+    /// environment (`WARDEN_HTTP_TOKEN`). Never logged.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("tokens_file", &self.tokens_file)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// The default of [`HttpConfig::max_body_bytes`].
@@ -160,6 +179,8 @@ impl Default for HttpConfig {
         Self {
             listen: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tokens_file: None,
+            token: None,
         }
     }
 }
@@ -638,9 +659,13 @@ impl Config {
             StorageConfig::Sled(sled) => sled.path.as_mut(),
             _ => None,
         };
-        for dir in [sled_path, config.plugins.cache_dir.as_mut()]
-            .into_iter()
-            .flatten()
+        for dir in [
+            sled_path,
+            config.plugins.cache_dir.as_mut(),
+            config.http.tokens_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
@@ -649,7 +674,11 @@ impl Config {
         // The same in the table that environment overrides are applied to,
         // where a path set by a variable stays relative to the working
         // directory.
-        for (t, field) in [("storage", "path"), ("plugins", "cache_dir")] {
+        for (t, field) in [
+            ("storage", "path"),
+            ("plugins", "cache_dir"),
+            ("http", "tokens_file"),
+        ] {
             if let Some(toml::Value::Table(fields)) = table.get_mut(t)
                 && let Some(toml::Value::String(dir)) = fields.get_mut(field)
                 && Path::new(dir.as_str()).is_relative()
@@ -959,7 +988,10 @@ mod tests {
                 "urls"
             ]
         );
-        assert_eq!(table_fields("http"), ["listen", "max_body_bytes"]);
+        assert_eq!(
+            table_fields("http"),
+            ["listen", "max_body_bytes", "tokens_file", "token"]
+        );
         assert_eq!(
             table_fields("plugins"),
             ["watch", "cache", "cache_dir", "cache_max_bytes"]
@@ -1107,6 +1139,8 @@ mod tests {
                 ("WARDEN_LIMITS_MAX_READ_BYTES", "9"),
                 ("WARDEN_HTTP_LISTEN", "localhost:8080"),
                 ("WARDEN_HTTP_MAX_BODY_BYTES", "8"),
+                ("WARDEN_HTTP_TOKENS_FILE", "tokens"),
+                ("WARDEN_HTTP_TOKEN", "s3cret"),
                 ("WARDEN_ROUTING_MAX_MESSAGE_BYTES", "9"),
                 ("WARDEN_ROUTING_MAX_PLUGIN_ROUTE_BYTES", "10"),
                 ("WARDEN_ROUTING_MAX_HOST_ROUTE_BYTES", "11"),
@@ -1153,6 +1187,8 @@ mod tests {
                 ("WARDEN_LIMITS_MAX_READ_BYTES", "9"),
                 ("WARDEN_HTTP_LISTEN", "localhost:8080"),
                 ("WARDEN_HTTP_MAX_BODY_BYTES", "8"),
+                ("WARDEN_HTTP_TOKENS_FILE", "tokens"),
+                ("WARDEN_HTTP_TOKEN", "s3cret"),
                 ("WARDEN_ROUTING_MAX_MESSAGE_BYTES", "9"),
                 ("WARDEN_ROUTING_MAX_PLUGIN_ROUTE_BYTES", "10"),
                 ("WARDEN_ROUTING_MAX_HOST_ROUTE_BYTES", "11"),
@@ -1181,7 +1217,9 @@ mod tests {
             c.http,
             HttpConfig {
                 listen: Some("localhost:8080".into()),
-                max_body_bytes: 8
+                max_body_bytes: 8,
+                tokens_file: Some("tokens".into()),
+                token: Some("s3cret".into()),
             }
         );
         assert_eq!(

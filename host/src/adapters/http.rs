@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Scope, Tokens, TokensError, Verdict, scope_name};
 use crate::config::Config;
 use crate::storage::SharedAccess;
 use crate::{Host, Incoming, PluginInfo, metrics};
@@ -37,10 +38,14 @@ pub const DEFAULT_USER: &str = "http";
 pub const DEFAULT_CHANNEL: &str = "http";
 
 /// The routes, over `host`. The host's configuration gives the grants
-/// `GET /v1/plugins` shows and the body limit (`[http] max_body_bytes`).
-pub fn router(host: Arc<Host>) -> Router {
+/// `GET /v1/plugins` shows, the body limit (`[http] max_body_bytes`) and
+/// the bearer tokens (see [`auth`](super::auth)): with any configured,
+/// every route but `/healthz` needs one, `POST /v1/messages` one of scope
+/// `messages`, `GET /v1/plugins` and `GET /metrics` one of scope `admin`.
+pub fn router(host: Arc<Host>) -> Result<Router, TokensError> {
     let max_body_bytes = host.config().http.max_body_bytes;
-    Router::new()
+    let tokens = Arc::new(Tokens::from_config(&host.config().http)?);
+    Ok(Router::new()
         .route("/v1/messages", post(post_message))
         .route("/v1/plugins", get(get_plugins))
         .route("/healthz", get(|| async { "ok" }))
@@ -48,19 +53,63 @@ pub fn router(host: Arc<Host>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(host)
+        .layer(axum::middleware::from_fn_with_state(tokens, authenticate))
+        .with_state(host))
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then lets
-/// the requests under way finish.
+/// the requests under way finish. Fails at once if the tokens cannot be
+/// read.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     host: Arc<Host>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(host))
+    let router = router(host).map_err(std::io::Error::other)?;
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The realm of the `WWW-Authenticate` challenge.
+const REALM: &str = "Bearer realm=\"warden\"";
+
+/// Lets a request through if its bearer token grants the scope of its
+/// route (see [`router`]).
+async fn authenticate(
+    State(tokens): State<Arc<Tokens>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let scope = match request.uri().path() {
+        "/healthz" => return next.run(request).await,
+        "/v1/plugins" | "/metrics" => Scope::Admin,
+        _ => Scope::Messages,
+    };
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match tokens.check(header, scope) {
+        Verdict::Allowed => next.run(request).await,
+        Verdict::Unauthenticated => {
+            let message = if header.is_some() {
+                "the bearer token is not valid"
+            } else {
+                "this API needs a bearer token: send Authorization: Bearer TOKEN"
+            };
+            let mut response = error(StatusCode::UNAUTHORIZED, message);
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(REALM),
+            );
+            response
+        }
+        Verdict::Forbidden(scope) => error(
+            StatusCode::FORBIDDEN,
+            format!("the token does not have the {} scope", scope_name(scope)),
+        ),
+    }
 }
 
 /// An error answer: `{"error": message}` with `status`.

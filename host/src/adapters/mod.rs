@@ -1,4 +1,5 @@
 //! Ways messages reach the host.
 
+pub mod auth;
 pub mod console;
 pub mod http;

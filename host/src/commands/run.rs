@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// port) [default: the config's http.listen; not served if neither].
     #[arg(long, env = "WARDEN_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
+    /// Serve HTTP on an address other than loopback with no bearer token
+    /// configured, open to anyone who can reach it.
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 /// The default compilation cache directory, if the environment names one.
@@ -79,6 +83,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let bound = listener
                 .local_addr()
                 .with_context(|| format!("cannot listen on {addr}"))?;
+            let tokens = warden::adapters::auth::Tokens::from_config(&config.http)?;
+            if !tokens.any() && !bound.ip().is_loopback() && !args.insecure_no_auth {
+                bail!(
+                    "refusing to serve HTTP on {bound} with no bearer token: anyone who can \
+                     reach it could send messages and read the plugins and metrics. Set \
+                     [http] tokens_file or WARDEN_HTTP_TOKEN, listen on a loopback address \
+                     (127.0.0.1), or pass --insecure-no-auth"
+                );
+            }
+            if !tokens.any() && !bound.ip().is_loopback() {
+                tracing::warn!("serving HTTP on {bound} with no bearer token (--insecure-no-auth)");
+            }
             Some((listener, bound))
         }
         None => None,

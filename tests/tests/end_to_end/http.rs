@@ -483,3 +483,119 @@ fn a_plugin_dropped_into_a_running_host_answers_over_http_then_is_replaced_and_r
         ["'v' stored under k!"]
     );
 }
+
+#[test]
+fn bearer_tokens_guard_every_route_but_the_health_check() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let hashed: String = Sha256::digest(b"admin-t0ken")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tokens = data.path().join("tokens");
+    std::fs::write(&tokens, format!("messages-t0ken\nsha256:{hashed} admin\n")).unwrap();
+    let args: Vec<&OsStr> = run_args(
+        plugins.path(),
+        data.path(),
+        &["--listen".as_ref(), "127.0.0.1:0".as_ref()],
+    );
+    let server = Server::start(
+        warden_bin!(),
+        args,
+        &[
+            ("WARDEN_HTTP_TOKENS_FILE", tokens.to_str().unwrap()),
+            ("WARDEN_HTTP_TOKEN", "env-t0ken"),
+        ],
+    );
+    let http = client();
+    let message = json!({"text": "store hello under greeting"});
+    let send = |token: Option<&str>| {
+        let mut request = http.post(server.url("/v1/messages")).json(&message);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().unwrap()
+    };
+    // No token, or a wrong one: 401 with a challenge.
+    for token in [None, Some("wrong"), Some("")] {
+        let response = send(token);
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"warden\""
+        );
+        let e = error_of(response, StatusCode::UNAUTHORIZED);
+        assert!(e.contains("bearer token"), "{e}");
+    }
+    assert_eq!(send(Some("messages-t0ken")).status(), StatusCode::OK);
+    assert_eq!(send(Some("env-t0ken")).status(), StatusCode::OK);
+    // The admin routes take an admin token only.
+    for path in ["/v1/plugins", "/metrics"] {
+        let get = |token: &str| {
+            http.get(server.url(path))
+                .bearer_auth(token)
+                .send()
+                .unwrap()
+        };
+        let e = error_of(get("messages-t0ken"), StatusCode::FORBIDDEN);
+        assert!(e.contains("admin scope"), "{e}");
+        assert_eq!(get("admin-t0ken").status(), StatusCode::OK, "{path}");
+        assert_eq!(get("env-t0ken").status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            http.get(server.url(path)).send().unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let e = error_of(send(Some("admin-t0ken")), StatusCode::FORBIDDEN);
+    assert!(e.contains("messages scope"), "{e}");
+    // Unknown paths reveal nothing without a token.
+    assert_eq!(
+        http.get(server.url("/nowhere")).send().unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let health = http.get(server.url("/healthz")).send().unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    // Tokens never reach the log or the metrics.
+    let metrics = http
+        .get(server.url("/metrics"))
+        .bearer_auth("admin-t0ken")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let stopped = server.terminate();
+    for secret in ["messages-t0ken", "admin-t0ken", "env-t0ken", "wrong"] {
+        assert!(!stopped.stderr.contains(secret), "{secret} logged");
+        assert!(!metrics.contains(secret), "{secret} in the metrics");
+    }
+}
+
+#[test]
+fn without_a_token_only_loopback_is_served() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let args = |extra: &[&str]| {
+        let mut args: Vec<String> = ["run", "--plugins"].iter().map(|s| s.to_string()).collect();
+        args.push(plugins.path().display().to_string());
+        args.extend(["--data".into(), data.path().display().to_string()]);
+        args.extend(["--listen".into(), "0.0.0.0:0".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let out = run_warden(warden_bin!(), args(&[]), "");
+    assert!(!out.status.success());
+    let e = stderr_text(&out);
+    assert!(
+        e.contains("refusing to serve HTTP on 0.0.0.0") && e.contains("--insecure-no-auth"),
+        "{e}"
+    );
+    // Asked for, it serves, and says so.
+    let server = Server::start(warden_bin!(), args(&["--insecure-no-auth"]), &[]);
+    let health = client().get(server.url("/healthz")).send().unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let stopped = server.terminate();
+    assert!(
+        stopped.stderr.contains("with no bearer token"),
+        "{}",
+        stopped.stderr
+    );
+}
