@@ -158,6 +158,26 @@ pub struct HttpConfig {
     /// One more bearer token, with both scopes; meant to come from the
     /// environment (`WARDEN_HTTP_TOKEN`). Never logged.
     pub token: Option<String>,
+    /// How long a client may take to send a request's headers, in
+    /// milliseconds (default 10 000); a slower one is cut off.
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send a request's body, in milliseconds
+    /// (default 30 000); a slower one gets `408`.
+    pub body_timeout_ms: u64,
+    /// Most connections open at once (default 1024); one more is answered
+    /// `503` with `Retry-After` and closed.
+    pub max_connections: usize,
+    /// Most requests being answered at once (default 256); more get `503`
+    /// with `Retry-After`.
+    pub max_requests_in_flight: usize,
+    /// Most requests a second each bearer token may make (a burst of as
+    /// many), `429` with `Retry-After` beyond; none by default.
+    pub rate_limit_per_second: Option<u32>,
+    /// A PEM file of the certificate chain to serve HTTPS with (with
+    /// `tls_key`); relative to the config file.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM file of its private key.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for HttpConfig {
@@ -167,6 +187,13 @@ impl std::fmt::Debug for HttpConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("tokens_file", &self.tokens_file)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("body_timeout_ms", &self.body_timeout_ms)
+            .field("max_connections", &self.max_connections)
+            .field("max_requests_in_flight", &self.max_requests_in_flight)
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -181,6 +208,13 @@ impl Default for HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             tokens_file: None,
             token: None,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 1024,
+            max_requests_in_flight: 256,
+            rate_limit_per_second: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -663,6 +697,8 @@ impl Config {
             sled_path,
             config.plugins.cache_dir.as_mut(),
             config.http.tokens_file.as_mut(),
+            config.http.tls_cert.as_mut(),
+            config.http.tls_key.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -678,6 +714,8 @@ impl Config {
             ("storage", "path"),
             ("plugins", "cache_dir"),
             ("http", "tokens_file"),
+            ("http", "tls_cert"),
+            ("http", "tls_key"),
         ] {
             if let Some(toml::Value::Table(fields)) = table.get_mut(t)
                 && let Some(toml::Value::String(dir)) = fields.get_mut(field)
@@ -760,6 +798,32 @@ impl Config {
                     format!("[plugin_limits.\"{id}\"] {message}"),
                 ));
             }
+        }
+        for (name, value) in [
+            ("header_timeout_ms", self.http.header_timeout_ms),
+            ("body_timeout_ms", self.http.body_timeout_ms),
+            ("max_connections", self.http.max_connections as u64),
+            (
+                "max_requests_in_flight",
+                self.http.max_requests_in_flight as u64,
+            ),
+            (
+                "rate_limit_per_second",
+                self.http.rate_limit_per_second.map_or(1, u64::from),
+            ),
+        ] {
+            if value == 0 {
+                return Err(Fault::new(
+                    &[("http", name)],
+                    format!("[http] {name} must be greater than 0"),
+                ));
+            }
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(Fault::new(
+                &[("http", "tls_cert"), ("http", "tls_key")],
+                "[http] tls_cert and tls_key go together: set both, or neither",
+            ));
         }
         if self.http.max_body_bytes == 0 {
             return Err(Fault::new(
@@ -990,7 +1054,19 @@ mod tests {
         );
         assert_eq!(
             table_fields("http"),
-            ["listen", "max_body_bytes", "tokens_file", "token"]
+            [
+                "listen",
+                "max_body_bytes",
+                "tokens_file",
+                "token",
+                "header_timeout_ms",
+                "body_timeout_ms",
+                "max_connections",
+                "max_requests_in_flight",
+                "rate_limit_per_second",
+                "tls_cert",
+                "tls_key"
+            ]
         );
         assert_eq!(
             table_fields("plugins"),
@@ -1220,6 +1296,7 @@ mod tests {
                 max_body_bytes: 8,
                 tokens_file: Some("tokens".into()),
                 token: Some("s3cret".into()),
+                ..HttpConfig::default()
             }
         );
         assert_eq!(

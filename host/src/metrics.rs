@@ -10,6 +10,7 @@
 //! | `warden_storage_operations_total` | counter | `plugin`, `op` |
 //! | `warden_storage_errors_total` | counter | `plugin`, `op`, `error` |
 //! | `warden_plugins_loaded` | gauge | |
+//! | `warden_http_refused_total` | counter | `reason` |
 //!
 //! `op` is the storage function the plugin called: `get`, `set`, `has`,
 //! `delete`, `size` (`storage-size` and `storage-size-human`),
@@ -240,11 +241,54 @@ impl PluginMetrics {
     }
 }
 
+/// Why the HTTP adapter refused or cut off a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpRefusal {
+    /// `[http] max_connections` connections were open (`503`).
+    Connections,
+    /// `[http] max_requests_in_flight` requests were being answered (`503`).
+    Busy,
+    /// The token's `[http] rate_limit_per_second` was spent (`429`).
+    RateLimited,
+    /// No valid bearer token, or one without the route's scope
+    /// (`401`, `403`).
+    Unauthorized,
+    /// The headers did not come within `[http] header_timeout_ms`.
+    SlowHeaders,
+    /// The body did not come within `[http] body_timeout_ms` (`408`).
+    SlowBody,
+}
+
+impl HttpRefusal {
+    const ALL: [HttpRefusal; 6] = [
+        Self::Connections,
+        Self::Busy,
+        Self::RateLimited,
+        Self::Unauthorized,
+        Self::SlowHeaders,
+        Self::SlowBody,
+    ];
+
+    /// The `reason` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connections => "connections",
+            Self::Busy => "busy",
+            Self::RateLimited => "rate-limited",
+            Self::Unauthorized => "unauthorized",
+            Self::SlowHeaders => "slow-headers",
+            Self::SlowBody => "slow-body",
+        }
+    }
+}
+
 /// A set of metrics; see the [module documentation](self).
 #[derive(Debug, Default)]
 pub struct Metrics {
     messages: AtomicU64,
     plugins_loaded: AtomicU64,
+    http_refused: [AtomicU64; HttpRefusal::ALL.len()],
     plugins: RwLock<BTreeMap<PluginId, Arc<PluginMetrics>>>,
 }
 
@@ -257,6 +301,12 @@ impl Metrics {
     /// Counts one message received.
     pub fn message_received(&self) {
         self.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one client the HTTP adapter refused or cut off.
+    pub fn http_refused(&self, why: HttpRefusal) {
+        let i = HttpRefusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.http_refused[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sets the number of plugins loaded.
@@ -322,6 +372,21 @@ impl Metrics {
             &[],
             load(&self.messages),
         );
+
+        header(
+            &mut out,
+            "warden_http_refused_total",
+            "counter",
+            "HTTP clients refused or cut off, by reason.",
+        );
+        for (why, count) in HttpRefusal::ALL.iter().zip(&self.http_refused) {
+            sample(
+                &mut out,
+                "warden_http_refused_total",
+                &[("reason", why.name())],
+                load(count),
+            );
+        }
 
         header(
             &mut out,

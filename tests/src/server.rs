@@ -66,6 +66,7 @@ impl Server {
                 if let Some(addr) = line
                     .split("HTTP listening on http://")
                     .nth(1)
+                    .or_else(|| line.split("HTTP listening on https://").nth(1))
                     .and_then(|rest| rest.split(['"', ' ']).next())
                     .and_then(|addr| addr.parse::<SocketAddr>().ok())
                 {

@@ -79,8 +79,9 @@ impl std::fmt::Debug for Tokens {
 /// How a request's credentials fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Let through.
-    Allowed,
+    /// Let through; with the index of the token that was presented, when
+    /// tokens are configured.
+    Allowed(Option<usize>),
     /// No token, or not one of ours: 401.
     Unauthenticated,
     /// A valid token without the scope: 403.
@@ -163,26 +164,36 @@ impl Tokens {
         !self.tokens.is_empty()
     }
 
+    /// How many tokens are configured.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
     /// Whether the `Authorization` header `header` grants `scope`.
     pub fn check(&self, header: Option<&[u8]>, scope: Scope) -> Verdict {
         if !self.any() {
-            return Verdict::Allowed;
+            return Verdict::Allowed(None);
         }
         let Some(presented) = header.and_then(bearer) else {
             return Verdict::Unauthenticated;
         };
         let digest: [u8; 32] = Sha256::digest(presented).into();
         // Every digest is compared, whatever matches, in constant time.
-        let mut found: Option<&Token> = None;
-        for token in &self.tokens {
+        let mut found: Option<(usize, &Token)> = None;
+        for (i, token) in self.tokens.iter().enumerate() {
             if constant_time_eq(&digest, &token.digest) {
-                found = Some(token);
+                found = Some((i, token));
             }
         }
         match found {
             None => Verdict::Unauthenticated,
-            Some(t) if scope == Scope::Messages && t.messages => Verdict::Allowed,
-            Some(t) if scope == Scope::Admin && t.admin => Verdict::Allowed,
+            Some((i, t)) if scope == Scope::Messages && t.messages => Verdict::Allowed(Some(i)),
+            Some((i, t)) if scope == Scope::Admin && t.admin => Verdict::Allowed(Some(i)),
             Some(_) => Verdict::Forbidden(scope),
         }
     }
@@ -243,18 +254,18 @@ mod tests {
             Some("from-env"),
         );
         let check = |token: &str, scope| t.check(Some(format!("Bearer {token}").as_bytes()), scope);
-        assert_eq!(check("plain", Scope::Messages), Verdict::Allowed);
+        assert_eq!(check("plain", Scope::Messages), Verdict::Allowed(Some(0)));
         assert_eq!(
             check("plain", Scope::Admin),
             Verdict::Forbidden(Scope::Admin)
         );
-        assert_eq!(check("hashed", Scope::Admin), Verdict::Allowed);
+        assert_eq!(check("hashed", Scope::Admin), Verdict::Allowed(Some(1)));
         assert_eq!(
             check("hashed", Scope::Messages),
             Verdict::Forbidden(Scope::Messages)
         );
-        assert_eq!(check("both", Scope::Admin), Verdict::Allowed);
-        assert_eq!(check("from-env", Scope::Admin), Verdict::Allowed);
+        assert_eq!(check("both", Scope::Admin), Verdict::Allowed(Some(2)));
+        assert_eq!(check("from-env", Scope::Admin), Verdict::Allowed(Some(3)));
         assert_eq!(check("wrong", Scope::Messages), Verdict::Unauthenticated);
         assert_eq!(t.check(None, Scope::Messages), Verdict::Unauthenticated);
         assert_eq!(
@@ -263,7 +274,7 @@ mod tests {
         );
         assert_eq!(
             t.check(Some(b"bearer plain"), Scope::Messages),
-            Verdict::Allowed
+            Verdict::Allowed(Some(0))
         );
         assert!(!format!("{t:?}").contains("plain"));
     }
@@ -289,7 +300,7 @@ mod tests {
         assert!(!Tokens::default().any());
         assert_eq!(
             Tokens::default().check(None, Scope::Admin),
-            Verdict::Allowed
+            Verdict::Allowed(None)
         );
     }
 }

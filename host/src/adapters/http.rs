@@ -17,6 +17,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,7 +29,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Scope, Tokens, TokensError, Verdict, scope_name};
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
+use crate::metrics::{HttpRefusal, Metrics};
 use crate::storage::SharedAccess;
 use crate::{Host, Incoming, PluginInfo, metrics};
 
@@ -37,14 +39,56 @@ pub const DEFAULT_USER: &str = "http";
 /// The `channel` of a message that names none.
 pub const DEFAULT_CHANNEL: &str = "http";
 
+/// What the adapter enforces on every request, shared by its middleware.
+struct Guard {
+    tokens: Tokens,
+    /// One bucket a token, when `[http] rate_limit_per_second` is set.
+    buckets: Option<std::sync::Mutex<Vec<Bucket>>>,
+    rate: f64,
+    in_flight: tokio::sync::Semaphore,
+    body_timeout: Duration,
+    max_body_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// A token bucket: up to `rate` requests at once, refilled at `rate` a
+/// second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
 /// The routes, over `host`. The host's configuration gives the grants
-/// `GET /v1/plugins` shows, the body limit (`[http] max_body_bytes`) and
-/// the bearer tokens (see [`auth`](super::auth)): with any configured,
+/// `GET /v1/plugins` shows, the body limit and deadline (`[http]
+/// max_body_bytes`, `body_timeout_ms`), the bound on requests in flight,
+/// and the bearer tokens (see [`auth`](super::auth)): with any configured,
 /// every route but `/healthz` needs one, `POST /v1/messages` one of scope
-/// `messages`, `GET /v1/plugins` and `GET /metrics` one of scope `admin`.
+/// `messages`, `GET /v1/plugins` and `GET /metrics` one of scope `admin`,
+/// each within its `rate_limit_per_second`.
 pub fn router(host: Arc<Host>) -> Result<Router, TokensError> {
-    let max_body_bytes = host.config().http.max_body_bytes;
-    let tokens = Arc::new(Tokens::from_config(&host.config().http)?);
+    let http = &host.config().http;
+    let tokens = Tokens::from_config(http)?;
+    let rate = http.rate_limit_per_second.map_or(0.0, f64::from);
+    let buckets = http.rate_limit_per_second.map(|_| {
+        let full = Bucket {
+            tokens: rate,
+            last: Instant::now(),
+        };
+        std::sync::Mutex::new(vec![full; tokens.len()])
+    });
+    let guard = Arc::new(Guard {
+        tokens,
+        buckets,
+        rate,
+        in_flight: tokio::sync::Semaphore::new(http.max_requests_in_flight),
+        body_timeout: Duration::from_millis(http.body_timeout_ms),
+        max_body_bytes: http.max_body_bytes,
+        metrics: host.metrics().clone(),
+    });
+    let max_body_bytes = http.max_body_bytes;
+    // The last layer added runs first: requests in flight, then the token,
+    // then the body.
     Ok(Router::new()
         .route("/v1/messages", post(post_message))
         .route("/v1/plugins", get(get_plugins))
@@ -53,31 +97,223 @@ pub fn router(host: Arc<Host>) -> Result<Router, TokensError> {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(tokens, authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            guard.clone(),
+            read_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            guard.clone(),
+            authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(guard, bound_in_flight))
         .with_state(host))
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then lets
-/// the requests under way finish. Fails at once if the tokens cannot be
-/// read.
+/// the requests under way finish. Each connection must send a request's
+/// headers within `[http] header_timeout_ms`; beyond `max_connections` open
+/// at once a new one is answered `503` and closed. With `[http] tls_cert`
+/// and `tls_key` it serves HTTPS. Fails at once if the tokens or the
+/// certificate cannot be read.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     host: Arc<Host>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let http = host.config().http.clone();
+    let metrics = host.metrics().clone();
+    let tls = tls_acceptor(&http)?;
     let router = router(host).map_err(std::io::Error::other)?;
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let connections = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
+    let header_timeout = Duration::from_millis(http.header_timeout_ms);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait, then go on.
+                    tracing::warn!("accepting an HTTP connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics.http_refused(HttpRefusal::Connections);
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let watcher = graceful.watcher();
+        let (tls, metrics) = (tls.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let served = match tls {
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    watcher.watch(builder.serve_connection(io, service)).await
+                }
+                Some(acceptor) => {
+                    // The handshake, too, is bounded by the header timeout.
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                    else {
+                        metrics.http_refused(HttpRefusal::SlowHeaders);
+                        return;
+                    };
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    watcher.watch(builder.serve_connection(io, service)).await
+                }
+            };
+            if let Err(e) = served
+                && e.is_timeout()
+            {
+                metrics.http_refused(HttpRefusal::SlowHeaders);
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Answers a connection over `[http] max_connections` with `503` and
+/// closes it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt as _;
+    const BODY: &str = r#"{"error":"too many connections; try again shortly"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Reads what [`serve`] will need from `http` (the bearer tokens, the TLS
+/// certificate and key), so that a bad file fails at start, naming it.
+pub fn check(http: &HttpConfig) -> std::io::Result<()> {
+    Tokens::from_config(http).map_err(std::io::Error::other)?;
+    tls_acceptor(http)?;
+    Ok(())
+}
+
+/// The TLS acceptor `[http] tls_cert` and `tls_key` make, if they are set.
+fn tls_acceptor(http: &HttpConfig) -> std::io::Result<Option<tokio_rustls::TlsAcceptor>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&http.tls_cert, &http.tls_key) else {
+        return Ok(None);
+    };
+    let bad = |file: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("[http] cannot use {}: {e}", file.display()))
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad(cert, &"no certificate in it"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad(key, &e))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+/// Refuses a request beyond `[http] max_requests_in_flight` with `503`.
+async fn bound_in_flight(
+    State(guard): State<Arc<Guard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = guard.in_flight.try_acquire() else {
+        guard.metrics.http_refused(HttpRefusal::Busy);
+        return retry_after(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests under way; try again shortly",
+            ),
+            1,
+        );
+    };
+    next.run(request).await
+}
+
+/// Reads a request's body whole within `[http] body_timeout_ms`: `408`
+/// for a slower client, `413` for a body over the limit.
+async fn read_body(
+    State(guard): State<Arc<Guard>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, guard.max_body_bytes);
+    let bytes = match tokio::time::timeout(guard.body_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is over the limit of {} bytes",
+                    guard.max_body_bytes
+                ),
+            );
+        }
+        Err(_) => {
+            guard.metrics.http_refused(HttpRefusal::SlowBody);
+            let mut response = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ms ([http] body_timeout_ms)",
+                    guard.body_timeout.as_millis()
+                ),
+            );
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+/// `response` with `Retry-After: seconds`.
+fn retry_after(mut response: Response, seconds: u64) -> Response {
+    if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The realm of the `WWW-Authenticate` challenge.
 const REALM: &str = "Bearer realm=\"warden\"";
 
 /// Lets a request through if its bearer token grants the scope of its
-/// route (see [`router`]).
+/// route (see [`router`]) and its rate allows.
 async fn authenticate(
-    State(tokens): State<Arc<Tokens>>,
+    State(guard): State<Arc<Guard>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -90,9 +326,22 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    match tokens.check(header, scope) {
-        Verdict::Allowed => next.run(request).await,
+    match guard.tokens.check(header, scope) {
+        Verdict::Allowed(token) => {
+            if let Some(wait) = token.and_then(|t| guard.spend(t)) {
+                guard.metrics.http_refused(HttpRefusal::RateLimited);
+                return retry_after(
+                    error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "this token's rate limit is spent ([http] rate_limit_per_second)",
+                    ),
+                    wait,
+                );
+            }
+            next.run(request).await
+        }
         Verdict::Unauthenticated => {
+            guard.metrics.http_refused(HttpRefusal::Unauthorized);
             let message = if header.is_some() {
                 "the bearer token is not valid"
             } else {
@@ -105,10 +354,34 @@ async fn authenticate(
             );
             response
         }
-        Verdict::Forbidden(scope) => error(
-            StatusCode::FORBIDDEN,
-            format!("the token does not have the {} scope", scope_name(scope)),
-        ),
+        Verdict::Forbidden(scope) => {
+            guard.metrics.http_refused(HttpRefusal::Unauthorized);
+            error(
+                StatusCode::FORBIDDEN,
+                format!("the token does not have the {} scope", scope_name(scope)),
+            )
+        }
+    }
+}
+
+impl Guard {
+    /// Takes one request from token `token`'s bucket; `Some(seconds to
+    /// wait)` if it is empty.
+    fn spend(&self, token: usize) -> Option<u64> {
+        let buckets = self.buckets.as_ref()?;
+        // A bucket is two plain numbers: valid whatever a panic left.
+        let mut buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let bucket = buckets.get_mut(token)?;
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.last).as_secs_f64() * self.rate;
+        bucket.tokens = (bucket.tokens + refill).min(self.rate);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            None
+        } else {
+            Some(((1.0 - bucket.tokens) / self.rate).ceil().max(1.0) as u64)
+        }
     }
 }
 

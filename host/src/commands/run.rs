@@ -71,6 +71,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let listen = args.listen.clone().or_else(|| config.http.listen.clone());
+    let config_tls = config.http.tls_cert.is_some();
     // HTTP is served when an address is given; the console runs when asked
     // for, or when nothing else would.
     let console = args.console || listen.is_none();
@@ -83,6 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let bound = listener
                 .local_addr()
                 .with_context(|| format!("cannot listen on {addr}"))?;
+            warden::adapters::http::check(&config.http)?;
             let tokens = warden::adapters::auth::Tokens::from_config(&config.http)?;
             if !tokens.any() && !bound.ip().is_loopback() && !args.insecure_no_auth {
                 bail!(
@@ -161,7 +163,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     .await
                 }
             });
-            tracing::info!("HTTP listening on http://{addr}");
+            let scheme = if config_tls { "https" } else { "http" };
+            tracing::info!("HTTP listening on {scheme}://{addr}");
             let console_result = if console {
                 tracing::info!("reading messages from stdin");
                 tokio::select! {

@@ -599,3 +599,195 @@ fn without_a_token_only_loopback_is_served() {
         stopped.stderr
     );
 }
+
+/// A raw connection to `server`, for clients a real HTTP client will not
+/// imitate.
+fn raw(server: &Server) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+/// Everything `stream` sends until it closes (or 20 s pass).
+fn read_all(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn slow_and_excess_clients_are_cut_off_while_others_are_served() {
+    use std::io::Write as _;
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let args: Vec<&OsStr> = run_args(
+        plugins.path(),
+        data.path(),
+        &["--listen".as_ref(), "127.0.0.1:0".as_ref()],
+    );
+    let server = Server::start(
+        warden_bin!(),
+        args,
+        &[
+            ("WARDEN_HTTP_HEADER_TIMEOUT_MS", "3000"),
+            ("WARDEN_HTTP_BODY_TIMEOUT_MS", "3000"),
+            ("WARDEN_HTTP_MAX_CONNECTIONS", "3"),
+        ],
+    );
+    // Headers that never end: the connection is closed after the timeout.
+    let mut slow_headers = raw(&server);
+    slow_headers
+        .write_all(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    // A body that never comes whole: 408.
+    let mut slow_body = raw(&server);
+    slow_body
+        .write_all(
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"text\":",
+        )
+        .unwrap();
+    // Meanwhile another client is served at once.
+    let started = std::time::Instant::now();
+    let reply = post(&server, json!({"text": "store fast under k"}));
+    assert_eq!(reply["replies"][0]["text"], "'fast' stored under k!");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    let cut = std::time::Instant::now();
+    let headers_answer = read_all(&mut slow_headers);
+    assert!(
+        cut.elapsed() < Duration::from_secs(10),
+        "the slow client was not cut off"
+    );
+    assert!(!headers_answer.contains("200 OK"), "{headers_answer}");
+    let body_answer = read_all(&mut slow_body);
+    assert!(body_answer.starts_with("HTTP/1.1 408"), "{body_answer}");
+    assert!(body_answer.contains("body_timeout_ms"), "{body_answer}");
+
+    // Three connections open: a fourth is answered 503 and closed.
+    let held: Vec<_> = (0..3).map(|_| raw(&server)).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut excess = raw(&server);
+    let answer = read_all(&mut excess);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+    drop(held);
+    // Once they close, clients are served again.
+    let served = within_seconds("a connection slot to free up", || {
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    });
+    assert!(served < Duration::from_secs(10));
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for reason in ["slow-headers", "slow-body", "connections"] {
+        let series = format!("warden_http_refused_total{{reason=\"{reason}\"}}");
+        assert!(
+            metric(&metrics, &series).is_some_and(|n| n >= 1.0),
+            "{series} in {metrics}"
+        );
+    }
+}
+
+#[test]
+fn each_token_is_held_to_its_rate() {
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let tokens = data.path().join("tokens");
+    std::fs::write(&tokens, "first\nsecond\n").unwrap();
+    let args: Vec<&OsStr> = run_args(
+        plugins.path(),
+        data.path(),
+        &["--listen".as_ref(), "127.0.0.1:0".as_ref()],
+    );
+    let server = Server::start(
+        warden_bin!(),
+        args,
+        &[
+            ("WARDEN_HTTP_TOKENS_FILE", tokens.to_str().unwrap()),
+            ("WARDEN_HTTP_RATE_LIMIT_PER_SECOND", "3"),
+        ],
+    );
+    let http = client();
+    let send = |token: &str| {
+        http.post(server.url("/v1/messages"))
+            .bearer_auth(token)
+            .json(&json!({"text": "retrieve nothing"}))
+            .send()
+            .unwrap()
+    };
+    let statuses: Vec<StatusCode> = (0..6).map(|_| send("first").status()).collect();
+    assert_eq!(&statuses[..3], [StatusCode::OK; 3], "a burst of the rate");
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(limited >= 2, "{statuses:?}");
+    let refused = send("first");
+    if refused.status() == StatusCode::TOO_MANY_REQUESTS {
+        assert!(refused.headers().contains_key("retry-after"));
+    }
+    // Another token has a bucket of its own.
+    assert_eq!(send("second").status(), StatusCode::OK);
+}
+
+#[test]
+fn https_is_served_with_the_configured_certificate() {
+    use std::io::{Read as _, Write as _};
+    let plugins = plugins_dir(&[STORAGE]);
+    let data = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_file, key_file) = (data.path().join("cert.pem"), data.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+    let args: Vec<&OsStr> = run_args(
+        plugins.path(),
+        data.path(),
+        &["--listen".as_ref(), "127.0.0.1:0".as_ref()],
+    );
+    let server = Server::start(
+        warden_bin!(),
+        args,
+        &[
+            ("WARDEN_HTTP_TLS_CERT", cert_file.to_str().unwrap()),
+            ("WARDEN_HTTP_TLS_KEY", key_file.to_str().unwrap()),
+        ],
+    );
+    assert!(server.stderr().contains("HTTP listening on https://"));
+    // A TLS client that trusts the certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, raw(&server));
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+    // Plain HTTP on the same port gets no answer.
+    let mut plain = raw(&server);
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(!read_all(&mut plain).contains("200 OK"));
+}
