@@ -622,7 +622,7 @@ mod tests {
         m.plugin(&id("b.B"));
         let text = m.encode();
         let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
-        assert_eq!(types.len(), 7, "{text}");
+        assert_eq!(types.len(), 8, "{text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -3,7 +3,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /v1/messages` | the replies and errors of every handler the message reached |
+//! | `POST /v1/messages` | the replies and errors of every handler the message reached; with a JSON array of messages (at most [`MAX_BATCH`]), an array of answers in order |
 //! | `GET /v1/plugins` | the loaded plugins: identity, version, file, digest, routes, grant; and the files skipped |
 //! | `GET /healthz` | `ok` |
 //! | `GET /metrics` | the [`metrics`] in the Prometheus text format |
@@ -498,12 +498,67 @@ async fn post_message(
             "send the message as JSON, with Content-Type: application/json",
         );
     }
-    let message: MessageIn = match serde_json::from_slice(&body) {
-        Ok(message) => message,
+    // An array is a batch; anything else one message, so that its errors
+    // name the field at fault.
+    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let messages = if batch {
+        serde_json::from_slice(&body).map(Messages::Many)
+    } else {
+        serde_json::from_slice(&body).map(Messages::One)
+    };
+    let messages = match messages {
+        Ok(messages) => messages,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
+    match messages {
+        Messages::One(message) => match incoming(&host, message) {
+            Ok(message) => axum::Json(answer(&host, &message).await).into_response(),
+            Err((status, why)) => error(status, why),
+        },
+        Messages::Many(batch) => {
+            if batch.len() > MAX_BATCH {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "a batch of {} messages; at most {MAX_BATCH} are taken at once",
+                        batch.len()
+                    ),
+                );
+            }
+            // Every message is checked before any is dispatched.
+            let mut checked = Vec::with_capacity(batch.len());
+            for (i, message) in batch.into_iter().enumerate() {
+                match incoming(&host, message) {
+                    Ok(message) => checked.push(message),
+                    Err((status, why)) => {
+                        return error(status, format!("message {i} of the batch: {why}"));
+                    }
+                }
+            }
+            let mut out = Vec::with_capacity(checked.len());
+            for message in &checked {
+                out.push(answer(&host, message).await);
+            }
+            axum::Json(out).into_response()
+        }
+    }
+}
+
+/// Most messages one batch request may carry.
+pub const MAX_BATCH: usize = 100;
+
+/// The body of `POST /v1/messages`: one message, or a batch, answered in
+/// order.
+#[derive(Debug)]
+enum Messages {
+    One(MessageIn),
+    Many(Vec<MessageIn>),
+}
+
+/// `message` as the host takes it, or the status and reason refusing it.
+fn incoming(host: &Host, message: MessageIn) -> Result<Incoming, (StatusCode, String)> {
     if message.text.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "\"text\" is empty");
+        return Err((StatusCode::BAD_REQUEST, "\"text\" is empty".into()));
     }
     let incoming = Incoming {
         text: message.text,
@@ -512,11 +567,16 @@ async fn post_message(
         addressed: message.addressed,
     };
     if let Err(e) = host.check_message(&incoming) {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, e.to_string()));
     }
-    let outcomes = host.dispatch(&incoming).await;
+    Ok(incoming)
+}
+
+/// The replies and errors of every handler `message` reaches.
+async fn answer(host: &Host, message: &Incoming) -> MessageOut {
+    let outcomes = host.dispatch(message).await;
     if outcomes.is_empty() {
-        tracing::debug!(bytes = incoming.text.len(), "no route matched the message");
+        tracing::debug!(bytes = message.text.len(), "no route matched the message");
     }
     let mut out = MessageOut {
         replies: Vec::new(),
@@ -539,7 +599,7 @@ async fn post_message(
             });
         }
     }
-    axum::Json(out).into_response()
+    out
 }
 
 #[derive(Debug, Serialize)]

@@ -6,8 +6,9 @@ use std::process::{Command, Stdio};
 use warden_tests::*;
 
 /// Writes sent before the kill; more than are acknowledged by then, so
-/// the kill lands while writes are in flight.
-const SENT: usize = 3000;
+/// the kill lands while writes are in flight (the console answers piped
+/// input in large chunks, so this is many).
+const SENT: usize = 100_000;
 /// Acknowledgements read before the kill.
 const ACKED_BEFORE_KILL: usize = 300;
 
