@@ -702,6 +702,7 @@ struct HttpClient {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     line: String,
+    request: String,
 }
 
 impl HttpClient {
@@ -712,17 +713,23 @@ impl HttpClient {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
             line: String::new(),
+            request: String::new(),
         })
     }
 
     /// Posts `body` (JSON) to `/v1/messages`; returns the response body.
     fn post(&mut self, body: &str) -> anyhow::Result<Vec<u8>> {
+        // One write, so one segment: `write!` on the stream itself would
+        // send each formatted piece as a segment of its own.
+        use std::fmt::Write as _;
+        self.request.clear();
         write!(
-            self.writer,
+            self.request,
             "POST /v1/messages HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
+        self.writer.write_all(self.request.as_bytes())?;
         let mut status = None;
         let mut length = None;
         loop {

@@ -87,8 +87,6 @@ pub fn router(host: Arc<Host>) -> Result<Router, TokensError> {
         metrics: host.metrics().clone(),
     });
     let max_body_bytes = http.max_body_bytes;
-    // The last layer added runs first: requests in flight, then the token,
-    // then the body.
     Ok(Router::new()
         .route("/v1/messages", post(post_message))
         .route("/v1/plugins", get(get_plugins))
@@ -97,15 +95,7 @@ pub fn router(host: Arc<Host>) -> Result<Router, TokensError> {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            guard.clone(),
-            read_body,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            guard.clone(),
-            authenticate,
-        ))
-        .layer(axum::middleware::from_fn_with_state(guard, bound_in_flight))
+        .layer(axum::middleware::from_fn_with_state(guard, guarded))
         .with_state(host))
 }
 
@@ -141,6 +131,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Replies go out as soon as they are written: a response is written
+        // whole, so Nagle's algorithm would only hold back its last segment.
+        let _ = stream.set_nodelay(true);
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             metrics.http_refused(HttpRefusal::Connections);
             tokio::spawn(refuse_connection(stream));
@@ -237,8 +230,10 @@ fn tls_acceptor(http: &HttpConfig) -> std::io::Result<Option<tokio_rustls::TlsAc
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
-/// Refuses a request beyond `[http] max_requests_in_flight` with `503`.
-async fn bound_in_flight(
+/// What every request passes before its route, in one step (one layer
+/// costs one boxed future a request): the bound on requests in flight,
+/// then the bearer token and its rate, then the body, read whole.
+async fn guarded(
     State(guard): State<Arc<Guard>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -253,50 +248,60 @@ async fn bound_in_flight(
             1,
         );
     };
-    next.run(request).await
+    if let Err(refused) = guard.authenticate(&request) {
+        return refused;
+    }
+    match guard.read_body(request).await {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused,
+    }
 }
 
-/// Reads a request's body whole within `[http] body_timeout_ms`: `408`
-/// for a slower client, `413` for a body over the limit.
-async fn read_body(
-    State(guard): State<Arc<Guard>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, guard.max_body_bytes);
-    let bytes = match tokio::time::timeout(guard.body_timeout, read).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => {
-            return error(
+impl Guard {
+    /// Reads a request's body whole within `[http] body_timeout_ms`: `408`
+    /// for a slower client, `413` for a body over the limit. A body that
+    /// has arrived with its headers, as almost every one has, is taken
+    /// without arming the deadline's timer.
+    async fn read_body(
+        &self,
+        request: axum::extract::Request,
+    ) -> Result<axum::extract::Request, Response> {
+        use futures::FutureExt as _;
+        let (parts, body) = request.into_parts();
+        let mut read = std::pin::pin!(axum::body::to_bytes(body, self.max_body_bytes));
+        let read = match read.as_mut().now_or_never() {
+            Some(read) => Ok(read),
+            None => tokio::time::timeout(self.body_timeout, read).await,
+        };
+        match read {
+            Ok(Ok(bytes)) => Ok(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            )),
+            Ok(Err(_)) => Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "the request body is over the limit of {} bytes",
-                    guard.max_body_bytes
+                    self.max_body_bytes
                 ),
-            );
+            )),
+            Err(_) => {
+                self.metrics.http_refused(HttpRefusal::SlowBody);
+                let mut response = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} ms ([http] body_timeout_ms)",
+                        self.body_timeout.as_millis()
+                    ),
+                );
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                Err(response)
+            }
         }
-        Err(_) => {
-            guard.metrics.http_refused(HttpRefusal::SlowBody);
-            let mut response = error(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request body did not arrive within {} ms ([http] body_timeout_ms)",
-                    guard.body_timeout.as_millis()
-                ),
-            );
-            response.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-            return response;
-        }
-    };
-    next.run(axum::extract::Request::from_parts(
-        parts,
-        axum::body::Body::from(bytes),
-    ))
-    .await
+    }
 }
 
 /// `response` with `Retry-After: seconds`.
@@ -310,61 +315,57 @@ fn retry_after(mut response: Response, seconds: u64) -> Response {
 /// The realm of the `WWW-Authenticate` challenge.
 const REALM: &str = "Bearer realm=\"warden\"";
 
-/// Lets a request through if its bearer token grants the scope of its
-/// route (see [`router`]) and its rate allows.
-async fn authenticate(
-    State(guard): State<Arc<Guard>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let scope = match request.uri().path() {
-        "/healthz" => return next.run(request).await,
-        "/v1/plugins" | "/metrics" => Scope::Admin,
-        _ => Scope::Messages,
-    };
-    let header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    match guard.tokens.check(header, scope) {
-        Verdict::Allowed(token) => {
-            if let Some(wait) = token.and_then(|t| guard.spend(t)) {
-                guard.metrics.http_refused(HttpRefusal::RateLimited);
-                return retry_after(
-                    error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "this token's rate limit is spent ([http] rate_limit_per_second)",
-                    ),
-                    wait,
+impl Guard {
+    /// Lets a request through if its bearer token grants the scope of its
+    /// route (see [`router`]) and its rate allows; else the refusal.
+    fn authenticate(&self, request: &axum::extract::Request) -> Result<(), Response> {
+        let scope = match request.uri().path() {
+            "/healthz" => return Ok(()),
+            "/v1/plugins" | "/metrics" => Scope::Admin,
+            _ => Scope::Messages,
+        };
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match self.tokens.check(header, scope) {
+            Verdict::Allowed(token) => match token.and_then(|t| self.spend(t)) {
+                None => Ok(()),
+                Some(wait) => {
+                    self.metrics.http_refused(HttpRefusal::RateLimited);
+                    Err(retry_after(
+                        error(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "this token's rate limit is spent ([http] rate_limit_per_second)",
+                        ),
+                        wait,
+                    ))
+                }
+            },
+            Verdict::Unauthenticated => {
+                self.metrics.http_refused(HttpRefusal::Unauthorized);
+                let message = if header.is_some() {
+                    "the bearer token is not valid"
+                } else {
+                    "this API needs a bearer token: send Authorization: Bearer TOKEN"
+                };
+                let mut response = error(StatusCode::UNAUTHORIZED, message);
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(REALM),
                 );
+                Err(response)
             }
-            next.run(request).await
-        }
-        Verdict::Unauthenticated => {
-            guard.metrics.http_refused(HttpRefusal::Unauthorized);
-            let message = if header.is_some() {
-                "the bearer token is not valid"
-            } else {
-                "this API needs a bearer token: send Authorization: Bearer TOKEN"
-            };
-            let mut response = error(StatusCode::UNAUTHORIZED, message);
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(REALM),
-            );
-            response
-        }
-        Verdict::Forbidden(scope) => {
-            guard.metrics.http_refused(HttpRefusal::Unauthorized);
-            error(
-                StatusCode::FORBIDDEN,
-                format!("the token does not have the {} scope", scope_name(scope)),
-            )
+            Verdict::Forbidden(scope) => {
+                self.metrics.http_refused(HttpRefusal::Unauthorized);
+                Err(error(
+                    StatusCode::FORBIDDEN,
+                    format!("the token does not have the {} scope", scope_name(scope)),
+                ))
+            }
         }
     }
-}
 
-impl Guard {
     /// Takes one request from token `token`'s bucket; `Some(seconds to
     /// wait)` if it is empty.
     fn spend(&self, token: usize) -> Option<u64> {

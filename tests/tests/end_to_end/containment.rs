@@ -458,7 +458,10 @@ fn plugin_text_cannot_flood_or_forge_the_log_or_the_console() {
     let input = "logbig 40000000\nlogmany 250000\nlogforge\nprintmany 20000\n\
                  saymany 100000\nsayforge\nerrforge\nerrbig 1000000\nstore v under k\nping\n";
     let started = Instant::now();
-    let out = run_warden(
+    // What is bounded here is the output, not the time: the floods get
+    // time enough on a busy machine (an unoptimized build logs a few
+    // hundred thousand records in seconds).
+    let out = run_warden_with(
         warden_bin!(),
         [
             "run".as_ref(),
@@ -468,10 +471,11 @@ fn plugin_text_cannot_flood_or_forge_the_log_or_the_console() {
             "--data".as_ref(),
             data.path().as_os_str(),
         ],
-        input,
+        &[("WARDEN_LIMITS_HANDLER_TIMEOUT_MS", "30000")],
+        input.as_bytes(),
     );
     assert!(out.status.success(), "{}", stderr_text(&out));
-    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(started.elapsed() < Duration::from_secs(120));
     let log = stderr_text(&out);
     let stdout = String::from_utf8(out.stdout.clone()).unwrap();
 
