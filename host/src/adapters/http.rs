@@ -248,7 +248,7 @@ async fn guarded(
             1,
         );
     };
-    if let Err(refused) = guard.authenticate(&request) {
+    if let Some(refused) = guard.refusal(&request) {
         return refused;
     }
     match guard.read_body(request).await {
@@ -316,11 +316,11 @@ fn retry_after(mut response: Response, seconds: u64) -> Response {
 const REALM: &str = "Bearer realm=\"warden\"";
 
 impl Guard {
-    /// Lets a request through if its bearer token grants the scope of its
-    /// route (see [`router`]) and its rate allows; else the refusal.
-    fn authenticate(&self, request: &axum::extract::Request) -> Result<(), Response> {
+    /// `None` lets a request through: its bearer token grants the scope of
+    /// its route (see [`router`]) and its rate allows. Else the refusal.
+    fn refusal(&self, request: &axum::extract::Request) -> Option<Response> {
         let scope = match request.uri().path() {
-            "/healthz" => return Ok(()),
+            "/healthz" => return None,
             "/v1/plugins" | "/metrics" => Scope::Admin,
             _ => Scope::Messages,
         };
@@ -330,10 +330,10 @@ impl Guard {
             .map(|v| v.as_bytes());
         match self.tokens.check(header, scope) {
             Verdict::Allowed(token) => match token.and_then(|t| self.spend(t)) {
-                None => Ok(()),
+                None => None,
                 Some(wait) => {
                     self.metrics.http_refused(HttpRefusal::RateLimited);
-                    Err(retry_after(
+                    Some(retry_after(
                         error(
                             StatusCode::TOO_MANY_REQUESTS,
                             "this token's rate limit is spent ([http] rate_limit_per_second)",
@@ -354,11 +354,11 @@ impl Guard {
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static(REALM),
                 );
-                Err(response)
+                Some(response)
             }
             Verdict::Forbidden(scope) => {
                 self.metrics.http_refused(HttpRefusal::Unauthorized);
-                Err(error(
+                Some(error(
                     StatusCode::FORBIDDEN,
                     format!("the token does not have the {} scope", scope_name(scope)),
                 ))
