@@ -74,6 +74,9 @@ try {
       'export function manifest() { return world.manifest(); }\n' +
       'export async function handle(route, message, captures) {\n' +
       '  return await world.handle(route, message, captures);\n' +
+      '}\n' +
+      'export async function runSchedule(index) {\n' +
+      '  return await world.runSchedule(index);\n' +
       '}\n',
   );
   const { component } = await componentize({

@@ -42,10 +42,19 @@
 //   the next ones; `async init()` runs once right after it is created.
 // - An exception escaping a handler is logged by the host with the plugin's
 //   identity and answered with an error reply; the plugin keeps running.
+// - `msg.reply(text)` answers mentioning the sender, `msg.reply(text,
+//   { inThread: true })` in the message's thread; `msg.say(text, { threadTs })`
+//   posts in a thread; `msg.sender` is `{ id, name }`.
+// - A route's `{ doc: 'command: what it does' }` is its line in the help
+//   manual; `static schedules = [schedule('0 9 * * mon-fri', 'standup')]`
+//   runs a method on a timetable (it sends with `say`);
+//   `static requiredSettings = ['api_key']` keeps the plugin from loading
+//   while a setting is missing; `this.settings` holds the plugin's settings.
 
-import * as chat from 'warden:plugin/chat@0.1.0';
-import * as logging from 'warden:plugin/logging@0.1.0';
-import * as host from 'warden:plugin/storage@0.1.0';
+import * as chat from 'warden:plugin/chat@0.2.0';
+import * as logging from 'warden:plugin/logging@0.2.0';
+import * as host from 'warden:plugin/storage@0.2.0';
+import * as config from 'wasi:config/store@0.2.0-draft';
 
 // ---------------------------------------------------------------- errors
 
@@ -422,29 +431,79 @@ export const log = Object.freeze(
 
 // --------------------------------------------------------------- plugins
 
+function text(method, value) {
+  if (typeof value !== 'string') throw new TypeError(`msg.${method} takes a string, not ${typeof value}`);
+  return value;
+}
+
 /** The message being handled. */
 export class Message {
-  constructor({ text, user, channel, addressed }) {
+  constructor({ text, sender, channel, addressed, id, thread }) {
     this.text = text;
-    this.user = user;
+    /** Who sent it: `{ id, name }` (`name` is the id where the adapter knows none). */
+    this.sender = Object.freeze({ id: sender.id, name: sender.name ?? sender.id });
     this.channel = channel;
     this.isAddressed = addressed;
+    /** The message's id in its channel (Slack's `ts`), or `undefined`. */
+    this.ts = id ?? undefined;
+    /** The thread it was posted in (Slack's `thread_ts`), or `undefined`. */
+    this.threadTs = thread ?? undefined;
   }
 
-  /** Replies `text` to the message. */
-  async say(text) {
-    if (typeof text !== 'string') throw new TypeError(`msg.say takes a string, not ${typeof text}`);
-    chat.say(text);
+  /** The sender's id. */
+  get user() {
+    return this.sender.id;
+  }
+
+  /** The sender as a Slack mention, `<@ID>`. */
+  get atSender() {
+    return `<@${this.sender.id}>`;
+  }
+
+  /** Sends `text` to the message's channel; in thread `threadTs` when given. */
+  async say(value, { threadTs } = {}) {
+    if (threadTs !== undefined && typeof threadTs !== 'string') {
+      throw new TypeError('msg.say: threadTs must be a string');
+    }
+    chat.say(text('say', value), threadTs);
+  }
+
+  /**
+   * Answers the sender: in the channel, mentioning them, or with
+   * `{ inThread: true }` in the message's thread without the mention.
+   */
+  async reply(value, { inThread = false } = {}) {
+    chat.reply(text('reply', value), Boolean(inThread));
   }
 }
 
+/** Sends `text` to the channel of the call under way (a schedule's channel). */
+export async function say(value) {
+  chat.say(text('say', value), undefined);
+}
+
 const STORAGE = new PluginStorage();
+
+let SETTINGS = null;
+
+/** The plugin's settings, `[settings."ID"]` of the host's configuration. */
+function settings() {
+  if (SETTINGS === null) {
+    SETTINGS = Object.freeze(Object.fromEntries(config.getAll()));
+  }
+  return SETTINGS;
+}
 
 /** The base class of a Warden plugin (Slack Machine's `MachineBasePlugin`). */
 export class Plugin {
   /** The plugin's key-value storage, namespaced by its identity. */
   get storage() {
     return STORAGE;
+  }
+
+  /** The plugin's settings: a frozen object of names to strings. */
+  get settings() {
+    return settings();
   }
 
   /** Runs once, before the plugin's first message. */
@@ -454,7 +513,7 @@ export class Plugin {
 const INLINE_FLAGS = { m: 'm', s: 's' };
 
 function route(kind) {
-  return (pattern, handler, { ignoreCase } = {}) => {
+  return (pattern, handler, { ignoreCase, doc = '' } = {}) => {
     if (typeof handler !== 'string') {
       throw new TypeError(`${kind}(${pattern}): name the method that handles the route`);
     }
@@ -470,8 +529,23 @@ function route(kind) {
     } else {
       throw new TypeError(`${kind}: the pattern must be a RegExp or a string`);
     }
-    return Object.freeze({ kind, pattern: source, ignoreCase: ignore, handler });
+    return Object.freeze({ kind, pattern: source, ignoreCase: ignore, handler, doc: String(doc) });
   };
+}
+
+/**
+ * A schedule: method `handler` runs at the times of `cron` (five fields,
+ * `minute hour day-of-month month day-of-week`, or six with seconds first;
+ * UTC); what it sends with `say` goes to `channel`, or to `[schedules]
+ * channel` of the host's configuration.
+ */
+export function schedule(cron, handler, { channel, doc = '' } = {}) {
+  if (typeof cron !== 'string') throw new TypeError('schedule: the cron expression must be a string');
+  if (typeof handler !== 'string') throw new TypeError(`schedule(${cron}): name the method that runs`);
+  if (channel !== undefined && typeof channel !== 'string') {
+    throw new TypeError('schedule: channel must be a string');
+  }
+  return Object.freeze({ cron, handler, channel, doc: String(doc) });
 }
 
 /** A route for messages addressed to the bot, handled by method `handler`. */
@@ -509,6 +583,13 @@ export function component(module, moduleName) {
       throw new Error(`${cls.name}: route ${r.pattern} names ${r.handler}, which is not a method`);
     }
   }
+  const schedules = cls.schedules ?? [];
+  for (const s of schedules) {
+    if (typeof cls.prototype[s.handler] !== 'function') {
+      throw new Error(`${cls.name}: schedule ${s.cron} names ${s.handler}, which is not a method`);
+    }
+  }
+  const required = [...(cls.requiredSettings ?? [])].map(String);
   let instance = null;
 
   async function plugin() {
@@ -531,8 +612,29 @@ export function component(module, moduleName) {
           pattern: r.pattern,
           ignoreCase: r.ignoreCase,
           handler: r.handler,
+          doc: r.doc ?? '',
         })),
+        schedules: schedules.map((s) => ({
+          cron: s.cron,
+          channel: s.channel,
+          handler: s.handler,
+          doc: s.doc ?? '',
+        })),
+        requiredSettings: required,
       };
+    },
+
+    async runSchedule(index) {
+      try {
+        const s = schedules[index];
+        if (!s) throw new RangeError(`no schedule number ${index}`);
+        const self = await plugin();
+        await self[s.handler]();
+      } catch (e) {
+        const text = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+        if (e instanceof Error && e.stack) console.error(`${text}\n${e.stack}`);
+        throw text;
+      }
     },
 
     async handle(index, message, captures) {

@@ -7,7 +7,13 @@ PLUGIN is the plugin's module: a `.py` file, or a package directory. The
 module must define one subclass of `warden.Plugin` (`--class` picks one
 when it defines several); its identity is `MODULE.ClassName`, so
 `python_storage.py` defining `StoragePlugin` is the plugin
-`python_storage.StoragePlugin`.
+`python_storage.StoragePlugin`. A package's plugin class may be in any of
+its modules. A file inside a package (a directory with `__init__.py`, as in
+Slack Machine's layout `plugins/__init__.py`, `plugins/hitchhikers.py`) is
+built with its package, under its dotted name: `plugins/hitchhikers.py`
+defining `UltimateQuestionPlugin` is `plugins.hitchhikers.UltimateQuestionPlugin`.
+The module is imported with this Python first, so that a missing class or
+an unusable route is reported before the componentize step.
 
 The component embeds the module, the `warden` SDK, whatever they import
 (pure-Python packages of the active virtual environment included) and a
@@ -120,6 +126,37 @@ def componentize_py():
     return run_from(private)
 
 
+CHECK = """
+import importlib, sys
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+import warden
+world = warden.component(importlib.import_module(sys.argv[3]), sys.argv[4] or None)
+print(world.identity)
+"""
+
+
+def check(top, package, module, class_name):
+    """Imports the plugin with this Python and finds its class, so that a
+    missing class, an unusable route or a Python error in the module is
+    reported now rather than after the slow componentize step."""
+    with tempfile.TemporaryDirectory(prefix="warden-check-") as work:
+        if os.path.isdir(top):
+            shutil.copytree(top, os.path.join(work, package), ignore=IGNORED)
+        else:
+            shutil.copyfile(top, os.path.join(work, f"{package}.py"))
+        found = subprocess.run(
+            [sys.executable, "-B", "-c", CHECK, SDK_DIR, work, module, class_name or ""],
+            capture_output=True,
+            text=True,
+        )
+    if found.returncode != 0:
+        lines = found.stderr.strip().splitlines()
+        fail(f"the plugin {module} cannot be built: {lines[-1] if lines else 'it failed to import'}\n"
+             + found.stderr)
+    print(f"build.py: building {found.stdout.strip()}", file=sys.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser(
         prog="build.py",
@@ -141,30 +178,48 @@ def main():
     if os.path.isdir(source):
         if not os.path.isfile(os.path.join(source, "__init__.py")):
             fail(f"{args.plugin} is a directory without __init__.py, not a Python package")
-        module = os.path.basename(source)
+        leaf = os.path.basename(source)
+        parent = os.path.dirname(source)
     elif os.path.isfile(source) and source.endswith(".py"):
-        module = os.path.basename(source)[: -len(".py")]
+        leaf = os.path.basename(source)[: -len(".py")]
+        parent = os.path.dirname(source)
     else:
         fail(f"{args.plugin} is neither a .py file nor a package directory")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", module) or module in (ENTRY, "warden", WORLD):
+    # A module inside a package (Slack Machine's `plugins/hitchhikers.py`
+    # beside `plugins/__init__.py`) is built as part of its package, under
+    # its dotted name: `plugins.hitchhikers`.
+    parts = [leaf]
+    top = source
+    while os.path.isfile(os.path.join(parent, "__init__.py")):
+        parts.insert(0, os.path.basename(parent))
+        top = parent
+        parent = os.path.dirname(parent)
+    module = ".".join(parts)
+    for part in parts:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            fail(f"{part!r} in {module!r} cannot be part of a module name: it must be a Python identifier")
+    if parts[0] in (ENTRY, "warden", WORLD):
         fail(
-            f"{module!r} cannot be the plugin's module name: it must be a Python identifier "
+            f"{parts[0]!r} cannot be the plugin's module name: it must be a Python identifier "
             f"other than {ENTRY!r}, 'warden' and {WORLD!r}"
         )
-    if args.class_name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", args.class_name):
+    if args.class_name is not None and not re.fullmatch(
+        r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", args.class_name
+    ):
         fail(f"--class {args.class_name!r} is not a class name")
     if not os.path.isfile(os.path.join(args.wit, "plugin.wit")):
         fail(f"{args.wit} does not hold Warden's plugin.wit; pass --wit DIR")
-    output = os.path.abspath(args.output or f"{module}.wasm")
+    output = os.path.abspath(args.output or f"{parts[-1]}.wasm")
+    check(top, parts[0], module, args.class_name)
 
     command = componentize_py()
     with tempfile.TemporaryDirectory(prefix="warden-python-") as work:
         path = os.path.join(work, "path")
         shutil.copytree(os.path.join(SDK_DIR, "warden"), os.path.join(path, "warden"), ignore=IGNORED)
-        if os.path.isdir(source):
-            shutil.copytree(source, os.path.join(path, module), ignore=IGNORED)
+        if os.path.isdir(top):
+            shutil.copytree(top, os.path.join(path, parts[0]), ignore=IGNORED)
         else:
-            shutil.copyfile(source, os.path.join(path, f"{module}.py"))
+            shutil.copyfile(top, os.path.join(path, f"{parts[0]}.py"))
         with open(os.path.join(path, f"{ENTRY}.py"), "w", encoding="utf-8") as entry:
             entry.write(
                 "import importlib\n"

@@ -188,6 +188,7 @@ extern crate self as warden_sdk;
 mod error;
 pub mod log;
 mod message;
+pub mod settings;
 mod storage;
 
 #[doc(hidden)]
@@ -201,8 +202,10 @@ pub mod __private;
 #[allow(missing_docs, unsafe_code, clippy::too_many_arguments)]
 pub mod __bindings {
     wit_bindgen::generate!({
-        world: "warden:plugin/plugin",
+        world: "warden:plugin/plugin@0.2.0",
         path: "../wit",
+        // wasi:config/store, for the settings, too.
+        generate_all,
         pub_export_macro: true,
         default_bindings_module: "warden_sdk::__bindings",
     });
@@ -212,9 +215,16 @@ pub mod __bindings {
 pub use wit_bindgen;
 
 pub use error::{Error, Result};
-pub use message::Message;
+pub use message::{Message, Sender};
 pub use storage::{KeyPage, Storage};
 pub use warden_sdk_macros::plugin;
+
+/// Sends `text` to the channel of the call under way: the message's
+/// channel in a handler, the schedule's channel in a scheduled handler
+/// (which has no message to call [`Message::say`] on).
+pub fn say(text: impl AsRef<str>) {
+    __bindings::warden::plugin::chat::say(text.as_ref(), None);
+}
 
 /// What every Warden plugin is. Implemented by [`#[plugin]`](plugin); do
 /// not implement it by hand.

@@ -30,9 +30,30 @@ impl Message {
         &self.inner.text
     }
 
-    /// Who sent the message.
+    /// Who sent the message: the sender's id (as [`Sender::id`]).
     pub fn user(&self) -> &str {
-        &self.inner.user
+        &self.inner.sender.id
+    }
+
+    /// Who sent the message: id, and a name to show where the adapter
+    /// knows one (Slack Machine's `msg.sender`).
+    pub fn sender(&self) -> Sender<'_> {
+        Sender {
+            id: &self.inner.sender.id,
+            name: self.inner.sender.name.as_deref(),
+        }
+    }
+
+    /// The message's own id in its channel, where the adapter has one
+    /// (Slack's `ts`).
+    pub fn id(&self) -> Option<&str> {
+        self.inner.id.as_deref()
+    }
+
+    /// The thread the message was posted in, if any: the id of the
+    /// thread's first message (Slack's `thread_ts`).
+    pub fn thread(&self) -> Option<&str> {
+        self.inner.thread.as_deref()
     }
 
     /// Where the message was sent.
@@ -50,6 +71,35 @@ impl Message {
     /// Replies to the message in its channel (Slack Machine's `msg.say`).
     /// A handler may reply any number of times, or not at all.
     pub fn say(&self, text: impl AsRef<str>) {
-        chat::say(text.as_ref());
+        chat::say(text.as_ref(), None);
     }
+
+    /// Replies in thread `thread` (a message id, such as [`Message::id`]
+    /// or [`Message::thread`]) of the message's channel (Slack Machine's
+    /// `msg.say(text, thread_ts=...)`).
+    pub fn say_in_thread(&self, thread: &str, text: impl AsRef<str>) {
+        chat::say(text.as_ref(), Some(thread));
+    }
+
+    /// Answers the sender in the message's channel, mentioning them (Slack
+    /// Machine's `msg.reply`).
+    pub fn reply(&self, text: impl AsRef<str>) {
+        chat::reply(text.as_ref(), false);
+    }
+
+    /// Answers the sender in the message's thread, or in a new thread under
+    /// the message, without the mention (Slack Machine's
+    /// `msg.reply(text, in_thread=True)`).
+    pub fn reply_in_thread(&self, text: impl AsRef<str>) {
+        chat::reply(text.as_ref(), true);
+    }
+}
+
+/// Who sent a message (see [`Message::sender`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender<'a> {
+    /// The sender's id, as the adapter knows it.
+    pub id: &'a str,
+    /// A name to show, where the adapter knows one.
+    pub name: Option<&'a str>,
 }

@@ -8,6 +8,7 @@ use std::fmt::Display;
 use crate::__bindings::Capture;
 use crate::__bindings::warden::plugin::types::{
     Manifest as WitManifest, Message as WitMessage, Route as WitRoute, RouteKind as WitRouteKind,
+    Schedule as WitSchedule,
 };
 use crate::{Message, Plugin};
 
@@ -31,6 +32,21 @@ pub struct RouteSpec {
     pub ignore_case: bool,
     /// The handler method's name.
     pub handler: &'static str,
+    /// The first line of the handler's doc comment.
+    pub doc: &'static str,
+}
+
+/// One schedule as declared in the plugin's source.
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduleSpec {
+    /// The cron expression.
+    pub cron: &'static str,
+    /// The channel its messages go to, if the schedule names one.
+    pub channel: Option<&'static str>,
+    /// The handler method's name.
+    pub handler: &'static str,
+    /// The first line of the handler's doc comment.
+    pub doc: &'static str,
 }
 
 /// The manifest as declared in the plugin's source.
@@ -44,6 +60,10 @@ pub struct ManifestSpec {
     pub description: &'static str,
     /// The routes, in declaration order.
     pub routes: &'static [RouteSpec],
+    /// The schedules, in declaration order.
+    pub schedules: &'static [ScheduleSpec],
+    /// The settings the plugin cannot run without.
+    pub required_settings: &'static [&'static str],
 }
 
 /// Implemented by `#[plugin]`: the manifest and the route dispatch.
@@ -58,6 +78,10 @@ pub trait Dispatch: Plugin {
         msg: &Message,
         captures: &Captures,
     ) -> Option<Result<(), String>>;
+
+    /// Calls the handler of `schedule`; `None` if there is no such
+    /// schedule.
+    fn run_schedule(&self, schedule: u32) -> Option<Result<(), String>>;
 }
 
 /// The named groups of a match.
@@ -156,7 +180,23 @@ pub fn manifest<P: Dispatch>() -> WitManifest {
                 pattern: route.pattern.to_owned(),
                 ignore_case: route.ignore_case,
                 handler: route.handler.to_owned(),
+                doc: route.doc.to_owned(),
             })
+            .collect(),
+        schedules: spec
+            .schedules
+            .iter()
+            .map(|schedule| WitSchedule {
+                cron: schedule.cron.to_owned(),
+                channel: schedule.channel.map(str::to_owned),
+                handler: schedule.handler.to_owned(),
+                doc: schedule.doc.to_owned(),
+            })
+            .collect(),
+        required_settings: spec
+            .required_settings
+            .iter()
+            .map(|name| (*name).to_owned())
             .collect(),
     }
 }
@@ -181,9 +221,20 @@ pub fn handle<P: Dispatch>(
         })
 }
 
+/// The `run-schedule` export.
+pub fn run_schedule<P: Dispatch>(plugin: &P, schedule: u32) -> Result<(), String> {
+    plugin.run_schedule(schedule).unwrap_or_else(|| {
+        Err(format!(
+            "plugin {} has no schedule {schedule} (it declares {})",
+            P::MANIFEST.id,
+            P::MANIFEST.schedules.len()
+        ))
+    })
+}
+
 /// Exports `$plugin`, which implements [`Dispatch`], as the component's
-/// `manifest` and `handle` functions. The plugin value is created with
-/// `Default::default()` on the first `handle` call and kept for the
+/// `manifest`, `handle` and `run-schedule` functions. The plugin value is
+/// created with `Default::default()` on the first call and kept for the
 /// following ones.
 #[doc(hidden)]
 #[macro_export]
@@ -202,12 +253,17 @@ macro_rules! __export_plugin {
                     message: $crate::__bindings::Message,
                     captures: ::std::vec::Vec<$crate::__bindings::Capture>,
                 ) -> ::std::result::Result<(), ::std::string::String> {
-                    ::std::thread_local! {
-                        static PLUGIN: $plugin = <$plugin as ::std::default::Default>::default();
-                    }
                     PLUGIN
                         .with(|plugin| $crate::__private::handle(plugin, route, message, captures))
                 }
+
+                fn run_schedule(schedule: u32) -> ::std::result::Result<(), ::std::string::String> {
+                    PLUGIN.with(|plugin| $crate::__private::run_schedule(plugin, schedule))
+                }
+            }
+
+            ::std::thread_local! {
+                static PLUGIN: $plugin = <$plugin as ::std::default::Default>::default();
             }
 
     $crate::__bindings::export!(__WardenGuest with_types_in $crate::__bindings);
@@ -239,9 +295,14 @@ mod tests {
     fn message(text: &str) -> WitMessage {
         WitMessage {
             text: text.to_owned(),
-            user: "U1".to_owned(),
+            sender: crate::__bindings::warden::plugin::types::Sender {
+                id: "U1".to_owned(),
+                name: None,
+            },
             channel: "C1".to_owned(),
             addressed: true,
+            id: None,
+            thread: None,
         }
     }
 
@@ -292,9 +353,13 @@ mod tests {
     #[crate::plugin(
         id = "warden.sdk.Recorder",
         description = "Records its calls",
-        version = "9.9.9"
+        version = "9.9.9",
+        required_settings = ["TOKEN", "ROOM"]
     )]
     impl Recorder {
+        /// set KEY to VALUE: records a setting
+        ///
+        /// Only the first line goes into the manual.
         #[respond_to(r"set (?P<key>\w+) to (?P<value>.*)")]
         fn set(&self, msg: &Message, key: String, value: &str) {
             self.calls
@@ -322,6 +387,56 @@ mod tests {
         fn not_a_handler(&self) -> usize {
             self.calls.borrow().len()
         }
+
+        /// tick: records the time
+        #[schedule("*/5 * * * * *", channel = "general")]
+        #[schedule("0 9 * * mon")]
+        fn tick(&self) {
+            self.calls.borrow_mut().push("tick".to_owned());
+        }
+    }
+
+    #[test]
+    fn the_manifest_carries_docs_schedules_and_required_settings() {
+        let manifest = manifest::<Recorder>();
+        assert_eq!(manifest.required_settings, ["TOKEN", "ROOM"]);
+        assert_eq!(
+            manifest.routes[0].doc,
+            "set KEY to VALUE: records a setting"
+        );
+        assert_eq!(manifest.routes[1].doc, "");
+        let schedules: Vec<_> = manifest
+            .schedules
+            .iter()
+            .map(|s| {
+                (
+                    s.cron.as_str(),
+                    s.channel.as_deref(),
+                    s.handler.as_str(),
+                    s.doc.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            schedules,
+            [
+                (
+                    "*/5 * * * * *",
+                    Some("general"),
+                    "tick",
+                    "tick: records the time"
+                ),
+                ("0 9 * * mon", None, "tick", "tick: records the time"),
+            ]
+        );
+        let plugin = Recorder::default();
+        assert_eq!(run_schedule(&plugin, 1), Ok(()));
+        assert!(
+            run_schedule(&plugin, 2)
+                .unwrap_err()
+                .contains("no schedule 2")
+        );
+        assert_eq!(*plugin.calls.borrow(), ["tick"]);
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! [grants."example.notes.NotesPlugin"]
 //! shared = "read-write"     # "none" (default) | "read" | "read-write"
 //!
+//! [settings."example.weather.WeatherPlugin"]
+//! city = "Utrecht"                          # a plain value
+//! api_key = { env = "WEATHER_API_KEY" }     # read from the host's environment at start
+//!
 //! [limits]
 //! max_key_bytes = 512
 //! max_value_bytes = 1048576
@@ -28,6 +32,9 @@
 //! max_plugin_route_bytes = 1048576  # compiled size of one plugin's routes
 //! max_host_route_bytes = 67108864   # compiled size of every plugin's routes
 //!
+//! [schedules]
+//! channel = "general"           # where scheduled handlers' messages go by default
+//!
 //! [plugins]
 //! watch = true                  # reload the plugins directory when it changes
 //! cache = true                  # keep compiled plugins on disk
@@ -42,15 +49,16 @@
 //!
 //! # Environment overrides
 //!
-//! Every field of the `[storage]`, `[limits]`, `[http]`, `[routing]` and
-//! `[plugins]` tables
+//! Every field of the `[storage]`, `[limits]`, `[http]`, `[routing]`,
+//! `[plugins]` and `[schedules]` tables
 //! can be set by an environment variable named `WARDEN_<TABLE>_<FIELD>` in
 //! upper case, for example `WARDEN_STORAGE_BACKEND=memory` or
 //! `WARDEN_LIMITS_HANDLER_TIMEOUT_MS=2000`. A variable overrides the file;
 //! command-line flags override both. An empty variable is ignored, and an
 //! unknown field or an invalid value is an error naming the variable. The
-//! `[grants."ID"]`, `[plugin_limits."ID"]` and `[shared_data]` tables are
-//! keyed by plugin identity or by key, and are set in the file only.
+//! `[grants."ID"]`, `[plugin_limits."ID"]`, `[settings."ID"]` and `[shared_data]`
+//! tables are keyed by plugin identity or by key, and are set in the file
+//! only.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -80,6 +88,11 @@ pub struct Config {
     /// Limits that differ for some plugins, by plugin identity.
     #[serde(default)]
     pub plugin_limits: BTreeMap<PluginId, LimitOverrides>,
+    /// Each plugin's settings, by plugin identity: what it reads through
+    /// `wasi:config/store`, its own table and no other. A plugin without a
+    /// table has no settings.
+    #[serde(default)]
+    pub settings: BTreeMap<PluginId, BTreeMap<String, SettingValue>>,
     /// Shared keys the host writes at start, by key: any TOML value, stored
     /// as JSON (so the SDK's typed `get` reads it), replacing what was there.
     #[serde(default)]
@@ -93,6 +106,44 @@ pub struct Config {
     /// Loading plugins: hot reload and the compilation cache.
     #[serde(default)]
     pub plugins: PluginsConfig,
+    /// Plugins' schedules.
+    #[serde(default)]
+    pub schedules: SchedulesConfig,
+}
+
+/// The `[schedules]` table: where scheduled handlers' messages go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SchedulesConfig {
+    /// The channel a schedule's messages go to when the schedule names
+    /// none; unset, such messages are dropped with a warning.
+    pub channel: Option<String>,
+}
+
+/// One value of a `[settings."ID"]` table: the text itself, or `{ env =
+/// "NAME" }`, the value of the host's environment variable `NAME` when the
+/// plugin loads (so that a secret stays out of the file). Its `Debug` shows
+/// no value.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, expecting = "a string, or a table { env = \"NAME\" }")]
+pub enum SettingValue {
+    /// The value.
+    Text(String),
+    /// The value of an environment variable.
+    Env {
+        /// The variable's name.
+        env: String,
+    },
+}
+
+impl std::fmt::Debug for SettingValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SettingValue::Text(_) => f.write_str("Text(..)"),
+            SettingValue::Env { env } => f.debug_struct("Env").field("env", env).finish(),
+        }
+    }
 }
 
 /// The `[plugins]` table: how `warden run` loads plugins.
@@ -420,7 +471,14 @@ pub enum ConfigError {
 
 /// The tables whose fields environment variables override, as
 /// `WARDEN_<TABLE>_<FIELD>`.
-pub const ENV_TABLES: [&str; 5] = ["storage", "limits", "http", "routing", "plugins"];
+pub const ENV_TABLES: [&str; 6] = [
+    "storage",
+    "limits",
+    "http",
+    "routing",
+    "plugins",
+    "schedules",
+];
 
 /// One environment override.
 #[derive(Debug)]
@@ -525,6 +583,7 @@ fn table_fields(table: &str) -> Vec<&'static str> {
         "http" => crate::fields::of::<HttpConfig>().to_vec(),
         "routing" => crate::fields::of::<RoutingConfig>().to_vec(),
         "plugins" => crate::fields::of::<PluginsConfig>().to_vec(),
+        "schedules" => crate::fields::of::<SchedulesConfig>().to_vec(),
         _ => Vec::new(),
     }
 }
@@ -882,6 +941,39 @@ impl Config {
             Some(overrides) => self.limits.with(overrides),
             None => self.limits,
         }
+    }
+
+    /// The settings of plugin `id`, `[settings."ID"]` with each `{ env =
+    /// "NAME" }` read from the environment now. A variable that is not set
+    /// (or not Unicode) leaves its setting out, with a warning that names
+    /// the plugin, the setting and the variable, never a value.
+    pub fn settings_for(&self, id: &PluginId) -> crate::runtime::Settings {
+        let Some(table) = self.settings.get(id) else {
+            return crate::runtime::Settings::default();
+        };
+        let mut values = BTreeMap::new();
+        for (name, value) in table {
+            match value {
+                SettingValue::Text(text) => {
+                    values.insert(name.clone(), text.clone());
+                }
+                SettingValue::Env { env } => match std::env::var(env) {
+                    Ok(text) => {
+                        values.insert(name.clone(), text);
+                    }
+                    Err(e) => tracing::warn!(
+                        plugin = %id,
+                        setting = %name,
+                        "[settings.\"{id}\"] {name}: environment variable {env} {}; the setting is left out",
+                        match e {
+                            std::env::VarError::NotPresent => "is not set",
+                            std::env::VarError::NotUnicode(_) => "is not valid Unicode",
+                        }
+                    ),
+                },
+            }
+        }
+        crate::runtime::Settings::new(values)
     }
 
     /// The shared-keyspace grant of plugin `id`.

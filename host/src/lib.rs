@@ -37,10 +37,13 @@ mod fields;
 pub mod host;
 pub mod identity;
 pub mod inspect;
+pub mod manual;
 pub mod metrics;
+pub mod outbox;
 pub mod plugins;
 pub mod router;
 pub mod runtime;
+pub mod schedule;
 pub mod storage;
 pub mod text;
 
@@ -50,5 +53,5 @@ pub use host::{
     RECOUNT_INTERVAL, RELOAD_DEBOUNCE, Reloaded,
 };
 pub use plugins::{Failure, LoadError, Outcome, PluginInfo};
-pub use router::Incoming;
+pub use router::{Incoming, Reply};
 pub use storage::DEFAULT_DATA_DIR;

@@ -73,6 +73,56 @@ pub struct Route {
     pub ignore_case: bool,
     /// The handler's name, for logs and listings.
     pub handler: String,
+    /// One line for the help manual; empty for none.
+    pub doc: String,
+}
+
+/// A message a handler sent: in the channel of the message it answers (or,
+/// for a scheduled call, the schedule's channel), in a thread when it asked
+/// for one, mentioning the sender for a `reply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The text.
+    pub text: String,
+    /// The thread to post in: the id of its first message.
+    pub thread: Option<String>,
+    /// The user to mention (the sender, for Slack Machine's `reply`).
+    pub mention: Option<String>,
+}
+
+impl Reply {
+    /// A plain reply: `text`, in no thread, mentioning no one.
+    pub fn plain(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            thread: None,
+            mention: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Reply {
+    /// The text as a chat without threads shows it: `@user: text` for a
+    /// mention.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.mention {
+            Some(user) => write!(f, "@{user}: {}", self.text),
+            None => f.write_str(&self.text),
+        }
+    }
+}
+
+impl PartialEq<&str> for Reply {
+    /// Whether the reply is the plain text `other`.
+    fn eq(&self, other: &&str) -> bool {
+        self.thread.is_none() && self.mention.is_none() && self.text == *other
+    }
+}
+
+impl PartialEq<String> for Reply {
+    fn eq(&self, other: &String) -> bool {
+        *self == other.as_str()
+    }
 }
 
 /// A named group of a route's pattern, and the text it matched (`None`
@@ -132,12 +182,20 @@ fn engine_config() -> meta::Config {
 pub struct Incoming {
     /// The text, with any bot mention removed.
     pub text: String,
-    /// Who sent it.
+    /// Who sent it: the sender's id.
     pub user: String,
+    /// The sender's name to show, where the adapter knows one.
+    pub user_name: Option<String>,
     /// Where it was sent.
     pub channel: String,
     /// Whether it was addressed to the bot.
     pub addressed: bool,
+    /// The message's own id in its channel, where the adapter has one
+    /// (Slack's `ts`).
+    pub id: Option<String>,
+    /// The thread the message was posted in, if any: the id of the
+    /// thread's first message.
+    pub thread: Option<String>,
 }
 
 impl Incoming {
@@ -146,8 +204,11 @@ impl Incoming {
         Self {
             text: text.into(),
             user: "console".into(),
+            user_name: None,
             channel: "console".into(),
             addressed: true,
+            id: None,
+            thread: None,
         }
     }
 
@@ -230,6 +291,8 @@ pub struct CompiledRoute {
     pub kind: RouteKind,
     /// The handler's name.
     pub handler: String,
+    /// One line for the help manual; empty for none.
+    pub doc: String,
     pattern: String,
     regex: meta::Regex,
     cost: usize,
@@ -527,6 +590,7 @@ fn compile_one(index: usize, route: &Route) -> Result<CompiledRoute, RouteError>
         index: u32::try_from(index).expect("bounded by MAX_ROUTES"),
         kind: route.kind,
         handler: cut(&route.handler, 100),
+        doc: route.doc.clone(),
         pattern: route.pattern.clone(),
         regex,
         cost,
@@ -543,6 +607,7 @@ mod tests {
             pattern: pattern.into(),
             ignore_case: true,
             handler: "h".into(),
+            doc: String::new(),
         }
     }
 

@@ -368,7 +368,7 @@ async fn sled_host(
 async fn ask(host: &Host, text: &str) -> anyhow::Result<String> {
     let outcomes = host.dispatch(&Incoming::addressed(text)).await;
     match &outcomes[..] {
-        [one] if one.error.is_none() && one.replies.len() == 1 => Ok(one.replies[0].clone()),
+        [one] if one.error.is_none() && one.replies.len() == 1 => Ok(one.replies[0].to_string()),
         _ => bail!("{text:?} was answered with {outcomes:?}"),
     }
 }
@@ -1223,6 +1223,7 @@ fn listen_to(pattern: String, handler: String) -> Route {
         pattern,
         ignore_case: true,
         handler,
+        doc: String::new(),
     }
 }
 
@@ -1260,6 +1261,7 @@ fn ordinary_routes() -> Vec<Route> {
         pattern: pattern.to_owned(),
         ignore_case: true,
         handler: format!("handler{i}"),
+        doc: String::new(),
     })
     .collect()
 }

@@ -192,3 +192,31 @@ class Probe(Plugin):
     @respond_to(r"^py namespace size$")
     async def namespace_size(self, msg):
         await self.answer(msg, self.storage.get_namespace_size())
+
+    # The second contract: settings, replies, threads, the sender, and a
+    # schedule.
+
+    @respond_to(r"^py setting (?P<name>\S+)$")
+    async def setting(self, msg, name):
+        """py setting NAME: tells a setting's value"""
+        await msg.say(f"{name} = {self.settings.get(name, '(not set)')}")
+
+    @respond_to(r"^py settings$")
+    async def setting_names(self, msg):
+        await msg.say(f"settings: {sorted(self.settings)}")
+
+    @respond_to(r"^py reply$")
+    async def reply(self, msg):
+        await msg.reply("replied")
+        await msg.reply("threaded", in_thread=True)
+        await msg.say("said", thread_ts="T42")
+
+    @respond_to(r"^py who$")
+    async def who(self, msg):
+        await msg.say(f"{msg.sender.id} {msg.sender.name} {msg.ts} {msg.thread_ts} {msg.at_sender}")
+
+    @warden.schedule(second="*", channel="py-ticks")
+    async def tick(self):
+        """tick: counts the seconds"""
+        count = await self.storage.increment("py-ticks")
+        await warden.say(f"py tick {count}")

@@ -36,6 +36,17 @@ pub const BAD_IDENTITY: &str = "bad_identity.wasm";
 pub const BENCH: &str = "bench.wasm";
 /// A plugin that misbehaves through the raw WIT (`warden.tests.RawHostile0`).
 pub const RAW_HOSTILE: &str = "raw_hostile.wasm";
+/// The test plugin of the second contract's features
+/// (`warden.tests.Contract`); it needs the setting `greeting`.
+pub const CONTRACT: &str = "contract.wasm";
+/// The example help plugin (`example.help.HelpPlugin`).
+pub const HELP: &str = "help.wasm";
+
+/// The example storage plugin as built against the first contract,
+/// `warden:plugin@0.1.0` (tests/fixtures/storage-0.1.0.wasm).
+pub fn storage_0_1_0() -> PathBuf {
+    repo_root().join("tests/fixtures/storage-0.1.0.wasm")
+}
 
 /// The marker that ends the benchmark plugin's identity and starts each of
 /// its routes.
@@ -331,7 +342,7 @@ pub async fn say(host: &warden::Host, text: &str) -> Vec<String> {
     host.dispatch(&warden::Incoming::addressed(text))
         .await
         .into_iter()
-        .flat_map(|o| o.replies)
+        .flat_map(|o| o.replies.into_iter().map(|r| r.to_string()))
         .collect()
 }
 
@@ -341,7 +352,10 @@ pub async fn say_each(host: &warden::Host, text: &str) -> Vec<(String, Vec<Strin
     host.dispatch(&warden::Incoming::addressed(text))
         .await
         .into_iter()
-        .map(|o| (o.plugin.to_string(), o.replies))
+        .map(|o| {
+            let replies = o.replies.iter().map(ToString::to_string).collect();
+            (o.plugin.to_string(), replies)
+        })
         .collect()
 }
 

@@ -20,6 +20,7 @@ pub struct StoragePlugin;
     description = "Stores, retrieves and deletes text by key"
 )]
 impl StoragePlugin {
+    /// store TEXT under KEY: keeps TEXT under KEY
     #[respond_to(r"store (?P<text>.*) under (?P<key>\w+)")]
     fn store(&self, msg: &Message, text: String, key: String) -> Result<()> {
         self.storage().set(&key, &text)?;
@@ -27,6 +28,7 @@ impl StoragePlugin {
         Ok(())
     }
 
+    /// retrieve KEY: shows what KEY holds
     #[respond_to(r"retrieve (?P<key>\w+)")]
     fn retrieve(&self, msg: &Message, key: String) -> Result<()> {
         let data: Option<String> = self.storage().get(&key)?;
@@ -37,6 +39,7 @@ impl StoragePlugin {
         Ok(())
     }
 
+    /// delete KEY: forgets KEY
     #[respond_to(r"delete (?P<key>\w+)")]
     fn delete(&self, msg: &Message, key: String) -> Result<()> {
         self.storage().delete(&key)?;
@@ -44,6 +47,7 @@ impl StoragePlugin {
         Ok(())
     }
 
+    /// does KEY exist?: tells whether KEY holds anything
     #[respond_to(r"does (?P<key>\w+) exist?")]
     fn exists(&self, msg: &Message, key: String) -> Result<()> {
         if self.storage().has(&key)? {
@@ -54,6 +58,7 @@ impl StoragePlugin {
         Ok(())
     }
 
+    /// size: shows the store's size
     #[respond_to(r"size")]
     fn size(&self, msg: &Message) -> Result<()> {
         let human = self.storage().size_human()?;

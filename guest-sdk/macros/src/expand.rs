@@ -50,16 +50,35 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 
     let mut routes = Vec::new();
+    let mut schedules = Vec::new();
     for item in &mut block.items {
         if let ImplItem::Fn(method) = item {
             let declared = take_route_attrs(&mut method.attrs, &mut errors);
-            if declared.is_empty() {
+            let timed = take_schedule_attrs(&mut method.attrs, &mut errors);
+            if declared.is_empty() && timed.is_empty() {
+                continue;
+            }
+            let doc = doc_line(&method.attrs);
+            if !declared.is_empty() && !timed.is_empty() {
+                errors.push(syn::Error::new_spanned(
+                    &method.sig.ident,
+                    "a method is either a route (`#[respond_to]`, `#[listen_to]`) or a schedule \
+                     (`#[schedule]`), not both: a scheduled call has no message",
+                ));
+                continue;
+            }
+            if !timed.is_empty() {
+                if let Some(ident) = check_scheduled(method, &mut errors) {
+                    for schedule in timed {
+                        schedules.push((schedule, ident.clone(), doc.clone()));
+                    }
+                }
                 continue;
             }
             if let Some(handler) = Handler::parse(method, &mut errors) {
                 for route in declared {
                     handler.check_params(&route, &mut errors);
-                    routes.push((route, handler.clone()));
+                    routes.push((route, handler.clone(), doc.clone()));
                 }
             }
         }
@@ -79,7 +98,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         Some(version) => version.to_token_stream(),
         None => quote!(::core::env!("CARGO_PKG_VERSION")),
     };
-    let specs = routes.iter().map(|(route, handler)| {
+    let specs = routes.iter().map(|(route, handler, doc)| {
         let kind = Ident::new(route.kind.variant(), Span::call_site());
         let pattern = &route.pattern;
         let ignore_case = route.ignore_case;
@@ -90,14 +109,40 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                 pattern: #pattern,
                 ignore_case: #ignore_case,
                 handler: #name,
+                doc: #doc,
             }
         }
     });
-    let arms = routes.iter().enumerate().map(|(index, (_, handler))| {
+    let arms = routes.iter().enumerate().map(|(index, (_, handler, _))| {
         let index = u32::try_from(index).expect("fewer than 2^32 routes");
         let call = handler.call();
         quote!(#index => ::core::option::Option::Some(#call),)
     });
+    let schedule_specs = schedules.iter().map(|(schedule, ident, doc)| {
+        let cron = &schedule.cron;
+        let channel = match &schedule.channel {
+            Some(channel) => quote!(::core::option::Option::Some(#channel)),
+            None => quote!(::core::option::Option::None),
+        };
+        let name = ident.unraw().to_string();
+        quote! {
+            ::warden_sdk::__private::ScheduleSpec {
+                cron: #cron,
+                channel: #channel,
+                handler: #name,
+                doc: #doc,
+            }
+        }
+    });
+    let schedule_arms = schedules.iter().enumerate().map(|(index, (_, ident, _))| {
+        let index = u32::try_from(index).expect("fewer than 2^32 schedules");
+        quote! {
+            #index => ::core::option::Option::Some(
+                ::warden_sdk::__private::IntoHandlerResult::into_handler_result(Self::#ident(self))
+            ),
+        }
+    });
+    let required = &args.required_settings;
 
     quote! {
         #block
@@ -111,6 +156,8 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                     version: #version,
                     description: #description,
                     routes: &[#(#specs),*],
+                    schedules: &[#(#schedule_specs),*],
+                    required_settings: &[#(#required),*],
                 };
 
             fn dispatch(
@@ -125,6 +172,16 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                     _ => ::core::option::Option::None,
                 }
             }
+
+            fn run_schedule(
+                &self,
+                schedule: u32,
+            ) -> ::core::option::Option<::core::result::Result<(), ::std::string::String>> {
+                match schedule {
+                    #(#schedule_arms)*
+                    _ => ::core::option::Option::None,
+                }
+            }
         }
 
         ::warden_sdk::__export_plugin!(#self_ty);
@@ -136,13 +193,38 @@ struct PluginArgs {
     id: LitStr,
     description: Option<LitStr>,
     version: Option<LitStr>,
+    required_settings: Vec<LitStr>,
 }
 
 fn parse_args(args: TokenStream) -> syn::Result<PluginArgs> {
     let mut id = None;
     let mut description = None;
     let mut version = None;
+    let mut required_settings: Option<Vec<LitStr>> = None;
     let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("required_settings") {
+            if required_settings.is_some() {
+                return Err(meta.error("this argument is given twice"));
+            }
+            let list: syn::ExprArray = meta.value()?.parse()?;
+            let mut names = Vec::new();
+            for element in list.elems {
+                match element {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(name),
+                        ..
+                    }) => names.push(name),
+                    other => {
+                        return Err(syn::Error::new_spanned(
+                            other,
+                            "a required setting is a string: `required_settings = [\"API_KEY\"]`",
+                        ));
+                    }
+                }
+            }
+            required_settings = Some(names);
+            return Ok(());
+        }
         let slot = if meta.path.is_ident("id") {
             &mut id
         } else if meta.path.is_ident("description") {
@@ -150,7 +232,9 @@ fn parse_args(args: TokenStream) -> syn::Result<PluginArgs> {
         } else if meta.path.is_ident("version") {
             &mut version
         } else {
-            return Err(meta.error("unknown argument: expected `id`, `description` or `version`"));
+            return Err(meta.error(
+                "unknown argument: expected `id`, `description`, `version` or `required_settings`",
+            ));
         };
         if slot.is_some() {
             return Err(meta.error("this argument is given twice"));
@@ -169,7 +253,122 @@ fn parse_args(args: TokenStream) -> syn::Result<PluginArgs> {
         id,
         description,
         version,
+        required_settings: required_settings.unwrap_or_default(),
     })
+}
+
+/// The first line of a method's doc comment, trimmed; empty without one.
+/// It is the route's or schedule's line in the help manual.
+fn doc_line(attrs: &[Attribute]) -> String {
+    let mut lines = attrs.iter().filter_map(|attr| match &attr.meta {
+        Meta::NameValue(nv) if nv.path.is_ident("doc") => match &nv.value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(text),
+                ..
+            }) => Some(text.value()),
+            _ => None,
+        },
+        _ => None,
+    });
+    lines
+        .by_ref()
+        .flat_map(|text| {
+            text.lines()
+                .map(|line| line.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .find(|line| !line.is_empty())
+        .unwrap_or_default()
+}
+
+/// One `#[schedule("cron", channel = "...")]`.
+struct ScheduleAttr {
+    cron: LitStr,
+    channel: Option<LitStr>,
+}
+
+/// Removes the `#[schedule]` attributes from `attrs` and returns what they
+/// declare, in order.
+fn take_schedule_attrs(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Vec<ScheduleAttr> {
+    let mut schedules = Vec::new();
+    attrs.retain(|attr| {
+        if !attr.path().is_ident("schedule") {
+            return true;
+        }
+        match parse_schedule(attr) {
+            Ok(schedule) => schedules.push(schedule),
+            Err(error) => errors.push(error),
+        }
+        false
+    });
+    schedules
+}
+
+fn parse_schedule(attr: &Attribute) -> syn::Result<ScheduleAttr> {
+    let missing = || {
+        syn::Error::new_spanned(
+            attr,
+            "missing cron expression: write `#[schedule(\"0 9 * * mon-fri\")]` \
+             (minute hour day-of-month month day-of-week, in UTC)",
+        )
+    };
+    let Meta::List(list) = &attr.meta else {
+        return Err(missing());
+    };
+    let parser = |input: ParseStream<'_>| -> syn::Result<ScheduleAttr> {
+        if !input.peek(LitStr) {
+            return Err(missing());
+        }
+        let cron: LitStr = input.parse()?;
+        let fields = cron.value().split_whitespace().count();
+        if !(5..=7).contains(&fields) {
+            return Err(syn::Error::new_spanned(
+                &cron,
+                format!(
+                    "a cron expression has 5 fields (minute hour day-of-month month day-of-week), \
+                     6 (seconds first) or 7 (a year last); this one has {fields}"
+                ),
+            ));
+        }
+        let mut channel = None;
+        while !input.is_empty() {
+            input.parse::<Token![,]>()?;
+            if input.is_empty() {
+                break;
+            }
+            let name: Ident = input.parse()?;
+            if name != "channel" || channel.is_some() {
+                return Err(syn::Error::new_spanned(
+                    name,
+                    "a schedule takes a cron expression, then optionally `channel = \"...\"`",
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            channel = Some(input.parse()?);
+        }
+        Ok(ScheduleAttr { cron, channel })
+    };
+    parser.parse2(list.tokens.clone())
+}
+
+/// Checks that a scheduled method takes `&self` only; returns its name.
+fn check_scheduled(method: &ImplItemFn, errors: &mut Errors) -> Option<Ident> {
+    let sig = &method.sig;
+    let mut inputs = sig.inputs.iter();
+    let receiver_ok = matches!(
+        inputs.next(),
+        Some(FnArg::Receiver(receiver))
+            if receiver.reference.is_some() && receiver.mutability.is_none()
+    );
+    if !receiver_ok || inputs.next().is_some() || sig.asyncness.is_some() {
+        errors.push(syn::Error::new_spanned(
+            &sig.ident,
+            "a scheduled handler takes `&self` only, and is not async: `fn name(&self)`; \
+             it sends with `warden_sdk::say`",
+        ));
+        return None;
+    }
+    Some(sig.ident.clone())
 }
 
 /// Which attribute declared a route.

@@ -146,9 +146,28 @@ class FakeStorage:
 class FakeChat:
     def __init__(self):
         self.said = []
+        self.sent = []
 
-    def say(self, text):
+    def say(self, text, thread=None):
         self.said.append(text)
+        self.sent.append(("say", text, thread))
+
+    def reply(self, text, in_thread):
+        self.said.append(text)
+        self.sent.append(("reply", text, in_thread))
+
+
+class FakeStore:
+    """`wasi:config/store`: the plugin's settings."""
+
+    def __init__(self, settings):
+        self.settings = dict(settings)
+
+    def get(self, key):
+        return self.settings.get(key)
+
+    def get_all(self):
+        return list(self.settings.items())
 
 
 class RouteKind(Enum):
@@ -162,6 +181,15 @@ class Route:
     pattern: str
     ignore_case: bool
     handler: str
+    doc: str
+
+
+@dataclass
+class Schedule:
+    cron: str
+    channel: object
+    handler: str
+    doc: str
 
 
 @dataclass
@@ -170,14 +198,28 @@ class Manifest:
     version: str
     description: str
     routes: list
+    schedules: list
+    required_settings: list
+
+
+@dataclass
+class Sender:
+    id: str
+    name: object = None
 
 
 @dataclass
 class WitMessage:
     text: str
-    user: str = "alice"
+    sender: Sender = None
     channel: str = "general"
     addressed: bool = True
+    id: object = None
+    thread: object = None
+
+    def __post_init__(self):
+        if self.sender is None:
+            self.sender = Sender("alice")
 
 
 @dataclass
@@ -186,7 +228,7 @@ class Capture:
     value: object
 
 
-FAKE_TYPES = types.SimpleNamespace(RouteKind=RouteKind, Route=Route, Manifest=Manifest)
+FAKE_TYPES = types.SimpleNamespace(RouteKind=RouteKind, Route=Route, Manifest=Manifest, Schedule=Schedule)
 
 
 def run(coroutine):
@@ -203,7 +245,8 @@ class HostTest(unittest.TestCase):
     def setUp(self):
         self.storage = FakeStorage()
         self.chat = FakeChat()
-        _host.install(storage=self.storage, chat=self.chat, types=FAKE_TYPES, err=Err)
+        self.store = FakeStore({"greeting": "hi", "api_key": "s3cret"})
+        _host.install(storage=self.storage, chat=self.chat, store=self.store, types=FAKE_TYPES, err=Err)
 
 
 class Values(HostTest):
@@ -254,11 +297,15 @@ class Values(HostTest):
         run(storage.set("c", 1, expires=datetime.timedelta(minutes=2)))
         run(storage.set("d", 1, expires=datetime.timedelta(seconds=1, microseconds=1)))
         run(storage.set("e", 1, expires=0))
-        self.assertEqual([c[3] for c in self.storage.calls], [None, 30, 120, 2, 0])
-        for bad in [-1, datetime.timedelta(seconds=-1)]:
+        # Floats, as Slack Machine's backends take them, rounded up.
+        run(storage.set("f", 1, expires=1.5))
+        run(storage.set("g", 1, expires=0.001))
+        run(storage.set("h", 1, expires=60.0))
+        self.assertEqual([c[3] for c in self.storage.calls], [None, 30, 120, 2, 0, 2, 1, 60])
+        for bad in [-1, datetime.timedelta(seconds=-1), -0.5, float("nan"), float("inf")]:
             with self.assertRaises(ValueError):
                 run(storage.set("x", 1, expires=bad))
-        for bad in [1.5, "10", True]:
+        for bad in ["10", True]:
             with self.assertRaises(TypeError):
                 run(storage.set("x", 1, expires=bad))
 
@@ -530,7 +577,7 @@ class Components(HostTest):
         module = types.ModuleType("two_plugins")
         for name in ["A", "B"]:
             module.__dict__[name] = type(name, (warden.Plugin,), {"__module__": "two_plugins"})
-        with self.assertRaisesRegex(LookupError, "found: A, B"):
+        with self.assertRaisesRegex(LookupError, "found: two_plugins.A, two_plugins.B"):
             warden.component(module)
         self.assertEqual(warden.component(module, "B").identity, "two_plugins.B")
 
@@ -547,3 +594,134 @@ class Components(HostTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@top_level
+class Featured(warden.Plugin):
+    """Shows the second contract's features."""
+
+    @warden.respond_to(r"^greet$")
+    async def greet(self, msg):
+        """greet: says the greeting setting"""
+        await msg.reply(self.settings["greeting"])
+
+    @warden.respond_to(r"^thread$")
+    async def thread(self, msg):
+        await msg.reply("in thread", in_thread=True)
+        await msg.say("there", thread_ts="T1")
+
+    @warden.required_settings(["api_key"])
+    @warden.respond_to(r"^who$")
+    async def who(self, msg):
+        await msg.say(f"{msg.sender.id}/{msg.sender.name}/{msg.ts}/{msg.thread_ts}/{msg.at_sender}")
+
+    @warden.schedule(hour=9, minute=30, day_of_week="mon-fri", channel="standup")
+    async def standup(self):
+        """standup: the daily call"""
+        await warden.say("standup time")
+
+
+class SecondContract(HostTest):
+    def world(self):
+        return warden.component(Featured)()
+
+    def test_the_manifest_carries_docs_schedules_and_required_settings(self):
+        manifest = self.world().manifest()
+        docs = {route.handler: route.doc for route in manifest.routes}
+        self.assertEqual(docs, {"greet": "greet: says the greeting setting", "thread": "", "who": ""})
+        self.assertEqual(manifest.required_settings, ["api_key"])
+        self.assertEqual(
+            manifest.schedules,
+            [Schedule("0 30 9 * * mon-fri *", "standup", "standup", "standup: the daily call")],
+        )
+
+    def test_settings_replies_and_threads(self):
+        world = self.world()
+        world.handle(0, WitMessage("greet"), [])
+        world.handle(1, WitMessage("thread"), [])
+        world.handle(2, WitMessage("who", Sender("U1", "Ann"), id="170.1", thread="169.0"), [])
+        self.assertEqual(
+            self.chat.sent,
+            [
+                ("reply", "hi", False),
+                ("reply", "in thread", True),
+                ("say", "there", "T1"),
+                ("say", "U1/Ann/170.1/169.0/<@U1>", None),
+            ],
+        )
+
+    def test_a_schedule_runs_its_method(self):
+        world = self.world()
+        world.run_schedule(0)
+        self.assertEqual(self.chat.sent, [("say", "standup time", None)])
+        with self.assertRaises(Err):
+            world.run_schedule(5)
+
+    def test_settings_are_read_only_and_show_no_values(self):
+        settings = Featured().settings
+        self.assertEqual(dict(settings), {"greeting": "hi", "api_key": "s3cret"})
+        self.assertNotIn("s3cret", repr(settings))
+        with self.assertRaises(TypeError):
+            settings["greeting"] = "changed"
+
+    def test_apscheduler_fields_become_cron_expressions(self):
+        self.assertEqual(warden._cron(hour=9), "0 0 9 * * * *")
+        self.assertEqual(warden._cron(minute="*/5"), "0 */5 * * * * *")
+        self.assertEqual(warden._cron(day_of_week="0,6"), "0 0 0 * * mon,sun *")
+        self.assertEqual(warden._cron(year=2027), "0 0 0 1 1 * 2027")
+        for bad in [dict(week=2), dict(timezone="Europe/Amsterdam"), dict(), dict(day_of_week="7")]:
+            with self.assertRaises(ValueError):
+                warden._cron(**bad)
+
+    def test_stored_objects_read_back_with_attributes(self):
+        run(warden.Plugin.storage.set("manual", {"human": {"A": {"x.y": {"command": "c", "help": "h"}}}}))
+        manual = run(warden.Plugin.storage.get("manual"))
+        self.assertEqual(manual.human["A"]["x.y"].command, "c")
+        self.assertEqual(manual, {"human": {"A": {"x.y": {"command": "c", "help": "h"}}}})
+        with self.assertRaises(AttributeError):
+            manual.robot
+
+
+class Packages(unittest.TestCase):
+    """Slack Machine's layout: a plugin class in a module of a package."""
+
+    def test_a_class_anywhere_in_a_package_is_found_with_its_dotted_identity(self):
+        import importlib
+        import os
+        import sys
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as root:
+            package = os.path.join(root, "smpkg")
+            os.mkdir(package)
+            with open(os.path.join(package, "__init__.py"), "w") as f:
+                f.write("")
+            with open(os.path.join(package, "hitchhikers.py"), "w") as f:
+                f.write(
+                    "from warden import MachineBasePlugin, respond_to\n"
+                    "class UltimateQuestionPlugin(MachineBasePlugin):\n"
+                    "    @respond_to('answer')\n"
+                    "    async def answer(self, msg):\n"
+                    "        await msg.say('42')\n"
+                )
+            with open(os.path.join(package, "other.py"), "w") as f:
+                f.write(
+                    "from warden import Plugin\n"
+                    "class Other(Plugin):\n"
+                    "    pass\n"
+                )
+            sys.path.insert(0, root)
+            try:
+                module = importlib.import_module("smpkg")
+                with self.assertRaises(LookupError) as e:
+                    warden.component(module)
+                self.assertIn("smpkg.hitchhikers.UltimateQuestionPlugin, smpkg.other.Other", str(e.exception))
+                for name in ["UltimateQuestionPlugin", "hitchhikers.UltimateQuestionPlugin"]:
+                    world = warden.component(module, name)
+                    self.assertEqual(world.identity, "smpkg.hitchhikers.UltimateQuestionPlugin")
+                world = warden.component(importlib.import_module("smpkg.hitchhikers"))
+                self.assertEqual(world.identity, "smpkg.hitchhikers.UltimateQuestionPlugin")
+            finally:
+                sys.path.remove(root)
+                for name in [m for m in sys.modules if m == "smpkg" or m.startswith("smpkg.")]:
+                    del sys.modules[name]

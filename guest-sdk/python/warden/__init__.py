@@ -32,8 +32,19 @@ A plugin is one class, built into a WebAssembly component with
 - An exception escaping a handler is logged by the host with the plugin's
   identity (the traceback goes to the log too) and answered with an error
   reply; the plugin keeps running.
+- `msg.reply(text)` answers mentioning the sender, `msg.reply(text,
+  in_thread=True)` in the message's thread, `msg.say(text, thread_ts=...)`
+  in a thread; `msg.sender` has `.id` and `.name`.
+- A handler's docstring (`command: what it does`) is its line in the help
+  manual the host writes to the shared key `manual`.
+- `self.settings` is the plugin's `[settings."ID"]` table;
+  `@required_settings([...])` keeps the plugin from loading without them.
+- `@schedule(hour=9, minute=30)` (Slack Machine's cron fields, UTC) runs a
+  method `async def name(self)` on a timetable; it sends with
+  `await warden.say(text)`.
 """
 
+import importlib
 import inspect
 import re
 import sys
@@ -56,9 +67,14 @@ from .storage import (
 
 __all__ = [
     "Plugin",
+    "MachineBasePlugin",
     "Message",
+    "Sender",
     "respond_to",
     "listen_to",
+    "schedule",
+    "required_settings",
+    "say",
     "component",
     "run",
     "log",
@@ -85,33 +101,271 @@ _INLINE_FLAGS = ((re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
 _SUPPORTED_FLAGS = re.IGNORECASE | re.MULTILINE | re.DOTALL | re.VERBOSE | re.UNICODE
 
 
+class Sender:
+    """Who sent a message (Slack Machine's `msg.sender`)."""
+
+    __slots__ = ("id", "name")
+
+    def __init__(self, id, name=None):
+        #: The sender's id, as the adapter knows it (a Slack user id, say).
+        self.id = id
+        #: A name to show, where the adapter knows one; else the id.
+        self.name = name if name is not None else id
+
+    def __repr__(self):
+        return f"Sender(id={self.id!r}, name={self.name!r})"
+
+
+def _text(method, text):
+    if not isinstance(text, str):
+        raise TypeError(f"msg.{method} takes a str, not {type(text).__name__}")
+    return text
+
+
 class Message:
     """The message being handled."""
 
-    __slots__ = ("text", "user", "channel", "is_addressed")
+    __slots__ = ("text", "sender", "channel", "is_addressed", "ts", "thread_ts")
 
-    def __init__(self, text, user="", channel="", is_addressed=True):
+    def __init__(self, text, user="", channel="", is_addressed=True, *, name=None, ts=None, thread_ts=None):
         #: The text the route matched: for messages addressed to the bot,
         #: the text after the mention.
         self.text = text
-        #: Who sent it.
-        self.user = user
+        #: Who sent it (`.id`, `.name`).
+        self.sender = Sender(user, name)
         #: Where it was sent.
         self.channel = channel
         #: Whether the message was addressed to the bot.
         self.is_addressed = is_addressed
+        #: The message's id in its channel, where the adapter has one
+        #: (Slack's `ts`); else `None`.
+        self.ts = ts
+        #: The thread the message is in (the id of its first message), or
+        #: `None`.
+        self.thread_ts = thread_ts
 
-    async def say(self, text):
-        """Replies `text` to the message."""
-        if not isinstance(text, str):
-            raise TypeError(f"msg.say takes a str, not {type(text).__name__}")
-        _host.require(_host.chat, "chat").say(text)
+    @property
+    def user(self):
+        """The sender's id."""
+        return self.sender.id
+
+    @property
+    def at_sender(self):
+        """The sender as a Slack mention, `<@ID>`."""
+        return f"<@{self.sender.id}>"
+
+    @property
+    def in_thread(self):
+        """Whether the message was posted in a thread."""
+        return self.thread_ts is not None
+
+    async def say(self, text, thread_ts=None, ephemeral=False, **_ignored):
+        """Sends `text` to the message's channel; in thread `thread_ts`
+        when given. `ephemeral` and Slack's other keyword arguments are
+        accepted and have no effect."""
+        _text("say", text)
+        if thread_ts is not None and not isinstance(thread_ts, str):
+            raise TypeError(f"msg.say: thread_ts must be a str, not {type(thread_ts).__name__}")
+        _host.require(_host.chat, "chat").say(text, thread_ts)
+
+    async def reply(self, text, in_thread=False, ephemeral=False, **_ignored):
+        """Answers the sender: in the channel, mentioning them, or with
+        `in_thread=True` in the message's thread without the mention (as
+        Slack Machine's `msg.reply`)."""
+        _text("reply", text)
+        _host.require(_host.chat, "chat").reply(text, bool(in_thread))
 
     def __repr__(self):
         return (
-            f"Message(text={self.text!r}, user={self.user!r}, "
-            f"channel={self.channel!r}, is_addressed={self.is_addressed!r})"
+            f"Message(text={self.text!r}, sender={self.sender!r}, "
+            f"channel={self.channel!r}, is_addressed={self.is_addressed!r}, "
+            f"ts={self.ts!r}, thread_ts={self.thread_ts!r})"
         )
+
+
+async def say(text):
+    """Sends `text` to the channel of the call under way: a scheduled
+    handler's channel (it has no message to answer)."""
+    _text("say", text)
+    _host.require(_host.chat, "chat").say(text, None)
+
+
+class _Settings:
+    """The plugin's settings (Slack Machine's `self.settings`): a read-only
+    mapping of its `[settings."ID"]` table, read from the host on first use."""
+
+    def __init__(self):
+        self._values = None
+
+    def _all(self):
+        if self._values is None:
+            store = _host.require(_host.store, "settings")
+            try:
+                pairs = store.get_all()
+            except _host.Err as e:
+                raise RuntimeError(f"warden: reading the settings failed: {e.value!r}") from None
+            self._values = dict(pairs)
+        return self._values
+
+    def __getitem__(self, key):
+        return self._all()[key]
+
+    def __contains__(self, key):
+        return key in self._all()
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+    def get(self, key, default=None):
+        return self._all().get(key, default)
+
+    def keys(self):
+        return self._all().keys()
+
+    def values(self):
+        return self._all().values()
+
+    def items(self):
+        return self._all().items()
+
+    def __repr__(self):
+        # Values may be secrets: show the names only.
+        return f"<settings {sorted(self._all())!r}>"
+
+
+try:
+    from collections.abc import Mapping as _Mapping
+
+    _Mapping.register(_Settings)
+except ImportError:  # pragma: no cover
+    pass
+
+
+class _SettingsDescriptor:
+    def __get__(self, instance, owner):
+        if instance is None:
+            return self
+        settings = instance.__dict__.get("_warden_settings")
+        if settings is None:
+            settings = _Settings()
+            instance.__dict__["_warden_settings"] = settings
+        return settings
+
+
+def required_settings(names):
+    """Marks a plugin class (or one of its handlers) as needing settings
+    `names` (Slack Machine's decorator of the same name): the host does not
+    load the plugin while one is missing from its `[settings."ID"]` table,
+    and says which. On a handler it applies to the whole plugin."""
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"required_settings takes str names, not {type(name).__name__}")
+
+    def decorator(target):
+        existing = list(getattr(target, "_warden_required_settings", ()))
+        target._warden_required_settings = existing + [n for n in names if n not in existing]
+        return target
+
+    return decorator
+
+
+# APScheduler's cron fields, most significant first, and the values it
+# gives the ones left out after the last one given.
+_CRON_ORDER = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+_CRON_DEFAULTS = {"year": "*", "month": "1", "day": "1", "week": "*", "day_of_week": "*",
+                  "hour": "0", "minute": "0", "second": "0"}
+# APScheduler numbers weekdays from Monday (0) to Sunday (6); cron from
+# Sunday (0): names mean the same to both.
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _weekdays(expression):
+    """An APScheduler `day_of_week` with its numbers turned into names."""
+    def one(value):
+        value = value.strip().lower()
+        if value.isdigit():
+            number = int(value)
+            if not 0 <= number <= 6:
+                raise ValueError(f"schedule: day_of_week {value!r} is not 0 (Monday) to 6 (Sunday)")
+            return _WEEKDAYS[number]
+        return value
+
+    parts = []
+    for part in expression.split(","):
+        part, slash, step = part.partition("/")
+        if part.strip() == "*":
+            parts.append("*" + slash + step)
+        elif "-" in part:
+            start, end = part.split("-", 1)
+            parts.append(f"{one(start)}-{one(end)}{slash}{step}")
+        else:
+            parts.append(one(part) + slash + step)
+    return ",".join(parts)
+
+
+def _cron(**given):
+    """Slack Machine's (APScheduler's) cron fields as the host's cron
+    expression, `second minute hour day month day-of-week year`, filled in
+    as APScheduler fills them: a field left out before the last one given
+    is `*`, after it its least value (weekdays `*`)."""
+    for name in ("week", "start_date", "end_date", "jitter"):
+        if given.pop(name, None) is not None:
+            raise ValueError(f"schedule: {name} is not supported by Warden")
+    timezone = given.pop("timezone", None)
+    if timezone is not None and str(timezone).upper() not in ("UTC", "ETC/UTC", "Z"):
+        raise ValueError("schedule: Warden's schedules run in UTC; leave timezone out or set it to 'UTC'")
+    remaining = {name for name, value in given.items() if value is not None}
+    if not remaining:
+        raise ValueError("schedule: give at least one field, e.g. @schedule(minute='*/5')")
+    fields = {}
+    for name in _CRON_ORDER:
+        if name in remaining:
+            value = str(given[name]).replace(" ", "")
+            fields[name] = _weekdays(value) if name == "day_of_week" else value
+            remaining.discard(name)
+        elif not remaining:
+            fields[name] = _CRON_DEFAULTS[name]
+        else:
+            fields[name] = "*"
+    return " ".join(fields[n] for n in ("second", "minute", "hour", "day", "month", "day_of_week", "year"))
+
+
+class _ScheduleSpec:
+    __slots__ = ("cron", "channel")
+
+    def __init__(self, cron, channel):
+        self.cron = cron
+        self.channel = channel
+
+
+def schedule(year=None, month=None, day=None, week=None, day_of_week=None, hour=None, minute=None,
+             second=None, start_date=None, end_date=None, timezone=None, jitter=None, channel=None):
+    """Runs the decorated method at the times the fields give (Slack
+    Machine's `@schedule`, whose fields are APScheduler's cron fields), in
+    UTC. The method takes only `self`; what it sends with `warden.say` goes
+    to `channel`, or to `[schedules] channel` of the host's configuration.
+    `week`, `start_date`, `end_date` and `jitter` are refused."""
+    cron = _cron(year=year, month=month, day=day, week=week, day_of_week=day_of_week, hour=hour,
+                 minute=minute, second=second, start_date=start_date, end_date=end_date,
+                 timezone=timezone, jitter=jitter)
+    if channel is not None and not isinstance(channel, str):
+        raise TypeError(f"schedule: channel must be a str, not {type(channel).__name__}")
+
+    def decorator(function):
+        schedules = getattr(function, "_warden_schedules", None)
+        if schedules is None:
+            schedules = []
+            function._warden_schedules = schedules
+        schedules.insert(0, _ScheduleSpec(cron, channel))
+        return function
+
+    return decorator
 
 
 class Plugin:
@@ -121,10 +375,26 @@ class Plugin:
 
     #: The plugin's key-value storage, namespaced by its identity.
     storage = PluginStorage()
+    #: The plugin's settings, `[settings."ID"]` of the host's configuration:
+    #: a read-only mapping of names to strings.
+    settings = _SettingsDescriptor()
+
+    @property
+    def bot_info(self):
+        """The bot as Slack Machine's `self.bot_info` describes it: its
+        `name` and `user_id`, from the plugin's settings `bot_name` and
+        `bot_id` where the operator gives them, else `warden`."""
+        name = self.settings.get("bot_name", "warden")
+        user_id = self.settings.get("bot_id", name)
+        return {"name": name, "id": user_id, "user_id": user_id}
 
     async def init(self):
         """Runs once, right after the plugin's instance is created (before
         its first message). Override it to prepare state."""
+
+
+#: Slack Machine's name for `Plugin`.
+MachineBasePlugin = Plugin
 
 
 class _RouteSpec:
@@ -217,7 +487,7 @@ def _unsupported_constructs(regex, flags):
 
 
 class _Route:
-    __slots__ = ("kind", "pattern", "ignore_case", "name", "function")
+    __slots__ = ("kind", "pattern", "ignore_case", "name", "function", "doc")
 
     def __init__(self, kind, pattern, ignore_case, name, function):
         self.kind = kind
@@ -225,6 +495,56 @@ class _Route:
         self.ignore_case = ignore_case
         self.name = name
         self.function = function
+        self.doc = _doc_line(function)
+
+
+def _doc_line(function):
+    """The first line of a handler's docstring: its line in the help
+    manual (Slack Machine reads `command: help` from it)."""
+    doc = getattr(function, "__doc__", None)
+    if not doc:
+        return ""
+    lines = inspect.cleandoc(doc).splitlines()
+    return lines[0].strip() if lines else ""
+
+
+class _Schedule:
+    __slots__ = ("cron", "channel", "name", "function", "doc")
+
+    def __init__(self, cron, channel, name, function):
+        self.cron = cron
+        self.channel = channel
+        self.name = name
+        self.function = function
+        self.doc = _doc_line(function)
+
+
+def _functions(cls):
+    functions = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if inspect.isfunction(value):
+                functions[name] = value
+    return functions
+
+
+def _schedules(cls):
+    schedules = []
+    for name, function in _functions(cls).items():
+        for spec in getattr(function, "_warden_schedules", ()):
+            if getattr(function, "_warden_routes", None):
+                raise TypeError(f"{cls.__qualname__}.{name}: a method is a route or a schedule, not both")
+            schedules.append(_Schedule(spec.cron, spec.channel, name, function))
+    return schedules
+
+
+def _required_settings(cls):
+    names = []
+    for target in [cls] + list(_functions(cls).values()):
+        for name in getattr(target, "_warden_required_settings", ()):
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def _check_handler(cls, name, function, spec):
@@ -265,13 +585,8 @@ def _check_handler(cls, name, function, spec):
 
 
 def _routes(cls):
-    functions = {}
-    for klass in reversed(cls.__mro__):
-        for name, value in vars(klass).items():
-            if inspect.isfunction(value):
-                functions[name] = value
     routes = []
-    for name, function in functions.items():
+    for name, function in _functions(cls).items():
         for spec in getattr(function, "_warden_routes", ()):
             _check_handler(cls, name, function, spec)
             inline = "".join(letter for flag, letter in _INLINE_FLAGS if spec.flags & flag)
@@ -340,6 +655,8 @@ class _Component:
         self.cls = cls
         self.identity = _identity(cls)
         self.routes = _routes(cls)
+        self.schedules = _schedules(cls)
+        self.required_settings = _required_settings(cls)
         self.description = _description(cls)
         self.version = _version(cls)
         self.instance = None
@@ -357,9 +674,15 @@ class _Component:
                     pattern=route.pattern,
                     ignore_case=route.ignore_case,
                     handler=route.name,
+                    doc=route.doc,
                 )
                 for route in self.routes
             ],
+            schedules=[
+                types.Schedule(cron=s.cron, channel=s.channel, handler=s.name, doc=s.doc)
+                for s in self.schedules
+            ],
+            required_settings=list(self.required_settings),
         )
 
     def plugin(self):
@@ -376,12 +699,41 @@ class _Component:
             if not 0 <= route < len(self.routes):
                 raise LookupError(f"no route number {route}")
             handler = self.routes[route].function
-            msg = Message(message.text, message.user, message.channel, message.addressed)
+            msg = Message(
+                message.text,
+                message.sender.id,
+                message.channel,
+                message.addressed,
+                name=message.sender.name,
+                ts=message.id,
+                thread_ts=message.thread,
+            )
             arguments = {capture.name: capture.value for capture in captures}
             run(handler(self.plugin(), msg, **arguments))
         except Exception as e:
             traceback.print_exc()
             raise _host.Err(f"{type(e).__name__}: {e}")
+
+    def run_schedule(self, index):
+        try:
+            if not 0 <= index < len(self.schedules):
+                raise LookupError(f"no schedule number {index}")
+            run(self.schedules[index].function(self.plugin()))
+        except Exception as e:
+            traceback.print_exc()
+            raise _host.Err(f"{type(e).__name__}: {e}")
+
+
+def _modules(module):
+    """`module` and, for a package, every module in it, imported."""
+    found = [module]
+    path = getattr(module, "__path__", None)
+    if path is not None:
+        import pkgutil
+
+        for info in pkgutil.walk_packages(path, module.__name__ + "."):
+            found.append(importlib.import_module(info.name))
+    return found
 
 
 def _find_class(target, class_name=None):
@@ -390,21 +742,25 @@ def _find_class(target, class_name=None):
             raise TypeError(f"{target.__qualname__} is not a subclass of warden.Plugin")
         return target
     module = target
-    candidates = [
-        value
-        for value in vars(module).values()
-        if inspect.isclass(value)
-        and issubclass(value, Plugin)
-        and value is not Plugin
-        and (value.__module__ == module.__name__ or value.__module__.startswith(module.__name__ + "."))
-    ]
+    candidates = []
+    for each in _modules(module):
+        for value in vars(each).values():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, Plugin)
+                and value is not Plugin
+                and (value.__module__ == module.__name__ or value.__module__.startswith(module.__name__ + "."))
+                and value not in candidates
+            ):
+                candidates.append(value)
     if class_name is not None:
         for value in candidates:
-            if value.__qualname__ == class_name:
+            dotted = f"{value.__module__}.{value.__qualname__}"
+            if value.__qualname__ == class_name or dotted == class_name or dotted.endswith("." + class_name):
                 return value
         raise LookupError(f"module {module.__name__} defines no Plugin subclass named {class_name!r}")
     if len(candidates) != 1:
-        names = ", ".join(sorted(c.__qualname__ for c in candidates)) or "none"
+        names = ", ".join(sorted(f"{c.__module__}.{c.__qualname__}" for c in candidates)) or "none"
         raise LookupError(
             f"module {module.__name__} must define exactly one subclass of warden.Plugin "
             f"(found: {names}); name the one to build with --class"
@@ -428,6 +784,9 @@ def component(target, class_name=None):
 
         def handle(self, route, message, captures):
             spec.handle(route, message, captures)
+
+        def run_schedule(self, index):
+            spec.run_schedule(index)
 
     WitWorld.plugin_class = spec.cls
     WitWorld.identity = spec.identity

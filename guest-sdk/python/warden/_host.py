@@ -8,9 +8,9 @@ uses whatever `install` put in their place.
 
 try:  # inside a component
     from componentize_py_types import Err
-    from wit_world.imports import chat, logging, storage, types
+    from wit_world.imports import chat, logging, storage, store, types
 except ImportError:  # plain CPython
-    chat = logging = storage = types = None
+    chat = logging = storage = store = types = None
 
     class Err(Exception):  # noqa: N818 - the name componentize-py uses
         """Stands in for `componentize_py_types.Err` outside a component."""
@@ -29,16 +29,18 @@ def require(module, name):
     return module
 
 
-def install(*, chat=None, logging=None, storage=None, types=None, err=None):
+def install(*, chat=None, logging=None, storage=None, store=None, types=None, err=None):
     """Replaces the host's interfaces, for tests that run a plugin on plain
     CPython. Each argument is a module-like object with the functions of
-    the WIT interface of that name; `err` is the exception type their
-    failures raise (with the WIT error in `.value`)."""
+    the WIT interface of that name (`store` is `wasi:config/store`, the
+    settings); `err` is the exception type their failures raise (with the
+    WIT error in `.value`)."""
     g = globals()
     for name, value in (
         ("chat", chat),
         ("logging", logging),
         ("storage", storage),
+        ("store", store),
         ("types", types),
         ("Err", err),
     ):

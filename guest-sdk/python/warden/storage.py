@@ -22,9 +22,14 @@ Python                 stored as
 `bool`                 `true` / `false`
 `None`                 `null` (reads back as `None`, like a missing key)
 `list`, `tuple`        a JSON array (reads back as a `list`)
-`dict` with str keys   a JSON object
+`dict` with str keys   a JSON object (reads back as a `Record`)
 `bytes`, `bytearray`   `{"$bytes": "<base64>"}` (reads back as `bytes`)
 =====================  ==========================================
+
+A JSON object reads back as a `Record`: a `dict` whose keys can also be
+read as attributes (`manual.human` for `manual["human"]`), so that values
+Slack Machine plugins stored as small objects, such as the help manual,
+read as they did.
 
 Anything else (sets, dates, objects...) raises `Encode`. A dict whose only
 key is `"$bytes"` is reserved for bytes and raises `Encode` too.
@@ -181,13 +186,26 @@ def encode_value(value):
         raise Encode(f"value: {e}") from None
 
 
+class Record(dict):
+    """A JSON object read from storage: a `dict` whose keys are also its
+    attributes, so `record.name` reads `record["name"]`."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 def _object_hook(obj):
     if list(obj) == [BYTES_TAG] and isinstance(obj[BYTES_TAG], str):
         try:
             return base64.b64decode(obj[BYTES_TAG], validate=True)
         except binascii.Error as e:
             raise Decode(f"invalid base64 under {BYTES_TAG!r}: {e}") from None
-    return obj
+    return Record(obj)
 
 
 def decode_value(raw):
@@ -199,17 +217,24 @@ def decode_value(raw):
 
 
 def _expiry(expires):
-    """`expires` (seconds, or a `datetime.timedelta`) as whole seconds,
-    rounded up."""
+    """`expires` (seconds, an `int` or a `float`, or a
+    `datetime.timedelta`) as whole seconds, rounded up: `expires=0.5` keeps
+    the key for one second, as Slack Machine's Redis backend does."""
     if expires is None:
         return None
     if isinstance(expires, datetime.timedelta):
         seconds = -(-expires // datetime.timedelta(seconds=1))
     elif isinstance(expires, int) and not isinstance(expires, bool):
         seconds = expires
+    elif isinstance(expires, float):
+        if expires != expires or expires in (float("inf"), float("-inf")):
+            raise ValueError(f"expires must be a finite number of seconds: {expires!r}")
+        if expires < 0:
+            raise ValueError(f"expires must not be negative: {expires!r}")
+        seconds = math.ceil(expires)
     else:
         raise TypeError(
-            f"expires must be a number of seconds (int) or a datetime.timedelta, "
+            f"expires must be a number of seconds (int or float) or a datetime.timedelta, "
             f"not {type(expires).__name__}"
         )
     if seconds < 0:
@@ -266,7 +291,7 @@ class PluginStorage:
 
     async def set(self, key, value, expires=None, shared=False):
         """Stores `value` under `key`, replacing any previous value and
-        expiry. `expires`: seconds (an int) or a `datetime.timedelta`,
+        expiry. `expires`: seconds (an int or a float) or a `datetime.timedelta`,
         rounded up to whole seconds, after which the key is gone; `None`
         keeps it until deleted."""
         data = encode_value(value)

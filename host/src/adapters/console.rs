@@ -22,11 +22,23 @@
 //!
 //! A reply without line breaks or such characters, such as every reply of
 //! the seed's storage plugin, is written exactly as the plugin said it.
+//!
+//! # Mentions and threads
+//!
+//! The console is one conversation with one sender, `console`. A reply that
+//! mentions the sender (Slack Machine's `msg.reply`) starts with
+//! `@console: `; a message sent to a thread starts with `[thread ID] `.
+//! Console lines have no message id, so `reply(..., in_thread=True)` has
+//! no thread to answer in and shows as a plain line.
+//!
+//! A scheduled handler's message, which answers no line, is written as
+//! it is sent while the console is open: `[CHANNEL] text`.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::outbox::Outgoing;
 use crate::text;
-use crate::{Host, Incoming};
+use crate::{Host, Incoming, Reply};
 
 /// What starts the line of a failed call.
 const ERROR_PREFIX: &str = "error: ";
@@ -83,17 +95,47 @@ where
 {
     let mut output = tokio::io::BufWriter::with_capacity(CHUNK, output);
     let mut out = String::new();
-    while let Some(batch) = batches.recv().await {
-        for line in batch? {
-            out.clear();
-            answer(host, &line, &mut out).await;
-            output.write_all(out.as_bytes()).await?;
+    let mut scheduled = host.outbox().subscribe();
+    loop {
+        tokio::select! {
+            batch = batches.recv() => {
+                let Some(batch) = batch else { break };
+                for line in batch? {
+                    out.clear();
+                    answer(host, &line, &mut out).await;
+                    output.write_all(out.as_bytes()).await?;
+                }
+            }
+            sent = scheduled.recv() => match sent {
+                Ok(sent) => {
+                    out.clear();
+                    frame_scheduled(&sent, &mut out);
+                    output.write_all(out.as_bytes()).await?;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => {
+                    tracing::warn!(lost, "the console fell behind the schedules' messages");
+                }
+                // The host holds the sender as long as it lives.
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
         }
         if batches.is_empty() {
             output.flush().await?;
         }
     }
     output.flush().await
+}
+
+/// Appends a scheduled handler's message, framed, to `out`: `[CHANNEL] `
+/// before the reply as [`shown`] writes it.
+fn frame_scheduled(sent: &Outgoing, out: &mut String) {
+    let mut line = String::from("[");
+    line.push_str(&sent.channel);
+    line.push_str("] ");
+    line.push_str(&shown(&sent.reply));
+    // The bracket starts the line, so it cannot pass for a reply's further
+    // line or an error.
+    frame_reply(&line, out);
 }
 
 /// Reads standard input on a thread of its own, in chunks of [`CHUNK`]
@@ -161,10 +203,28 @@ async fn answer(host: &Host, line: &str, out: &mut String) {
     }
     for outcome in &outcomes {
         for reply in &outcome.replies {
-            frame_reply(reply, out);
+            frame_reply(&shown(reply), out);
         }
         if let Some(error) = &outcome.error {
             frame_error(outcome.plugin.as_str(), error, out);
+        }
+    }
+}
+
+/// A reply as the console shows it: a mention as `@user: ` before the
+/// text, a thread as `[thread ID] ` before that.
+fn shown(reply: &Reply) -> std::borrow::Cow<'_, str> {
+    match (&reply.thread, &reply.mention) {
+        (None, None) => std::borrow::Cow::Borrowed(&reply.text),
+        (thread, _) => {
+            let mut shown = String::new();
+            if let Some(thread) = thread {
+                shown.push_str("[thread ");
+                shown.push_str(thread);
+                shown.push_str("] ");
+            }
+            shown.push_str(&reply.to_string());
+            std::borrow::Cow::Owned(shown)
         }
     }
 }

@@ -4,6 +4,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `POST /v1/messages` | the replies and errors of every handler the message reached; with a JSON array of messages (at most [`MAX_BATCH`]), an array of answers in order |
+//! | `GET /v1/outbox?after=SEQ&wait_ms=MS` | what scheduled handlers said after message `SEQ` (default 0), oldest first, at most 100; waits up to `wait_ms` (at most 30000) for one when there is none |
 //! | `GET /v1/plugins` | the loaded plugins: identity, version, file, digest, routes, grant; and the files skipped |
 //! | `GET /healthz` | `ok` |
 //! | `GET /metrics` | the [`metrics`] in the Prometheus text format |
@@ -90,6 +91,7 @@ pub fn router(host: Arc<Host>) -> Result<Router, TokensError> {
     Ok(Router::new()
         .route("/v1/messages", post(post_message))
         .route("/v1/plugins", get(get_plugins))
+        .route("/v1/outbox", get(get_outbox))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(get_metrics))
         .fallback(not_found)
@@ -419,10 +421,19 @@ struct MessageIn {
     text: String,
     #[serde(default = "default_user")]
     user: String,
+    /// The sender's name to show.
+    #[serde(default)]
+    user_name: Option<String>,
     #[serde(default = "default_channel")]
     channel: String,
     #[serde(default = "addressed_by_default")]
     addressed: bool,
+    /// The message's id in its channel.
+    #[serde(default)]
+    id: Option<String>,
+    /// The thread the message is in.
+    #[serde(default)]
+    thread: Option<String>,
 }
 
 fn default_user() -> String {
@@ -438,10 +449,16 @@ fn addressed_by_default() -> bool {
 }
 
 #[derive(Debug, Serialize)]
-struct Reply {
+struct ReplyOut {
     plugin: String,
     handler: String,
     text: String,
+    /// The thread the reply goes to, if the plugin asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread: Option<String>,
+    /// The user the reply mentions (`reply`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mention: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -453,7 +470,7 @@ struct CallError {
 
 #[derive(Debug, Serialize)]
 struct MessageOut {
-    replies: Vec<Reply>,
+    replies: Vec<ReplyOut>,
     errors: Vec<CallError>,
 }
 
@@ -564,8 +581,11 @@ fn incoming(host: &Host, message: MessageIn) -> Result<Incoming, (StatusCode, St
     let incoming = Incoming {
         text: message.text,
         user: message.user,
+        user_name: message.user_name,
         channel: message.channel,
         addressed: message.addressed,
+        id: message.id,
+        thread: message.thread,
     };
     if let Err(e) = host.check_message(&incoming) {
         return Err((StatusCode::PAYLOAD_TOO_LARGE, e.to_string()));
@@ -585,11 +605,13 @@ async fn answer(host: &Host, message: &Incoming) -> MessageOut {
     };
     for outcome in outcomes {
         let plugin = outcome.plugin.to_string();
-        for text in outcome.replies {
-            out.replies.push(Reply {
+        for reply in outcome.replies {
+            out.replies.push(ReplyOut {
                 plugin: plugin.clone(),
                 handler: outcome.handler.clone(),
-                text,
+                text: reply.text,
+                thread: reply.thread,
+                mention: reply.mention,
             });
         }
         if let Some(error) = outcome.error {
@@ -617,6 +639,8 @@ struct PluginOut {
     description: String,
     file: String,
     digest: String,
+    /// The contract it was built against, e.g. `warden:plugin@0.2.0`.
+    contract: &'static str,
     routes: Vec<RouteOut>,
     /// Its `[grants."ID"]`, as configured.
     grant: SharedAccess,
@@ -644,9 +668,102 @@ fn plugin_out(info: PluginInfo, config: &Config) -> PluginOut {
             })
             .collect(),
         grant: config.grant(&info.id),
+        contract: info.contract.package(),
         version: info.version,
         description: info.description,
     }
+}
+
+/// The query of `GET /v1/outbox`.
+#[derive(Debug, Default)]
+struct OutboxQuery {
+    after: u64,
+    wait_ms: u64,
+}
+
+impl OutboxQuery {
+    /// `after=SEQ&wait_ms=MS`, both optional.
+    fn parse(query: Option<&str>) -> Result<Self, String> {
+        let mut parsed = OutboxQuery::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = || {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("{name} must be a whole number, not {value:?}"))
+            };
+            match name {
+                "after" => parsed.after = number()?,
+                "wait_ms" => parsed.wait_ms = number()?,
+                _ => {
+                    return Err(format!(
+                        "unknown query parameter {name:?}: expected after or wait_ms"
+                    ));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Longest wait of `GET /v1/outbox`.
+const MAX_OUTBOX_WAIT_MS: u64 = 30_000;
+/// Most messages one `GET /v1/outbox` answer carries.
+const OUTBOX_PAGE: usize = 100;
+
+#[derive(Debug, Serialize)]
+struct OutgoingOut {
+    seq: u64,
+    plugin: String,
+    handler: String,
+    channel: String,
+    fired_at: i64,
+    text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mention: Option<String>,
+}
+
+async fn get_outbox(State(host): State<Arc<Host>>, uri: Uri) -> Response {
+    let query = match OutboxQuery::parse(uri.query()) {
+        Ok(query) => query,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let outbox = host.outbox();
+    // Subscribed before looking, so that a message sent in between is not
+    // missed.
+    let mut sent = outbox.subscribe();
+    let mut messages = outbox.since(query.after, OUTBOX_PAGE);
+    if messages.is_empty() && query.wait_ms > 0 {
+        let wait = Duration::from_millis(query.wait_ms.min(MAX_OUTBOX_WAIT_MS));
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                match sent.recv().await {
+                    Ok(message) if message.seq > query.after => break,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+        .await;
+        messages = outbox.since(query.after, OUTBOX_PAGE);
+    }
+    let out: Vec<OutgoingOut> = messages
+        .into_iter()
+        .map(|m| OutgoingOut {
+            seq: m.seq,
+            plugin: m.plugin.to_string(),
+            handler: m.handler,
+            channel: m.channel,
+            fired_at: m.fired_at,
+            text: m.reply.text,
+            thread: m.reply.thread,
+            mention: m.reply.mention,
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "messages": out })).into_response()
 }
 
 async fn get_plugins(State(host): State<Arc<Host>>) -> Response {

@@ -181,12 +181,21 @@ async fn check_plugin(config: &Config, store: &StoreArgs, file: &Path) -> anyhow
     Ok(())
 }
 
-/// Identity, version, description, digest and routes, one a line.
+/// Identity, version, description, digest, contract, required settings,
+/// routes and schedules, one a line.
 fn describe_plugin(out: &mut impl Write, plugin: &PluginInfo) -> std::io::Result<()> {
     writeln!(out, "  identity:    {}", plugin.id)?;
     writeln!(out, "  version:     {}", plugin.version)?;
     writeln!(out, "  description: {}", plugin.description)?;
     writeln!(out, "  sha256:      {}", plugin.digest)?;
+    writeln!(out, "  contract:    {}", plugin.contract)?;
+    if !plugin.required_settings.is_empty() {
+        writeln!(
+            out,
+            "  requires:    {}",
+            plugin.required_settings.join(", ")
+        )?;
+    }
     if plugin.routes.is_empty() {
         writeln!(out, "  routes:      none")?;
     }
@@ -197,6 +206,13 @@ fn describe_plugin(out: &mut impl Write, plugin: &PluginInfo) -> std::io::Result
             route.kind,
             route.pattern(),
             route.handler
+        )?;
+    }
+    for schedule in &plugin.schedules {
+        writeln!(
+            out,
+            "  schedule:    {:?} -> {}",
+            schedule.cron, schedule.handler
         )?;
     }
     Ok(())

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Host, HostError, Shared, maintenance, watch};
+use super::{Host, HostError, Shared, maintenance, schedules, watch};
 use crate::config::Config;
 use crate::identity::Namespace;
 use crate::metrics::Metrics;
@@ -126,9 +126,16 @@ impl HostBuilder {
             reloading: tokio::sync::Mutex::default(),
             metrics: self.metrics.unwrap_or_default(),
             progress: self.progress,
+            manual: std::sync::Mutex::default(),
+            outbox: crate::outbox::Outbox::default(),
+            schedules_changed: Arc::default(),
         });
         shared.reload().await?;
         let purge = tokio::spawn(maintenance::purge_loop(shared.clone()));
+        let schedules = tokio::spawn(schedules::schedule_loop(
+            shared.clone(),
+            shared.schedules_changed.clone(),
+        ));
         let watcher = match (&shared.plugins_dir, self.watch) {
             (Some(dir), true) => Some(watch::watch(dir, &shared)?),
             _ => None,
@@ -136,6 +143,7 @@ impl HostBuilder {
         Ok(Host {
             shared,
             purge,
+            schedules,
             _watcher: watcher,
         })
     }

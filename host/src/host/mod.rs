@@ -3,6 +3,7 @@
 
 mod builder;
 mod maintenance;
+mod schedules;
 mod watch;
 
 use std::path::PathBuf;
@@ -15,12 +16,13 @@ pub use maintenance::{PURGE_INTERVAL, RECOUNT_INTERVAL};
 pub use watch::RELOAD_DEBOUNCE;
 
 use crate::config::Config;
+use crate::identity::Namespace;
 use crate::metrics::Metrics;
 use crate::plugins::{self, LoadError, LoadedPlugin, Outcome, PluginInfo};
 use crate::router::{self, Incoming};
 use crate::runtime::Runtime;
 use crate::runtime::cache::CompileCache;
-use crate::storage::{Backend, BackendError, Usage};
+use crate::storage::{self, Backend, BackendError, Usage};
 
 /// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,13 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Where loading reports its progress.
     progress: Option<plugins::ProgressFn>,
+    /// The help manual last written to the store, so that a reload that
+    /// changed nothing writes nothing.
+    manual: std::sync::Mutex<Option<Vec<u8>>>,
+    /// What scheduled handlers said.
+    outbox: crate::outbox::Outbox,
+    /// Told after each reload, so that the schedules are looked at again.
+    schedules_changed: Arc<tokio::sync::Notify>,
 }
 
 /// The most matching work, in bytes of text times bytes of compiled
@@ -170,6 +179,57 @@ impl Shared {
         })
     }
 
+    /// Writes the help manual of `plugins` to the shared key
+    /// [`manual::MANUAL_KEY`](crate::manual::MANUAL_KEY) if it changed and
+    /// one of them may read it, unless the operator's `[shared_data]` sets
+    /// that key. A failure is logged: the plugins serve without it.
+    async fn write_manual<'a>(&self, plugins: impl IntoIterator<Item = &'a PluginInfo> + Clone) {
+        use crate::manual::MANUAL_KEY;
+        if self.config.shared_data.contains_key(MANUAL_KEY) {
+            return;
+        }
+        // Written for readers only: with no loaded plugin allowed to read
+        // it, the store is left as it is.
+        let read = plugins
+            .clone()
+            .into_iter()
+            .any(|p| self.config.grant(&p.id).allows(MANUAL_KEY, false));
+        if !read {
+            return;
+        }
+        let manual =
+            serde_json::to_vec(&crate::manual::of(plugins)).expect("a manual is plain JSON");
+        if self
+            .manual
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            == Some(&manual)
+        {
+            return;
+        }
+        let written = storage::seed_shared(
+            &*self.backend,
+            [(crate::manual::MANUAL_KEY.to_owned(), manual.clone())],
+        )
+        .await;
+        let recounted = match written {
+            Ok(()) => {
+                self.shared_usage
+                    .recount(&*self.backend, &Namespace::Shared)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match recounted {
+            Ok(_) => *self.manual.lock().unwrap_or_else(|e| e.into_inner()) = Some(manual),
+            Err(e) => tracing::error!(
+                "writing the help manual to the shared key {:?} failed: {e}",
+                crate::manual::MANUAL_KEY
+            ),
+        }
+    }
+
     fn snapshot(&self) -> Snapshot {
         // A snapshot is replaced whole, never left half-written.
         self.loaded
@@ -201,12 +261,15 @@ impl Shared {
         let synced = plugins::sync(&current.plugins, &files, &failed, loader).await;
         *failed = synced.failed;
         let errors = synced.errors;
+        self.write_manual(synced.plugins.iter().map(|p| p.info()))
+            .await;
         let routes = router::Routes::new(synced.plugins.iter().map(|p| &p.info().routes[..]));
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
             routes: Arc::new(routes),
             plugins: Arc::new(synced.plugins),
             skipped: Arc::new(errors.clone()),
         };
+        self.schedules_changed.notify_one();
         Ok(Reloaded {
             added: synced.added,
             replaced: synced.replaced,
@@ -236,6 +299,7 @@ pub struct Reloaded {
 pub struct Host {
     shared: Arc<Shared>,
     purge: tokio::task::JoinHandle<()>,
+    schedules: tokio::task::JoinHandle<()>,
     _watcher: Option<watch::Watcher>,
 }
 
@@ -364,6 +428,11 @@ impl Host {
         self.shared.reload().await
     }
 
+    /// What scheduled handlers said, for adapters to deliver.
+    pub fn outbox(&self) -> &crate::outbox::Outbox {
+        &self.shared.outbox
+    }
+
     /// Removes expired keys now, returning how many were removed. The host
     /// also does this every [`PURGE_INTERVAL`].
     pub async fn purge_expired(&self) -> Result<u64, BackendError> {
@@ -374,6 +443,7 @@ impl Host {
     /// write durable.
     pub async fn shutdown(self) -> Result<(), BackendError> {
         self.purge.abort();
+        self.schedules.abort();
         drop(self._watcher);
         let backend = self.shared.backend.clone();
         drop(self.shared);

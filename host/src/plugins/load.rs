@@ -10,8 +10,8 @@ use futures::StreamExt as _;
 
 use super::loaded::Parts;
 use super::{
-    LoadError, LoadedPlugin, MAX_DESCRIPTION_BYTES, MAX_VERSION_BYTES, PluginInfo, describe_trap,
-    out_of_memory,
+    LoadError, LoadedPlugin, MAX_DESCRIPTION_BYTES, MAX_DOC_BYTES, MAX_SCHEDULES,
+    MAX_VERSION_BYTES, PluginInfo, describe_trap, out_of_memory,
 };
 use crate::config::{Config, Limits, RoutingConfig};
 use crate::identity::PluginId;
@@ -568,6 +568,9 @@ pub(crate) async fn prepare(
             digest: cache::hex(&digest),
             file: path,
             routes,
+            contract: pre.contract(),
+            schedules: manifest.schedules,
+            required_settings: manifest.required_settings,
         },
         stamp: None,
         digest,
@@ -597,13 +600,55 @@ fn check_manifest(manifest: &Declared) -> Result<(), String> {
     };
     field("version", &manifest.version, MAX_VERSION_BYTES)?;
     field("description", &manifest.description, MAX_DESCRIPTION_BYTES)?;
-    for (index, route) in manifest.routes.iter().enumerate() {
-        if route.handler.chars().any(text::needs_escape) {
+    let handler = |what: String, handler: &str| {
+        if handler.chars().any(text::needs_escape) {
             return Err(format!(
-                "the handler name of route {index}, {:?}, holds control or formatting characters",
-                text::truncate(&route.handler, 100)
+                "the handler name of {what}, {:?}, holds control or formatting characters",
+                text::truncate(handler, 100)
             ));
         }
+        Ok(())
+    };
+    for (index, route) in manifest.routes.iter().enumerate() {
+        handler(format!("route {index}"), &route.handler)?;
+        field(&format!("doc of route {index}"), &route.doc, MAX_DOC_BYTES)?;
+    }
+    if manifest.schedules.len() > MAX_SCHEDULES {
+        return Err(format!(
+            "it declares {} schedules; at most {MAX_SCHEDULES} are allowed",
+            manifest.schedules.len()
+        ));
+    }
+    for (index, schedule) in manifest.schedules.iter().enumerate() {
+        handler(format!("schedule {index}"), &schedule.handler)?;
+        field(
+            &format!("doc of schedule {index}"),
+            &schedule.doc,
+            MAX_DOC_BYTES,
+        )?;
+        field(
+            &format!("cron of schedule {index}"),
+            &schedule.cron,
+            MAX_DOC_BYTES,
+        )?;
+        if let Some(channel) = &schedule.channel {
+            field(
+                &format!("channel of schedule {index}"),
+                channel,
+                MAX_DOC_BYTES,
+            )?;
+        }
+        crate::schedule::parse(&schedule.cron)
+            .map_err(|e| format!("schedule {index} ({}): {e}", schedule.handler))?;
+    }
+    if manifest.required_settings.len() > MAX_SCHEDULES {
+        return Err(format!(
+            "it requires {} settings; at most {MAX_SCHEDULES} are allowed",
+            manifest.required_settings.len()
+        ));
+    }
+    for name in &manifest.required_settings {
+        field("required setting", name, MAX_DOC_BYTES)?;
     }
     Ok(())
 }
@@ -640,6 +685,18 @@ async fn finish(
             first: first.clone(),
         });
     }
+    let settings = config.settings_for(&id);
+    if let Some(missing) = info
+        .required_settings
+        .iter()
+        .find(|name| !settings.contains(name))
+    {
+        return Err(LoadError::MissingSetting {
+            file: path,
+            id,
+            setting: missing.clone(),
+        });
+    }
     let bound = check_binding(&**backend, &id, &path).await?;
     let limits = config.limits_for(&id);
     let storage = PluginStorage::new(
@@ -658,6 +715,7 @@ async fn finish(
     let serving = Serving {
         storage,
         metrics: metrics.plugin(&id),
+        settings: Arc::new(settings),
     };
     instance
         .state_mut()

@@ -46,6 +46,18 @@ impl Health {
     }
 }
 
+/// What an entry into a plugin's instance is for.
+enum Call<'a> {
+    /// A route's handler, for a message.
+    Handle {
+        index: u32,
+        msg: &'a Incoming,
+        captures: Vec<Capture>,
+    },
+    /// A schedule's handler.
+    Schedule { index: u32 },
+}
+
 /// A loaded plugin.
 pub struct LoadedPlugin {
     info: PluginInfo,
@@ -186,19 +198,15 @@ impl LoadedPlugin {
         msg: &Incoming,
         captures: Vec<Capture>,
     ) -> Outcome {
-        let deadline = Instant::now() + self.limits.handler_timeout();
-        let mut outcome = Outcome {
-            plugin: self.info.id.clone(),
-            handler: route.handler.clone(),
-            replies: Vec::new(),
-            error: None,
-            detail: None,
-            failure: None,
-        };
         // What the call copies into the plugin is bounded as its reads are.
         let passed = [&msg.text, &msg.user, &msg.channel]
             .iter()
             .map(|s| s.len())
+            .chain(
+                [&msg.user_name, &msg.id, &msg.thread]
+                    .iter()
+                    .map(|s| s.as_ref().map_or(0, String::len)),
+            )
             .chain(
                 captures
                     .iter()
@@ -212,10 +220,54 @@ impl LoadedPlugin {
                 self.limits.max_read_bytes
             );
             tracing::warn!(plugin = %self.info.id, handler = %route.handler, "call refused: {message}");
+            let mut outcome = self.outcome(&route.handler);
             outcome.failure = Some(Failure::TooLarge);
             outcome.error = Some(message);
             return outcome;
         }
+        self.enter(
+            &route.handler,
+            Call::Handle {
+                index: route.index,
+                msg,
+                captures,
+            },
+        )
+        .await
+    }
+
+    /// Runs the plugin's schedule `index` (in [`PluginInfo::schedules`]),
+    /// as [`call`](Self::call) runs a route: in an instance of its own,
+    /// within the plugin's `handler_timeout_ms`, its faults counted alike.
+    pub async fn run_schedule(&self, index: usize) -> Outcome {
+        let Some(schedule) = self.info.schedules.get(index) else {
+            let mut outcome = self.outcome("");
+            outcome.failure = Some(Failure::Handler);
+            outcome.error = Some(format!("the plugin has no schedule {index}"));
+            return outcome;
+        };
+        let index = u32::try_from(index).expect("bounded by MAX_SCHEDULES");
+        self.enter(&schedule.handler, Call::Schedule { index })
+            .await
+    }
+
+    /// An outcome of handler `handler` with nothing in it yet.
+    fn outcome(&self, handler: &str) -> Outcome {
+        Outcome {
+            plugin: self.info.id.clone(),
+            handler: handler.to_owned(),
+            replies: Vec::new(),
+            error: None,
+            detail: None,
+            failure: None,
+        }
+    }
+
+    /// Makes `call` of handler `handler` in an instance of its own: the
+    /// body of [`call`](Self::call) and [`run_schedule`](Self::run_schedule).
+    async fn enter(&self, handler: &str, call: Call<'_>) -> Outcome {
+        let deadline = Instant::now() + self.limits.handler_timeout();
+        let mut outcome = self.outcome(handler);
         let mut slot = match self.pool.enter(deadline).await {
             Ok(slot) => slot,
             Err(Refused::Busy) => {
@@ -234,7 +286,7 @@ impl LoadedPlugin {
                      {} ms ([limits] handler_timeout_ms); its earlier calls are still under way",
                     self.limits.handler_timeout_ms
                 );
-                tracing::warn!(plugin = %self.info.id, handler = %route.handler, "{message}");
+                tracing::warn!(plugin = %self.info.id, handler = %handler, "{message}");
                 outcome.failure = Some(Failure::TimedOut);
                 outcome.error = Some(message);
                 return outcome;
@@ -263,7 +315,7 @@ impl LoadedPlugin {
                 Err(e) => {
                     let (short, detail) = self.describe(&e);
                     let detail = format!("cannot start a new instance: {detail}");
-                    let reference = self.fault(&detail, route);
+                    let reference = self.fault(&detail, handler);
                     outcome.failure = Some(match e {
                         Entry::TimedOut => Failure::TimedOut,
                         Entry::OutOfMemory | Entry::Failed(_) => Failure::Trapped,
@@ -277,7 +329,14 @@ impl LoadedPlugin {
                 }
             },
         };
-        let handled = instance.handle(deadline, route.index, msg, captures).await;
+        let handled = match call {
+            Call::Handle {
+                index,
+                msg,
+                captures,
+            } => instance.handle(deadline, index, msg, captures).await,
+            Call::Schedule { index } => instance.run_schedule(deadline, index).await,
+        };
         outcome.replies = handled.replies;
         match handled.result {
             Ok(result) => {
@@ -286,7 +345,7 @@ impl LoadedPlugin {
                 if let Err(e) = result {
                     let e = text::truncate(&e, MAX_ERROR_BYTES).into_owned();
                     let reference = log_reference();
-                    tracing::warn!(plugin = %self.info.id, handler = %route.handler,
+                    tracing::warn!(plugin = %self.info.id, handler = %handler,
                         reference = %reference, "handler failed: {}", text::escape(&e));
                     outcome.failure = Some(Failure::Handler);
                     outcome.error = Some(see_the_log("failed", &reference));
@@ -298,7 +357,7 @@ impl LoadedPlugin {
                 // stopped mid-call is in no state to serve again.
                 drop(instance);
                 let (short, detail) = self.describe(&e);
-                let reference = self.fault(&detail, route);
+                let reference = self.fault(&detail, handler);
                 outcome.failure = Some(match e {
                     Entry::TimedOut => Failure::TimedOut,
                     Entry::OutOfMemory | Entry::Failed(_) => Failure::Trapped,
@@ -338,15 +397,15 @@ impl LoadedPlugin {
 
     /// Logs a fault and counts it towards a pause; returns the reference
     /// of its log entry.
-    fn fault(&self, message: &str, route: &CompiledRoute) -> String {
+    fn fault(&self, message: &str, handler: &str) -> String {
         let pause = self.health().fault(Instant::now());
         let id = &self.info.id;
         let message = text::escape(message);
         let reference = log_reference();
         match pause {
-            None => tracing::error!(plugin = %id, handler = %route.handler, reference = %reference,
+            None => tracing::error!(plugin = %id, handler = %handler, reference = %reference,
                 "handler failed: {message}; the instance is rebuilt for the next message"),
-            Some(pause) => tracing::error!(plugin = %id, handler = %route.handler,
+            Some(pause) => tracing::error!(plugin = %id, handler = %handler,
                 reference = %reference,
                 "handler failed: {message}; paused for {} s after {} faults in a row",
                 pause.as_secs(), self.health().faults),

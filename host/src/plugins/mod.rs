@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use crate::config::Limits;
 use crate::identity::{IdError, PluginId};
-use crate::router::{CompiledRoute, RouteError};
+use crate::router::{CompiledRoute, Reply, RouteError};
+use crate::runtime::Contract;
+use crate::schedule::Schedule;
 use crate::text;
 
 pub(crate) use load::prepare;
@@ -27,6 +29,11 @@ pub const MAX_ERROR_BYTES: usize = 4096;
 pub const MAX_VERSION_BYTES: usize = 64;
 /// Longest manifest `description`, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+/// Longest doc line of a route or schedule, and longest cron expression,
+/// schedule channel or required setting name, in bytes.
+pub const MAX_DOC_BYTES: usize = 1024;
+/// Most schedules, and most required settings, one plugin may declare.
+pub const MAX_SCHEDULES: usize = 64;
 
 /// Why a file in the plugins directory was not loaded. Every variant names
 /// the file; the other plugins load regardless.
@@ -49,9 +56,13 @@ pub enum LoadError {
         /// What the compiler said.
         message: String,
     },
-    /// A component that does not implement the `warden:plugin/plugin` world:
-    /// it imports something Warden does not provide or lacks an export.
-    #[error("{file}: does not implement the warden:plugin/plugin world: {message}")]
+    /// A component that does not implement the `warden:plugin/plugin` world
+    /// of any contract version the host speaks: it imports something Warden
+    /// does not provide or lacks an export.
+    #[error(
+        "{file}: does not implement the warden:plugin/plugin world \
+         (of warden:plugin@0.2.0 or @0.1.0): {message}"
+    )]
     WrongWorld {
         /// The file.
         file: PathBuf,
@@ -136,6 +147,20 @@ pub enum LoadError {
         /// The store's error.
         source: crate::storage::BackendError,
     },
+    /// The plugin requires a setting its `[settings."ID"]` table does not
+    /// give (Slack Machine's `required_settings`).
+    #[error(
+        "{file}: plugin {id} requires the setting {setting:?}, which [settings.\"{id}\"] \
+         does not give; the plugin is not loaded"
+    )]
+    MissingSetting {
+        /// The file.
+        file: PathBuf,
+        /// The plugin's identity.
+        id: PluginId,
+        /// The setting.
+        setting: String,
+    },
     /// A route is invalid.
     #[error("{file}: plugin {id}: {source}")]
     BadRoute {
@@ -162,6 +187,8 @@ impl LoadError {
                 | LoadError::TimedOut { .. }
                 | LoadError::BadManifest { .. }
                 | LoadError::InvalidId { .. }
+                // The settings are read at start only.
+                | LoadError::MissingSetting { .. }
         ) || matches!(
             self,
             LoadError::BadRoute { source, .. } if !matches!(source, RouteError::HostBudget { .. })
@@ -184,6 +211,12 @@ pub struct PluginInfo {
     pub digest: String,
     /// Its routes, in declaration order.
     pub routes: Vec<CompiledRoute>,
+    /// The contract it was built against.
+    pub contract: Contract,
+    /// Its schedules, in declaration order.
+    pub schedules: Vec<Schedule>,
+    /// The settings it cannot run without.
+    pub required_settings: Vec<String>,
 }
 
 /// The result of one handler call.
@@ -194,7 +227,7 @@ pub struct Outcome {
     /// The handler's name.
     pub handler: String,
     /// Everything the handler said, in order.
-    pub replies: Vec<String>,
+    pub replies: Vec<Reply>,
     /// Why the call failed, if it did, as the sender may see it: short and
     /// stable, written by the host (`timed out: ...`, `trapped: stack
     /// overflow`, `busy: ...`). Where the reason is the plugin's own text (a

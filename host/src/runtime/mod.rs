@@ -17,8 +17,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::Limits;
 use cache::{CacheOutcome, CompileCache};
-pub use host::{Immediate, PluginHost, Serving};
-pub use instance::{Declared, Handled, Instance, Pre};
+pub use host::{Immediate, PluginHost, Serving, Settings};
+pub use instance::{Contract, Declared, Handled, Instance, Pre};
 pub(crate) use output::Output;
 
 /// How often the epoch advances: running code is checked against its
@@ -224,7 +224,14 @@ impl Runtime {
         // WASI is linked so that components built for wasm32-wasip2 load,
         // but each instance's WasiCtx grants nothing (see `new_store`).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::Plugin::add_to_linker::<_, HasSelf<PluginHost>>(&mut linker, |s| &mut s.host)?;
+        // Every version of the contract: a component imports the
+        // interfaces of the one it was built against.
+        bindings::v2::Plugin::add_to_linker::<_, HasSelf<PluginHost>>(&mut linker, |s| {
+            &mut s.host
+        })?;
+        bindings::v1::Plugin::add_to_linker::<_, HasSelf<PluginHost>>(&mut linker, |s| {
+            &mut s.host
+        })?;
         host::link_immediate(&mut linker, immediate)?;
 
         let weak = engine.weak();

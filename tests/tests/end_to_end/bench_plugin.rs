@@ -13,7 +13,10 @@ async fn say(host: &Host, text: &str) -> Vec<(String, Vec<String>)> {
         .into_iter()
         .map(|o| {
             assert_eq!(o.error, None, "{text}");
-            (o.plugin.to_string(), o.replies)
+            (
+                o.plugin.to_string(),
+                o.replies.iter().map(ToString::to_string).collect(),
+            )
         })
         .collect()
 }

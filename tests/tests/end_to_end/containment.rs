@@ -55,7 +55,7 @@ async fn replies_of(host: &Host, plugin: &str, text: &str) -> Vec<String> {
     assert_eq!(outcomes.len(), 1, "{text}: {outcomes:?}");
     assert_eq!(outcomes[0].plugin.as_str(), plugin, "{text}");
     assert_eq!(outcomes[0].error, None, "{text}");
-    outcomes[0].replies.clone()
+    outcomes[0].replies.iter().map(|r| r.text.clone()).collect()
 }
 
 /// The error of the one call `text` makes, which must be to `plugin`.
@@ -414,7 +414,7 @@ async fn concurrent_instances_cannot_overshoot_the_quota() {
     let mut ok = 0;
     for write in writes {
         let outcomes = write.await.unwrap();
-        match outcomes[0].replies[0].as_str() {
+        match outcomes[0].replies[0].text.as_str() {
             "ok" => ok += 1,
             refused => assert!(
                 refused.starts_with("error: Error::QuotaExceeded("),

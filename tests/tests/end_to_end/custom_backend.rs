@@ -307,9 +307,12 @@ async fn a_user_backend_gets_only_namespaced_keys_and_grants_still_hold() {
     assert!(denied[0].starts_with("error: access-denied:"), "{denied:?}");
     assert_eq!(say("shared get greeting").await, ["none"]);
 
+    // The host's own write first: the help manual, which Probe's grant
+    // lets it read.
     assert_eq!(
         Recording::plugin_keys(&backend.writes),
         [
+            "shared:manual",
             "plugin:example.storage.StoragePlugin:greeting",
             "plugin:warden.tests.Probe:greeting"
         ],

@@ -67,9 +67,12 @@ fn fingerprint(component: &Component) -> String {
         root.join("example-plugins/js-storage/build.sh"),
         root.join(component.source),
     ];
-    let mut wit: Vec<PathBuf> = std::fs::read_dir(root.join("wit"))
-        .expect("list wit/")
+    // The contract's files, and its dependencies' (wasi:config).
+    let mut wit: Vec<PathBuf> = ["wit", "wit/deps/config"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect("list the WIT files"))
         .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.is_file())
         .collect();
     wit.sort();
     files.extend(wit);
@@ -151,7 +154,7 @@ async fn js_plugin_replies_like_the_rust_plugin() {
         }
     }
     assert_eq!(from_js, from_rust);
-    let from_js: Vec<String> = from_js.into_iter().flatten().collect();
+    let from_js: Vec<String> = from_js.into_iter().flatten().map(|r| r.text).collect();
     assert_eq!(from_js[..6], TRANSCRIPT_REPLIES);
     assert!(from_js[6].starts_with("storage size: "), "{from_js:?}");
 
@@ -208,7 +211,7 @@ async fn js_sdk_works_inside_a_component() {
         assert_eq!(outcomes[0].error, None, "{text}");
         let replies = &outcomes[0].replies;
         assert!(
-            replies.len() == 1 && replies[0].starts_with(reply),
+            replies.len() == 1 && replies[0].text.starts_with(reply),
             "{text}: {replies:?}"
         );
     }
@@ -244,7 +247,7 @@ async fn reply(host: &Host, text: &str) -> String {
     assert_eq!(outcomes[0].error, None, "{text}");
     let replies = &outcomes[0].replies;
     assert_eq!(replies.len(), 1, "{text}: {replies:?}");
-    replies[0].clone()
+    replies[0].text.clone()
 }
 
 /// The storage calls beyond Slack Machine's inside a real component: raw

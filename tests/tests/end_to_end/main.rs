@@ -17,6 +17,7 @@ mod config_env;
 mod conformance;
 mod console;
 mod containment;
+mod contract;
 mod custom_backend;
 mod durability;
 mod host;

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Host, Incoming};
@@ -83,7 +84,7 @@ fn fingerprint(component: &Component) -> String {
         root.join("example-plugins/python-storage/build.sh"),
         root.join(component.source),
     ];
-    for dir in ["guest-sdk/python/warden", "wit"] {
+    for dir in ["guest-sdk/python/warden", "wit", "wit/deps/config"] {
         let mut found: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
             .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
             .map(|entry| entry.expect("directory entry").path())
@@ -193,7 +194,8 @@ async fn say_each(host: &Host, text: &str) -> Vec<(String, Vec<String>)> {
         .into_iter()
         .map(|o| {
             assert_eq!(o.error, None, "{} failed on {text:?}", o.plugin);
-            (o.plugin.to_string(), o.replies)
+            let replies = o.replies.iter().map(ToString::to_string).collect();
+            (o.plugin.to_string(), replies)
         })
         .collect()
 }
@@ -397,7 +399,7 @@ async fn python_sdk_works_inside_a_component() {
         ("py set s = \"héllo\"", "ok"),
         ("py get s", "str 'héllo'"),
         (r#"py set d = {"n": [1, 2.5, null, true], "e": {}}"#, "ok"),
-        ("py get d", "dict {'n': [1, 2.5, None, True], 'e': {}}"),
+        ("py get d", "Record {'n': [1, 2.5, None, True], 'e': {}}"),
         ("py set i = -12345678901234567890", "ok"),
         ("py get i", "int -12345678901234567890"),
         ("py set-bytes b = 00ff10", "ok"),
@@ -452,10 +454,9 @@ async fn python_sdk_works_inside_a_component() {
     // listen_to routes see messages not addressed to the bot.
     let outcomes = host
         .dispatch(&Incoming {
-            text: "py message".into(),
             user: "ada".into(),
             channel: "general".into(),
-            addressed: false,
+            ..Incoming::overheard("py message")
         })
         .await;
     assert_eq!(outcomes.len(), 1);
@@ -557,7 +558,7 @@ async fn python_sdk_has_the_whole_storage_api() {
         (r#"py cas job "b" -> "c""#, "bool False"),
         ("py get job", "str 'a'"),
         (r#"py cas job "a" -> {"by": [1]}"#, "bool True"),
-        ("py get job", "dict {'by': [1]}"),
+        ("py get job", "Record {'by': [1]}"),
         (r#"py cas job {"by": [1]} -> missing"#, "bool True"),
         ("py has job", "bool False"),
         ("py cas-bytes rb missing -> 0102", "bool True"),
@@ -611,5 +612,326 @@ fn python_sdk_unit_tests_pass() {
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A host over the Rust plugins `rust_plugins` and the components `files`,
+/// configured with `config` (TOML), with the tests' compilation cache.
+async fn configured_host(
+    rust_plugins: &[&str],
+    files: &[&Path],
+    config: &str,
+) -> (Host, tempfile::TempDir) {
+    let dir = plugins_dir(rust_plugins);
+    let mut builder = Host::builder()
+        .config(warden::Config::parse(config, "test.toml".as_ref()).unwrap())
+        .plugins_dir(dir.path())
+        .backend(Arc::new(MemoryBackend::new()))
+        .cache_dir(cache_dir());
+    for file in files {
+        builder = builder.plugin_file(file);
+    }
+    let host = builder.build().await.expect("start a host");
+    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
+    (host, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_speaks_the_second_contract() {
+    let Some(probe) = python_probe() else {
+        return;
+    };
+    let config = "[settings.\"python_probe.Probe\"]\ncolour = \"teal\"\n\
+                  [settings.\"warden.tests.Probe\"]\nother = \"not the python probe's\"\n";
+    let (host, _dir) = configured_host(&[PROBE], &[&probe], config).await;
+    let info = host.plugins();
+    let python = info.iter().find(|p| p.id.as_str() == PROBE_ID).unwrap();
+    assert_eq!(python.contract, warden::runtime::Contract::V0_2);
+    let setting = python
+        .routes
+        .iter()
+        .find(|r| r.handler == "setting")
+        .unwrap();
+    assert_eq!(setting.doc, "py setting NAME: tells a setting's value");
+    assert_eq!(python.schedules.len(), 1);
+    assert_eq!(python.schedules[0].cron, "* * * * * * *");
+    assert_eq!(python.schedules[0].channel.as_deref(), Some("py-ticks"));
+
+    assert_eq!(say(&host, "py setting colour").await, ["colour = teal"]);
+    assert_eq!(say(&host, "py setting other").await, ["other = (not set)"]);
+    assert_eq!(say(&host, "py settings").await, ["settings: ['colour']"]);
+
+    let mut msg = Incoming::addressed("py reply");
+    msg.user = "U9".into();
+    msg.user_name = Some("Bea".into());
+    msg.id = Some("1700.5".into());
+    let outcomes = host.dispatch(&msg).await;
+    let replies = &outcomes[0].replies;
+    assert_eq!(
+        replies
+            .iter()
+            .map(|r| (r.text.as_str(), r.thread.as_deref(), r.mention.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            ("replied", None, Some("U9")),
+            ("threaded", Some("1700.5"), None),
+            ("said", Some("T42"), None),
+        ]
+    );
+    msg.text = "py who".into();
+    let outcomes = host.dispatch(&msg).await;
+    assert_eq!(outcomes[0].replies, ["U9 Bea 1700.5 None <@U9>"]);
+
+    // The schedule fires every second into its channel.
+    let mut sent = host.outbox().subscribe();
+    let tick = tokio::time::timeout(Duration::from_secs(10), sent.recv())
+        .await
+        .expect("a tick within 10 s")
+        .unwrap();
+    assert_eq!(tick.channel, "py-ticks");
+    assert!(tick.reply.text.starts_with("py tick "), "{:?}", tick.reply);
+    host.shutdown().await.unwrap();
+}
+
+/// Slack Machine 0.40.1's built-in help plugin, `machine/plugins/builtin/help.py`
+/// from its wheel on PyPI, with only its import lines changed, under
+/// target/python-plugins/slack-machine/slack_help.py; `None` (after a
+/// notice) where PyPI cannot be reached.
+fn slack_machine_help() -> Option<PathBuf> {
+    let dir = build_dir().join("slack-machine");
+    let source = dir.join("slack_help.py");
+    if source.is_file() {
+        return Some(source);
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let fetched = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "slack-machine==0.40.1",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "-q",
+            "-d",
+        ])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pip");
+    if !fetched.status.success() {
+        return unavailable(&format!(
+            "cannot download slack-machine 0.40.1 from PyPI: {}",
+            String::from_utf8_lossy(&fetched.stderr)
+        ));
+    }
+    let extract = "import glob, sys, zipfile\n\
+                   wheel = glob.glob(sys.argv[1] + '/slack_machine-0.40.1-*.whl')[0]\n\
+                   sys.stdout.write(zipfile.ZipFile(wheel).read('machine/plugins/builtin/help.py').decode())\n";
+    let out = Command::new("python3")
+        .args(["-c", extract])
+        .arg(&dir)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let original = String::from_utf8(out.stdout).unwrap();
+    // The import lines, and nothing else, change.
+    let imports = [
+        (
+            "from structlog.stdlib import get_logger",
+            "from warden.log import get_logger",
+        ),
+        (
+            "from machine.models.core import HumanHelp, Manual",
+            "from warden.models import HumanHelp, Manual",
+        ),
+        (
+            "from machine.plugins.base import MachineBasePlugin",
+            "from warden import MachineBasePlugin",
+        ),
+        (
+            "from machine.plugins.decorators import respond_to",
+            "from warden import respond_to",
+        ),
+        (
+            "from machine.plugins.message import Message",
+            "from warden import Message",
+        ),
+    ];
+    let mut moved = String::new();
+    let mut changed = 0;
+    for line in original.lines() {
+        match imports.iter().find(|(from, _)| line == *from) {
+            Some((_, to)) => {
+                moved.push_str(to);
+                changed += 1;
+            }
+            None => {
+                assert!(
+                    !line.starts_with("from ") && !line.starts_with("import ")
+                        || line.starts_with("from __future__"),
+                    "an import the test does not know: {line}"
+                );
+                moved.push_str(line);
+            }
+        }
+        moved.push('\n');
+    }
+    assert_eq!(
+        changed,
+        imports.len(),
+        "help.py's imports changed:\n{original}"
+    );
+    std::fs::write(&source, moved).unwrap();
+    Some(source)
+}
+
+#[tokio::test]
+async fn slack_machines_help_plugin_runs_with_only_its_imports_changed() {
+    if python_plugins().is_none() {
+        return;
+    }
+    let Some(source) = slack_machine_help() else {
+        return;
+    };
+    let wasm = source.with_extension("wasm");
+    let stamp = source.with_extension("stamp");
+    let sdk = std::fs::read_dir(repo_root().join("guest-sdk/python/warden"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain([
+            repo_root().join("guest-sdk/python/build.py"),
+            repo_root().join("wit/plugin.wit"),
+            source.clone(),
+        ]);
+    let mut files: Vec<PathBuf> = sdk.collect();
+    files.sort();
+    let fingerprint = componentize::fingerprint(&files);
+    if !wasm.is_file()
+        || std::fs::read_to_string(&stamp).ok().as_deref() != Some(fingerprint.as_str())
+    {
+        let built = Command::new("python3")
+            .arg(repo_root().join("guest-sdk/python/build.py"))
+            .arg(&source)
+            .arg("-o")
+            .arg(&wasm)
+            .output()
+            .expect("run build.py");
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        std::fs::write(&stamp, &fingerprint).unwrap();
+    }
+    let config = "[grants.\"slack_help.HelpPlugin\"]\nread = [\"manual\"]\n";
+    let (host, _dir) = configured_host(&[STORAGE], &[&wasm], config).await;
+    let help = say_each(&host, "help").await;
+    let text = &help
+        .iter()
+        .find(|(id, _)| id == "slack_help.HelpPlugin")
+        .unwrap()
+        .1[0];
+    assert!(
+        text.starts_with("This is what I can respond to:\n\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("*Stores, retrieves and deletes text by key:*\n\t*store TEXT under KEY:* keeps TEXT under KEY"),
+        "{text}"
+    );
+    assert!(
+        text.contains("*Getting Help:*\n\t*help:* display this help text"),
+        "{text}"
+    );
+    let robot = say_each(&host, "robot help").await;
+    let text = &robot
+        .iter()
+        .find(|(id, _)| id == "slack_help.HelpPlugin")
+        .unwrap()
+        .1[0];
+    assert!(text.starts_with("This is what triggers me:\n\n"), "{text}");
+    assert!(text.contains("\t`@warden ^help$`"), "{text}");
+}
+
+#[test]
+fn the_builder_reports_a_missing_class_before_componentizing() {
+    if !python_available() {
+        let _: Option<()> = unavailable("python3 is not installed");
+        return;
+    }
+    let started = std::time::Instant::now();
+    let out = Command::new("python3")
+        .arg(repo_root().join("guest-sdk/python/build.py"))
+        .arg(repo_root().join("tests/python-plugins/layout/plugins"))
+        .args(["--class", "NoSuchPlugin", "-o"])
+        .arg(build_dir().join("never.wasm"))
+        .output()
+        .expect("run build.py");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("module plugins defines no Plugin subclass named 'NoSuchPlugin'"),
+        "{stderr}"
+    );
+    // Found by importing the module, not by componentize-py, which takes
+    // tens of seconds.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // Without --class, the package's two plugins are both named.
+    let out = Command::new("python3")
+        .arg(repo_root().join("guest-sdk/python/build.py"))
+        .arg(repo_root().join("tests/python-plugins/layout/plugins"))
+        .arg("-o")
+        .arg(build_dir().join("never.wasm"))
+        .output()
+        .expect("run build.py");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("plugins.greeter.GreeterPlugin, plugins.hitchhikers.UltimateQuestionPlugin"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn slack_machines_package_layout_builds_with_the_dotted_identity() {
+    if python_plugins().is_none() {
+        return;
+    }
+    let wasm = build_dir().join("hitchhikers.wasm");
+    let built = Command::new("python3")
+        .arg(repo_root().join("guest-sdk/python/build.py"))
+        .arg(repo_root().join("tests/python-plugins/layout/plugins/hitchhikers.py"))
+        .arg("-o")
+        .arg(&wasm)
+        .output()
+        .expect("run build.py");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let (host, _dir) = configured_host(&[], &[&wasm], "").await;
+    let info = host.plugins();
+    assert_eq!(
+        info[0].id.as_str(),
+        "plugins.hitchhikers.UltimateQuestionPlugin"
+    );
+    assert_eq!(
+        say(
+            &host,
+            "what is the answer to the ultimate question about life, the universe and everything"
+        )
+        .await,
+        ["42"]
     );
 }

@@ -36,7 +36,12 @@ async fn say(host: &Host, text: &str) -> [String; 2] {
     let outcomes = host.dispatch(&Incoming::addressed(text)).await;
     let replies: Vec<(String, Vec<String>)> = outcomes
         .into_iter()
-        .map(|o| (o.plugin.to_string(), o.replies))
+        .map(|o| {
+            (
+                o.plugin.to_string(),
+                o.replies.iter().map(ToString::to_string).collect(),
+            )
+        })
         .collect();
     match &replies[..] {
         [(a, ra), (b, rb)]
@@ -124,7 +129,7 @@ async fn say_one(host: &Host, text: &str) -> String {
     let outcomes = host.dispatch(&Incoming::addressed(text)).await;
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
     assert_eq!(outcomes[0].replies.len(), 1, "{outcomes:?}");
-    outcomes[0].replies[0].clone()
+    outcomes[0].replies[0].text.clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,10 +10,7 @@ use warden_sdk::Message;
 #[derive(Default)]
 pub struct Hostile;
 
-#[warden_sdk::plugin(
-    id = "warden.tests.Hostile",
-    description = "Misbehaves on command"
-)]
+#[warden_sdk::plugin(id = "warden.tests.Hostile", description = "Misbehaves on command")]
 impl Hostile {
     /// Spins forever; only the host's time limit ends it.
     #[respond_to(r"^spin$")]
@@ -71,7 +68,11 @@ impl Hostile {
     /// Reads the environment and the arguments.
     #[respond_to(r"^env$")]
     fn env(&self, msg: &Message) {
-        msg.say(format!("{} vars, {} args", std::env::vars_os().count(), std::env::args_os().count()));
+        msg.say(format!(
+            "{} vars, {} args",
+            std::env::vars_os().count(),
+            std::env::args_os().count()
+        ));
     }
 
     /// Tries to open a TCP connection.

@@ -1,0 +1,1 @@
+"""Slack Machine's documented plugin layout: a `plugins` package."""
