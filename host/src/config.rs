@@ -35,6 +35,10 @@
 //! [schedules]
 //! channel = "general"           # where scheduled handlers' messages go by default
 //!
+//! [slack]                       # each field also WARDEN_SLACK_<FIELD>
+//! bot_token = "xoxb-..."        # the bot's token, for the Web API
+//! signing_secret = "..."        # turns on POST /slack/events, verified with it
+//!
 //! [plugins]
 //! watch = true                  # reload the plugins directory when it changes
 //! cache = true                  # keep compiled plugins on disk
@@ -109,6 +113,59 @@ pub struct Config {
     /// Plugins' schedules.
     #[serde(default)]
     pub schedules: SchedulesConfig,
+    /// The Slack adapter.
+    #[serde(default)]
+    pub slack: SlackConfig,
+}
+
+/// The `[slack]` table: the Slack app Warden answers as. With
+/// `signing_secret` and `bot_token` set, the HTTP listener serves Slack's
+/// Events API at `POST /slack/events`. Each field can come from the
+/// environment (`WARDEN_SLACK_BOT_TOKEN`, ...); none is ever logged.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SlackConfig {
+    /// The bot's token (`xoxb-...`), for the Web API.
+    pub bot_token: Option<String>,
+    /// The app's signing secret, which every event request is verified
+    /// with.
+    pub signing_secret: Option<String>,
+    /// The app-level token (`xapp-...`), for Socket Mode.
+    pub app_token: Option<String>,
+    /// The Web API's base URL (default `https://slack.com/api`).
+    pub api_url: String,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        Self {
+            bot_token: None,
+            signing_secret: None,
+            app_token: None,
+            api_url: "https://slack.com/api".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SlackConfig {
+    /// Whether each secret is set, never its value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| if v.is_some() { "set" } else { "unset" };
+        f.debug_struct("SlackConfig")
+            .field("bot_token", &set(&self.bot_token))
+            .field("signing_secret", &set(&self.signing_secret))
+            .field("app_token", &set(&self.app_token))
+            .field("api_url", &self.api_url)
+            .finish()
+    }
+}
+
+impl SlackConfig {
+    /// Whether the Events API is to be served.
+    pub fn events_api(&self) -> bool {
+        self.signing_secret.is_some()
+    }
 }
 
 /// The `[schedules]` table: where scheduled handlers' messages go.
@@ -471,13 +528,14 @@ pub enum ConfigError {
 
 /// The tables whose fields environment variables override, as
 /// `WARDEN_<TABLE>_<FIELD>`.
-pub const ENV_TABLES: [&str; 6] = [
+pub const ENV_TABLES: [&str; 7] = [
     "storage",
     "limits",
     "http",
     "routing",
     "plugins",
     "schedules",
+    "slack",
 ];
 
 /// One environment override.
@@ -584,6 +642,7 @@ fn table_fields(table: &str) -> Vec<&'static str> {
         "routing" => crate::fields::of::<RoutingConfig>().to_vec(),
         "plugins" => crate::fields::of::<PluginsConfig>().to_vec(),
         "schedules" => crate::fields::of::<SchedulesConfig>().to_vec(),
+        "slack" => crate::fields::of::<SlackConfig>().to_vec(),
         _ => Vec::new(),
     }
 }
@@ -801,6 +860,13 @@ impl Config {
 
     /// Checks the rules the types alone do not.
     fn validate(&self) -> Result<(), Fault> {
+        if self.slack.signing_secret.is_some() && self.slack.bot_token.is_none() {
+            return Err(Fault::new(
+                &[("slack", "bot_token")],
+                "[slack] signing_secret is set but bot_token is not: the Events API needs the \
+                 bot's token to reply",
+            ));
+        }
         if let StorageConfig::Sled(sled) = &self.storage
             && sled.sync_interval_ms == 0
         {

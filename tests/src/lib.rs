@@ -72,6 +72,13 @@ pub const TRANSCRIPT_REPLIES: [&str; 6] = [
     "Key not found!",
 ];
 
+/// Makes rustls's ring provider the process's default, which the tests'
+/// HTTP clients need: the host builds reqwest with TLS but no default
+/// provider (it configures its own).
+pub fn use_ring() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

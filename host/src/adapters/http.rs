@@ -8,6 +8,7 @@
 //! | `GET /v1/plugins` | the loaded plugins: identity, version, file, digest, routes, grant; and the files skipped |
 //! | `GET /healthz` | `ok` |
 //! | `GET /metrics` | the [`metrics`] in the Prometheus text format |
+//! | `POST /slack/events` | with `[slack] signing_secret`, Slack's Events API (see [`slack`](super::slack)) |
 //!
 //! Errors are JSON, `{"error": "..."}`, with a fitting status: 400 for a
 //! body that is not the expected JSON, 404 for an unknown path, 405 for a
@@ -68,6 +69,16 @@ struct Bucket {
 /// `messages`, `GET /v1/plugins` and `GET /metrics` one of scope `admin`,
 /// each within its `rate_limit_per_second`.
 pub fn router(host: Arc<Host>) -> Result<Router, TokensError> {
+    router_with(host, None)
+}
+
+/// [`router`], with Slack's Events API at `POST /slack/events` when
+/// `slack` is given (see [`slack`](super::slack)): that route is verified
+/// by Slack's signature instead of a bearer token.
+pub fn router_with(
+    host: Arc<Host>,
+    slack: Option<Arc<super::slack::Slack>>,
+) -> Result<Router, TokensError> {
     let http = &host.config().http;
     let tokens = Tokens::from_config(http)?;
     let rate = http.rate_limit_per_second.map_or(0.0, f64::from);
@@ -88,7 +99,18 @@ pub fn router(host: Arc<Host>) -> Result<Router, TokensError> {
         metrics: host.metrics().clone(),
     });
     let max_body_bytes = http.max_body_bytes;
-    Ok(Router::new()
+    let mut routes = Router::new();
+    if let Some(slack) = slack {
+        let events = super::slack::Events {
+            host: host.clone(),
+            slack,
+        };
+        routes = routes.route(
+            "/slack/events",
+            post(super::slack::events).with_state(events),
+        );
+    }
+    Ok(routes
         .route("/v1/messages", post(post_message))
         .route("/v1/plugins", get(get_plugins))
         .route("/v1/outbox", get(get_outbox))
@@ -115,7 +137,16 @@ pub async fn serve(
     let http = host.config().http.clone();
     let metrics = host.metrics().clone();
     let tls = tls_acceptor(&http)?;
-    let router = router(host).map_err(std::io::Error::other)?;
+    let slack = if host.config().slack.events_api() {
+        let slack = super::slack::Slack::connect(&host.config().slack)
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(super::slack::post_scheduled(host.clone(), slack.clone()));
+        Some(slack)
+    } else {
+        None
+    };
+    let router = router_with(host, slack).map_err(std::io::Error::other)?;
     let connections = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
     let header_timeout = Duration::from_millis(http.header_timeout_ms);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -322,7 +353,8 @@ impl Guard {
     /// its route (see [`router`]) and its rate allows. Else the refusal.
     fn refusal(&self, request: &axum::extract::Request) -> Option<Response> {
         let scope = match request.uri().path() {
-            "/healthz" => return None,
+            // Slack signs its requests; the route checks the signature.
+            "/healthz" | "/slack/events" => return None,
             "/v1/plugins" | "/metrics" => Scope::Admin,
             _ => Scope::Messages,
         };

@@ -71,6 +71,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let listen = args.listen.clone().or_else(|| config.http.listen.clone());
+    if config.slack.events_api() && listen.is_none() {
+        bail!(
+            "[slack] signing_secret is set, but HTTP is not served: Slack's Events API is \
+             served on the HTTP listener at /slack/events; set [http] listen or --listen"
+        );
+    }
     let config_tls = config.http.tls_cert.is_some();
     // HTTP is served when an address is given; the console runs when asked
     // for, or when nothing else would.

@@ -38,6 +38,7 @@ fn environment_overrides_the_file_and_flags_override_both() {
             ("WARDEN_LIMITS_MAX_VALUE_BYTES", "8"),
         ],
     );
+    use_ring();
     let client = Client::builder().no_proxy().build().unwrap();
     let answer: Value = client
         .post(server.url("/v1/messages"))

@@ -204,6 +204,7 @@ fn over_http_and_the_console_a_late_plugin_gets_an_error_at_its_deadline() {
         "127.0.0.1:0".as_ref(),
     ];
     let server = Server::start(warden_bin!(), args, &[]);
+    use_ring();
     let client = reqwest::blocking::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))

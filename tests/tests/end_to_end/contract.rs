@@ -550,6 +550,7 @@ fn http_carries_threads_mentions_and_the_outbox() {
         ],
     );
     let server = warden_tests::server::Server::start(warden_bin!(), args, &[]);
+    use_ring();
     let http = Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))

@@ -17,6 +17,7 @@ const NOTES_ID: &str = "example.notes.NotesPlugin";
 const PROBE_ID: &str = "warden.tests.Probe";
 
 fn client() -> Client {
+    use_ring();
     Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))

@@ -32,5 +32,6 @@ mod python;
 mod reload;
 mod sandbox;
 mod scaffold;
+mod slack;
 mod storage_cli;
 mod two_hosts;
