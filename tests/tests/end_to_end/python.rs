@@ -935,3 +935,49 @@ async fn slack_machines_package_layout_builds_with_the_dotted_identity() {
         ["42"]
     );
 }
+
+#[tokio::test]
+async fn a_class_in_any_module_of_a_package_builds_and_needs_its_settings() {
+    if python_plugins().is_none() {
+        return;
+    }
+    let wasm = build_dir().join("greeter.wasm");
+    let built = Command::new("python3")
+        .arg(repo_root().join("guest-sdk/python/build.py"))
+        .arg(repo_root().join("tests/python-plugins/layout/plugins"))
+        .args(["--class", "GreeterPlugin", "-o"])
+        .arg(&wasm)
+        .output()
+        .expect("run build.py");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+
+    // Without its setting the plugin is not loaded, and the error says why.
+    let host = Host::builder()
+        .plugin_file(&wasm)
+        .backend(Arc::new(MemoryBackend::new()))
+        .cache_dir(cache_dir())
+        .build()
+        .await
+        .unwrap();
+    assert!(host.plugins().is_empty());
+    let skipped = host.skipped();
+    assert!(
+        matches!(&*skipped[0], warden::LoadError::MissingSetting { id, setting, .. }
+            if id.as_str() == "plugins.greeter.GreeterPlugin" && setting == "greeting"),
+        "{skipped:?}"
+    );
+    host.shutdown().await.unwrap();
+
+    let config = "[settings.\"plugins.greeter.GreeterPlugin\"]\ngreeting = \"well met\"\n";
+    let (host, _dir) = configured_host(&[], &[&wasm], config).await;
+    assert_eq!(
+        host.plugins()[0].id.as_str(),
+        "plugins.greeter.GreeterPlugin"
+    );
+    assert_eq!(host.plugins()[0].required_settings, ["greeting"]);
+    assert_eq!(say(&host, "hello").await, ["@console: well met"]);
+}
