@@ -357,9 +357,10 @@ mod tests {
         required_settings = ["TOKEN", "ROOM"]
     )]
     impl Recorder {
-        /// set KEY to VALUE: records a setting
+        /// set KEY to VALUE: records
+        /// a setting
         ///
-        /// Only the first line goes into the manual.
+        /// Only the first paragraph goes into the manual, as one line.
         #[respond_to(r"set (?P<key>\w+) to (?P<value>.*)")]
         fn set(&self, msg: &Message, key: String, value: &str) {
             self.calls

@@ -57,8 +57,8 @@ impl Karma {
     description = "Counts karma: thing++, thing--, karma thing, top karma"
 )]
 impl Karma {
-    /// Gives or takes one karma for every `thing++` and `thing--` in the
-    /// message, in order.
+    /// thing++, thing--: gives or takes one karma for every `thing++` and
+    /// `thing--` in a message, in order
     #[listen_to(r"[^\s+-][^\s]*?(?:\+\+|--)")]
     fn give(&self, msg: &Message) -> Result<()> {
         for (thing, delta) in votes(msg.text()) {
@@ -67,6 +67,7 @@ impl Karma {
         Ok(())
     }
 
+    /// karma THING: shows THING's karma
     #[respond_to(r"^karma (?P<thing>\S+)$")]
     fn show(&self, msg: &Message, thing: &str) -> Result<()> {
         let score: i64 = self.storage().get(format!("{PREFIX}{thing}"))?.unwrap_or(0);
@@ -74,6 +75,7 @@ impl Karma {
         Ok(())
     }
 
+    /// top karma: shows the leaderboard
     #[respond_to(r"^top karma$")]
     fn top(&self, msg: &Message) -> Result<()> {
         let keys = self.storage().keys(PREFIX)?;

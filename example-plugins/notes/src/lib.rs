@@ -22,6 +22,7 @@ pub struct NotesPlugin;
     description = "Keeps notes by key, privately or in the shared keyspace"
 )]
 impl NotesPlugin {
+    /// remember TEXT as KEY: keeps a note of your own
     #[respond_to(r"remember (?P<text>.*) as (?P<key>\w+)")]
     fn remember(&self, msg: &Message, text: &str, key: &str) -> Result<()> {
         self.storage().set(key, text)?;
@@ -29,6 +30,7 @@ impl NotesPlugin {
         Ok(())
     }
 
+    /// recall KEY: shows a note
     #[respond_to(r"recall (?P<key>\w+)")]
     fn recall(&self, msg: &Message, key: &str) -> Result<()> {
         match self.storage().get::<String>(key)? {
@@ -38,6 +40,7 @@ impl NotesPlugin {
         Ok(())
     }
 
+    /// forget KEY: forgets a note
     #[respond_to(r"forget (?P<key>\w+)")]
     fn forget(&self, msg: &Message, key: &str) -> Result<()> {
         self.storage().delete(key)?;
@@ -45,6 +48,7 @@ impl NotesPlugin {
         Ok(())
     }
 
+    /// publish TEXT as KEY: writes a shared key (needs a grant)
     #[respond_to(r"publish (?P<text>.*) as (?P<key>\w+)")]
     fn publish(&self, msg: &Message, text: &str, key: &str) -> Result<()> {
         match self.storage().shared().set(key, text) {
@@ -55,6 +59,7 @@ impl NotesPlugin {
         Ok(())
     }
 
+    /// read shared KEY: reads a shared key (needs a grant)
     #[respond_to(r"read shared (?P<key>\w+)")]
     fn read_shared(&self, msg: &Message, key: &str) -> Result<()> {
         match self.storage().shared().get::<String>(key) {

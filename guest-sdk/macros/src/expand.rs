@@ -257,28 +257,37 @@ fn parse_args(args: TokenStream) -> syn::Result<PluginArgs> {
     })
 }
 
-/// The first line of a method's doc comment, trimmed; empty without one.
-/// It is the route's or schedule's line in the help manual.
+/// The first paragraph of a method's doc comment, its lines joined by
+/// spaces; empty without one. It is the route's or schedule's line in the
+/// help manual.
 fn doc_line(attrs: &[Attribute]) -> String {
-    let mut lines = attrs.iter().filter_map(|attr| match &attr.meta {
-        Meta::NameValue(nv) if nv.path.is_ident("doc") => match &nv.value {
-            syn::Expr::Lit(syn::ExprLit {
-                lit: syn::Lit::Str(text),
-                ..
-            }) => Some(text.value()),
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter_map(|attr| match &attr.meta {
+            Meta::NameValue(nv) if nv.path.is_ident("doc") => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(text),
+                    ..
+                }) => Some(text.value()),
+                _ => None,
+            },
             _ => None,
-        },
-        _ => None,
-    });
-    lines
-        .by_ref()
+        })
+        // `split`, not `lines`: an empty `///` line is an empty string,
+        // and it ends the paragraph.
         .flat_map(|text| {
-            text.lines()
+            text.split('\n')
                 .map(|line| line.trim().to_owned())
                 .collect::<Vec<_>>()
         })
-        .find(|line| !line.is_empty())
-        .unwrap_or_default()
+        .collect();
+    lines
+        .iter()
+        .skip_while(|line| line.is_empty())
+        .take_while(|line| !line.is_empty())
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One `#[schedule("cron", channel = "...")]`.
