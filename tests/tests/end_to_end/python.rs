@@ -38,6 +38,15 @@ fn cache_dir() -> PathBuf {
     build_dir().join("compiled")
 }
 
+/// Runs `guest-sdk/python/build.py` with `args`, to completion.
+fn build_py(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new("python3")
+        .arg(repo_root().join("guest-sdk/python/build.py"))
+        .args(args)
+        .output()
+        .expect("run build.py")
+}
+
 /// `None` after a notice, or a panic under `WARDEN_REQUIRE_PYTHON=1`.
 fn unavailable<T>(why: &str) -> Option<T> {
     warden_tests::unavailable("Python", REQUIRE_VAR, why)
@@ -815,13 +824,7 @@ async fn slack_machines_help_plugin_runs_with_only_its_imports_changed() {
     if !wasm.is_file()
         || std::fs::read_to_string(&stamp).ok().as_deref() != Some(fingerprint.as_str())
     {
-        let built = Command::new("python3")
-            .arg(repo_root().join("guest-sdk/python/build.py"))
-            .arg(&source)
-            .arg("-o")
-            .arg(&wasm)
-            .output()
-            .expect("run build.py");
+        let built = build_py(&[source.as_os_str(), "-o".as_ref(), wasm.as_os_str()]);
         assert!(
             built.status.success(),
             "{}",
@@ -866,13 +869,15 @@ fn the_builder_reports_a_missing_class_before_componentizing() {
         return;
     }
     let started = std::time::Instant::now();
-    let out = Command::new("python3")
-        .arg(repo_root().join("guest-sdk/python/build.py"))
-        .arg(repo_root().join("tests/python-plugins/layout/plugins"))
-        .args(["--class", "NoSuchPlugin", "-o"])
-        .arg(build_dir().join("never.wasm"))
-        .output()
-        .expect("run build.py");
+    let out = build_py(&[
+        repo_root()
+            .join("tests/python-plugins/layout/plugins")
+            .as_os_str(),
+        "--class".as_ref(),
+        "NoSuchPlugin".as_ref(),
+        "-o".as_ref(),
+        build_dir().join("never.wasm").as_os_str(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -887,13 +892,13 @@ fn the_builder_reports_a_missing_class_before_componentizing() {
         started.elapsed()
     );
     // Without --class, the package's two plugins are both named.
-    let out = Command::new("python3")
-        .arg(repo_root().join("guest-sdk/python/build.py"))
-        .arg(repo_root().join("tests/python-plugins/layout/plugins"))
-        .arg("-o")
-        .arg(build_dir().join("never.wasm"))
-        .output()
-        .expect("run build.py");
+    let out = build_py(&[
+        repo_root()
+            .join("tests/python-plugins/layout/plugins")
+            .as_os_str(),
+        "-o".as_ref(),
+        build_dir().join("never.wasm").as_os_str(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr
@@ -908,13 +913,13 @@ async fn slack_machines_package_layout_builds_with_the_dotted_identity() {
         return;
     }
     let wasm = build_dir().join("hitchhikers.wasm");
-    let built = Command::new("python3")
-        .arg(repo_root().join("guest-sdk/python/build.py"))
-        .arg(repo_root().join("tests/python-plugins/layout/plugins/hitchhikers.py"))
-        .arg("-o")
-        .arg(&wasm)
-        .output()
-        .expect("run build.py");
+    let built = build_py(&[
+        repo_root()
+            .join("tests/python-plugins/layout/plugins/hitchhikers.py")
+            .as_os_str(),
+        "-o".as_ref(),
+        wasm.as_os_str(),
+    ]);
     assert!(
         built.status.success(),
         "{}",
@@ -942,13 +947,15 @@ async fn a_class_in_any_module_of_a_package_builds_and_needs_its_settings() {
         return;
     }
     let wasm = build_dir().join("greeter.wasm");
-    let built = Command::new("python3")
-        .arg(repo_root().join("guest-sdk/python/build.py"))
-        .arg(repo_root().join("tests/python-plugins/layout/plugins"))
-        .args(["--class", "GreeterPlugin", "-o"])
-        .arg(&wasm)
-        .output()
-        .expect("run build.py");
+    let built = build_py(&[
+        repo_root()
+            .join("tests/python-plugins/layout/plugins")
+            .as_os_str(),
+        "--class".as_ref(),
+        "GreeterPlugin".as_ref(),
+        "-o".as_ref(),
+        wasm.as_os_str(),
+    ]);
     assert!(
         built.status.success(),
         "{}",
