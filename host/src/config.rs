@@ -38,6 +38,9 @@
 //! [slack]                       # each field also WARDEN_SLACK_<FIELD>
 //! bot_token = "xoxb-..."        # the bot's token, for the Web API
 //! signing_secret = "..."        # turns on POST /slack/events, verified with it
+//! app_token = "xapp-..."        # turns on Socket Mode (no public address needed)
+//! api_url = "https://slack.com/api"
+//! max_events_in_flight = 256    # most events handled at once
 //!
 //! [plugins]
 //! watch = true                  # reload the plugins directory when it changes
@@ -118,9 +121,13 @@ pub struct Config {
     pub slack: SlackConfig,
 }
 
+/// The largest `[slack] max_events_in_flight`.
+pub const MAX_SLACK_EVENTS_IN_FLIGHT: usize = 65_536;
+
 /// The `[slack]` table: the Slack app Warden answers as. With
 /// `signing_secret` and `bot_token` set, the HTTP listener serves Slack's
-/// Events API at `POST /slack/events`. Each field can come from the
+/// Events API at `POST /slack/events`; with `app_token` and `bot_token`
+/// set, events come over Socket Mode. Each field can come from the
 /// environment (`WARDEN_SLACK_BOT_TOKEN`, ...); none is ever logged.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -135,6 +142,9 @@ pub struct SlackConfig {
     pub app_token: Option<String>,
     /// The Web API's base URL (default `https://slack.com/api`).
     pub api_url: String,
+    /// Most events handled at once (256); one beyond is left for Slack
+    /// to deliver again.
+    pub max_events_in_flight: usize,
 }
 
 impl Default for SlackConfig {
@@ -144,6 +154,7 @@ impl Default for SlackConfig {
             signing_secret: None,
             app_token: None,
             api_url: "https://slack.com/api".into(),
+            max_events_in_flight: 256,
         }
     }
 }
@@ -157,6 +168,7 @@ impl std::fmt::Debug for SlackConfig {
             .field("signing_secret", &set(&self.signing_secret))
             .field("app_token", &set(&self.app_token))
             .field("api_url", &self.api_url)
+            .field("max_events_in_flight", &self.max_events_in_flight)
             .finish()
     }
 }
@@ -165,6 +177,11 @@ impl SlackConfig {
     /// Whether the Events API is to be served.
     pub fn events_api(&self) -> bool {
         self.signing_secret.is_some()
+    }
+
+    /// Whether events are to be received over Socket Mode.
+    pub fn socket_mode(&self) -> bool {
+        self.app_token.is_some()
     }
 }
 
@@ -867,6 +884,22 @@ impl Config {
                  bot's token to reply",
             ));
         }
+        if !(1..=MAX_SLACK_EVENTS_IN_FLIGHT).contains(&self.slack.max_events_in_flight) {
+            return Err(Fault::new(
+                &[("slack", "max_events_in_flight")],
+                format!(
+                    "[slack] max_events_in_flight must be between 1 and \
+                     {MAX_SLACK_EVENTS_IN_FLIGHT}"
+                ),
+            ));
+        }
+        if self.slack.app_token.is_some() && self.slack.bot_token.is_none() {
+            return Err(Fault::new(
+                &[("slack", "bot_token")],
+                "[slack] app_token is set but bot_token is not: Socket Mode needs the bot's \
+                 token to reply",
+            ));
+        }
         if let StorageConfig::Sled(sled) = &self.storage
             && sled.sync_interval_ms == 0
         {
@@ -1322,6 +1355,47 @@ mod tests {
             path
         });
         Config::load_with_env(path.as_deref(), vars(pairs))
+    }
+
+    #[test]
+    fn slack_needs_the_bot_token_and_a_bounded_event_limit() {
+        for (text, expected) in [
+            (
+                "[slack]\nsigning_secret = \"s\"\n",
+                "signing_secret is set but bot_token is not",
+            ),
+            (
+                "[slack]\napp_token = \"xapp-1\"\n",
+                "app_token is set but bot_token is not",
+            ),
+            (
+                "[slack]\nbot_token = \"b\"\nmax_events_in_flight = 0\n",
+                "max_events_in_flight must be between 1 and 65536",
+            ),
+            (
+                "[slack]\nbot_token = \"b\"\nmax_events_in_flight = 100000000\n",
+                "max_events_in_flight must be between 1 and 65536",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+            assert!(e.contains("warden.toml"), "{e}");
+        }
+        let c = with_env(
+            Some("[slack]\nbot_token = \"xoxb-1\"\n"),
+            &[
+                ("WARDEN_SLACK_APP_TOKEN", "xapp-1"),
+                ("WARDEN_SLACK_MAX_EVENTS_IN_FLIGHT", "8"),
+            ],
+        )
+        .unwrap();
+        assert!(c.slack.socket_mode() && !c.slack.events_api());
+        assert_eq!(c.slack.max_events_in_flight, 8);
+        let shown = format!("{:?}", c.slack);
+        assert!(
+            !shown.contains("xapp-1") && !shown.contains("xoxb-1"),
+            "{shown}"
+        );
     }
 
     #[test]

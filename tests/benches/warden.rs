@@ -844,6 +844,7 @@ async fn http_figure(
     let server = tokio::spawn(warden::adapters::http::serve(
         listener,
         host.clone(),
+        None,
         async {
             let _ = stopped.await;
         },

@@ -124,7 +124,8 @@ pub fn router_with(
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then lets
-/// the requests under way finish. Each connection must send a request's
+/// the requests under way finish, with Slack's Events API when `slack` is
+/// given (see [`router_with`]). Each connection must send a request's
 /// headers within `[http] header_timeout_ms`; beyond `max_connections` open
 /// at once a new one is answered `503` and closed. With `[http] tls_cert`
 /// and `tls_key` it serves HTTPS. Fails at once if the tokens or the
@@ -132,20 +133,12 @@ pub fn router_with(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     host: Arc<Host>,
+    slack: Option<Arc<super::slack::Slack>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let http = host.config().http.clone();
     let metrics = host.metrics().clone();
     let tls = tls_acceptor(&http)?;
-    let slack = if host.config().slack.events_api() {
-        let slack = super::slack::Slack::connect(&host.config().slack)
-            .await
-            .map_err(std::io::Error::other)?;
-        tokio::spawn(super::slack::post_scheduled(host.clone(), slack.clone()));
-        Some(slack)
-    } else {
-        None
-    };
     let router = router_with(host, slack).map_err(std::io::Error::other)?;
     let connections = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
     let header_timeout = Duration::from_millis(http.header_timeout_ms);

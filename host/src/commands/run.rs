@@ -20,7 +20,7 @@ pub struct RunArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// Read messages from stdin, one a line, and print replies to stdout
-    /// (the default when HTTP is not served).
+    /// (the default when neither HTTP nor Slack's Socket Mode is served).
     #[arg(long)]
     console: bool,
     /// Directory of compiled plugins, so that a restart with unchanged
@@ -60,6 +60,9 @@ fn default_cache_dir() -> Option<PathBuf> {
     xdg.or_else(home).map(|base| base.join("warden"))
 }
 
+/// How long shutdown waits for the Slack events under way to be answered.
+const SLACK_FINISH: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let signal = shutdown_signal()?;
     let config = args.store.load_config()?;
@@ -78,9 +81,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let config_tls = config.http.tls_cert.is_some();
-    // HTTP is served when an address is given; the console runs when asked
-    // for, or when nothing else would.
-    let console = args.console || listen.is_none();
+    let (events_api, socket_mode) = (config.slack.events_api(), config.slack.socket_mode());
+    // HTTP is served when an address is given, Socket Mode when its token
+    // is; the console runs when asked for, or when nothing else would.
+    let others = listen.is_some() || socket_mode;
+    let console = args.console || !others;
     // Bind before loading plugins, so that a taken address fails at once.
     let listener = match &listen {
         Some(addr) => {
@@ -106,6 +111,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some((listener, bound))
         }
         None => None,
+    };
+    // Slack is reached before plugins load, so that a bad token fails at
+    // once.
+    let slack = if events_api || socket_mode {
+        Some(
+            warden::adapters::slack::Slack::connect(&config.slack)
+                .await
+                .context("cannot start the Slack adapter")?,
+        )
+    } else {
+        None
     };
     // Flags override the config's [plugins] table, which overrides the
     // defaults.
@@ -147,65 +163,84 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     tokio::pin!(signal);
-    let result = match listener {
-        None => {
-            tracing::info!("reading messages from stdin");
-            tokio::select! {
-                r = console_adapter(&host) => r,
-                why = &mut signal => {
+    // Whatever serves the host stops when `stop` turns true.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut services = tokio::task::JoinSet::new();
+    if let Some(slack) = &slack {
+        tokio::spawn(warden::adapters::slack::post_scheduled(
+            &host,
+            slack.clone(),
+        ));
+        if socket_mode {
+            let (host, slack, stopped) = (host.clone(), slack.clone(), stopped());
+            services.spawn(async move {
+                warden::adapters::slack::socket::run(host, slack, stopped)
+                    .await
+                    .context("Slack's Socket Mode failed")
+            });
+        }
+    }
+    if let Some((listener, addr)) = listener {
+        let events = slack.clone().filter(|_| events_api);
+        let (host, stopped) = (host.clone(), stopped());
+        services.spawn(async move {
+            warden::adapters::http::serve(listener, host, events, stopped)
+                .await
+                .context("the HTTP server failed")
+        });
+        let scheme = if config_tls { "https" } else { "http" };
+        tracing::info!("HTTP listening on {scheme}://{addr}");
+    }
+    let result = if console {
+        tracing::info!("reading messages from stdin");
+        tokio::select! {
+            r = console_adapter(&host) => match r {
+                // The end of the console's input ends the console only
+                // while HTTP or Socket Mode goes on.
+                Ok(()) if others => {
+                    tracing::info!(
+                        "end of console input; the host goes on until Ctrl-C or SIGTERM"
+                    );
+                    let why = (&mut signal).await;
                     tracing::info!("{why}; shutting down");
                     Ok(())
                 }
-            }
-        }
-        Some((listener, addr)) => {
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn({
-                let host = host.clone();
-                async move {
-                    warden::adapters::http::serve(listener, host, async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                }
-            });
-            let scheme = if config_tls { "https" } else { "http" };
-            tracing::info!("HTTP listening on {scheme}://{addr}");
-            let console_result = if console {
-                tracing::info!("reading messages from stdin");
-                tokio::select! {
-                    r = console_adapter(&host) => match r {
-                        // The end of the console's input ends the console
-                        // only: HTTP goes on until Ctrl-C or SIGTERM.
-                        Ok(()) => {
-                            tracing::info!(
-                                "end of console input; HTTP goes on until Ctrl-C or SIGTERM"
-                            );
-                            let why = (&mut signal).await;
-                            tracing::info!("{why}; shutting down");
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    },
-                    why = &mut signal => {
-                        tracing::info!("{why}; shutting down");
-                        Ok(())
-                    }
-                }
-            } else {
-                let why = (&mut signal).await;
+                r => r,
+            },
+            why = &mut signal => {
                 tracing::info!("{why}; shutting down");
                 Ok(())
-            };
-            // Requests under way finish before the store closes.
-            let _ = stop.send(());
-            let served = match server.await {
-                Ok(served) => served.context("the HTTP server failed"),
-                Err(e) => Err(e).context("the HTTP server failed"),
-            };
-            console_result.and(served)
+            }
         }
+    } else {
+        let why = (&mut signal).await;
+        tracing::info!("{why}; shutting down");
+        Ok(())
     };
+    // Requests under way finish before the store closes.
+    let _ = stop.send(true);
+    let mut served = Ok(());
+    while let Some(ended) = services.join_next().await {
+        let ended = ended.context("a server task failed").and_then(|r| r);
+        served = served.and(ended);
+    }
+    let result = result.and(served);
+    // Events taken are answered before the store closes.
+    if let Some(slack) = &slack
+        && !slack.finish(SLACK_FINISH).await
+    {
+        tracing::warn!(
+            "Slack events were still being answered {} s after shutdown began",
+            SLACK_FINISH.as_secs()
+        );
+    }
+    drop(slack);
     close(host).await?;
     result
 }

@@ -1,4 +1,5 @@
-//! The Slack adapter: Slack's Events API on the HTTP listener, replies
+//! The Slack adapter: Slack's Events API on the HTTP listener, or Socket
+//! Mode (see [`socket`]) for a host without a public address; replies
 //! through the Web API.
 //!
 //! - `POST /slack/events` takes Slack's event requests. Each is verified
@@ -14,11 +15,15 @@
 //!   direct message. The bot's own messages, messages with a subtype
 //!   (edits, joins, bots) and a delivery seen before (Slack retries,
 //!   `X-Slack-Retry-Num`, and the `message` and `app_mention` events of one
-//!   message) are not handled again.
+//!   message) are not handled again. At most `[slack]
+//!   max_events_in_flight` events are handled at once; beyond that an event is refused (`503`, or not
+//!   acknowledged in Socket Mode), so that Slack delivers it again later.
 //! - Replies go out with `chat.postMessage`, in order, in the thread the
 //!   plugin asked for, `reply` as `<@USER>: text`; a `429` is waited out
 //!   as its `Retry-After` says. Scheduled messages go to their channel the
 //!   same way. The bot's user id comes from `auth.test` at start.
+
+pub mod socket;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -66,11 +71,28 @@ pub enum SlackError {
 pub struct Slack {
     api_url: String,
     bot_token: String,
-    signing_secret: Vec<u8>,
+    /// For the Events API.
+    signing_secret: Option<Vec<u8>>,
+    /// For Socket Mode.
+    app_token: Option<String>,
     /// The bot's own user id, from `auth.test`.
     bot_user: String,
+    tls: Arc<rustls::ClientConfig>,
     client: reqwest::Client,
     seen: Mutex<Seen>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    max_in_flight: usize,
+}
+
+/// What became of an event Slack delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// It is being handled.
+    Handled,
+    /// It is not for the plugins, or was handled before.
+    Ignored,
+    /// Too many events are being handled: Slack should deliver it again.
+    Busy,
 }
 
 impl std::fmt::Debug for Slack {
@@ -114,22 +136,23 @@ impl Slack {
             .bot_token
             .clone()
             .ok_or_else(|| SlackError::Config("[slack] bot_token is not set".into()))?;
-        let signing_secret = config
-            .signing_secret
-            .clone()
-            .ok_or_else(|| SlackError::Config("[slack] signing_secret is not set".into()))?
-            .into_bytes();
-        let client = web_client().map_err(|message| SlackError::Api {
+        let client_failed = |message| SlackError::Api {
             method: "client",
             message,
-        })?;
+        };
+        let tls = tls_config().map_err(client_failed)?;
+        let client = web_client(&tls).map_err(client_failed)?;
         let mut slack = Slack {
             api_url: config.api_url.trim_end_matches('/').to_owned(),
             bot_token,
-            signing_secret,
+            signing_secret: config.signing_secret.clone().map(String::into_bytes),
+            app_token: config.app_token.clone(),
             bot_user: String::new(),
+            tls: Arc::new(tls),
             client,
             seen: Mutex::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_events_in_flight)),
+            max_in_flight: config.max_events_in_flight,
         };
         let answer = slack.call("auth.test", &json!({})).await?;
         slack.bot_user = answer["user_id"]
@@ -143,21 +166,40 @@ impl Slack {
         Ok(Arc::new(slack))
     }
 
+    /// Waits, up to `limit`, until the events being handled are handled
+    /// and their replies posted; whether they all were.
+    pub async fn finish(&self, limit: Duration) -> bool {
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        tokio::time::timeout(limit, self.in_flight.acquire_many(all))
+            .await
+            .is_ok()
+    }
+
     /// The bot's own user id.
     pub fn bot_user(&self) -> &str {
         &self.bot_user
     }
 
-    /// Calls Web API method `method` with `body`; its answer when `ok`.
-    /// A `429` is waited out, up to [`POST_TRIES`] times.
+    /// Calls Web API method `method` with `body` as the bot; its answer
+    /// when `ok`. A `429` is waited out, up to [`POST_TRIES`] times.
     async fn call(&self, method: &'static str, body: &Value) -> Result<Value, SlackError> {
+        self.call_as(&self.bot_token, method, body).await
+    }
+
+    /// [`call`](Self::call) with `token`.
+    async fn call_as(
+        &self,
+        token: &str,
+        method: &'static str,
+        body: &Value,
+    ) -> Result<Value, SlackError> {
         let failed = |message: String| SlackError::Api { method, message };
         let url = format!("{}/{method}", self.api_url);
         for _ in 0..POST_TRIES {
             let response = self
                 .client
                 .post(&url)
-                .bearer_auth(&self.bot_token)
+                .bearer_auth(token)
                 .json(body)
                 .send()
                 .await
@@ -228,8 +270,12 @@ impl Slack {
             .strip_prefix("v0=")
             .ok_or("X-Slack-Signature is not v0=...")?;
         let expected = decode_hex(hex).ok_or("X-Slack-Signature is not hex")?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.signing_secret)
-            .expect("HMAC takes a key of any length");
+        let secret = self
+            .signing_secret
+            .as_deref()
+            .ok_or("[slack] signing_secret is not set")?;
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
         mac.update(b"v0:");
         mac.update(timestamp.as_bytes());
         mac.update(b":");
@@ -289,22 +335,63 @@ impl Slack {
             .unwrap_or_else(|e| e.into_inner())
             .first(&format!("event {id}"))
     }
+
+    /// Takes `payload`, an `event_callback` as the Events API and Socket
+    /// Mode deliver it: handles its event after this returns, unless it is
+    /// not for the plugins, was delivered before, or too many are in
+    /// flight (then it is not remembered, so that a redelivery is taken).
+    pub(crate) fn take(self: &Arc<Self>, host: &Arc<Host>, payload: &Value) -> Taken {
+        if payload["type"].as_str() != Some("event_callback") {
+            return Taken::Ignored;
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = self.max_in_flight,
+                "Slack: too many events in flight; this one is left for Slack to deliver again"
+            );
+            return Taken::Busy;
+        };
+        let id = payload["event_id"].as_str().unwrap_or("");
+        if !id.is_empty() && !self.first_delivery(id) {
+            tracing::debug!(
+                event = id,
+                "Slack: a delivery seen before; not handled again"
+            );
+            return Taken::Ignored;
+        }
+        let Some((incoming, channel)) = self.incoming(&payload["event"]) else {
+            return Taken::Ignored;
+        };
+        let (host, slack) = (host.clone(), self.clone());
+        tokio::spawn(async move {
+            answer(&host, &slack, incoming, channel).await;
+            // The host is let go of before the permit, so that a host
+            // shutting down after `finish` holds the last reference.
+            drop(host);
+            drop(permit);
+        });
+        Taken::Handled
+    }
 }
 
-/// The Web API client: HTTPS with rustls on ring, verified against the
-/// system's roots.
-fn web_client() -> Result<reqwest::Client, String> {
+/// The TLS the adapter speaks to Slack with: rustls on ring, verified
+/// against the system's roots.
+fn tls_config() -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let verifier = rustls_platform_verifier::Verifier::new(provider).map_err(|e| e.to_string())?;
-    let tls = tls
+    Ok(tls
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+/// The Web API client, over `tls`.
+fn web_client(tls: &rustls::ClientConfig) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .use_preconfigured_tls(tls.clone())
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())
@@ -364,36 +451,22 @@ pub(crate) async fn events(State(app): State<Events>, headers: HeaderMap, body: 
         )
             .into_response();
     };
-    match payload["type"].as_str() {
-        Some("url_verification") => {
-            axum::Json(json!({ "challenge": payload["challenge"] })).into_response()
-        }
-        Some("event_callback") => {
-            let id = payload["event_id"].as_str().unwrap_or("");
-            if !id.is_empty() && !app.slack.first_delivery(id) {
-                tracing::debug!(
-                    event = id,
-                    "Slack: a delivery seen before; not handled again"
-                );
-                return StatusCode::OK.into_response();
-            }
-            if let Some((incoming, channel)) = app.slack.incoming(&payload["event"]) {
-                // Acknowledged now, handled after: Slack waits 3 s at most.
-                tokio::spawn(answer(
-                    app.host.clone(),
-                    app.slack.clone(),
-                    incoming,
-                    channel,
-                ));
-            }
-            StatusCode::OK.into_response()
-        }
-        _ => StatusCode::OK.into_response(),
+    if payload["type"].as_str() == Some("url_verification") {
+        return axum::Json(json!({ "challenge": payload["challenge"] })).into_response();
+    }
+    // Acknowledged now, handled after: Slack waits 3 s at most.
+    match app.slack.take(&app.host, &payload) {
+        Taken::Handled | Taken::Ignored => StatusCode::OK.into_response(),
+        Taken::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "error": "too many events in flight; deliver it again" })),
+        )
+            .into_response(),
     }
 }
 
 /// Dispatches `incoming` and posts its replies to `channel`, in order.
-async fn answer(host: Arc<Host>, slack: Arc<Slack>, incoming: Incoming, channel: String) {
+async fn answer(host: &Host, slack: &Slack, incoming: Incoming, channel: String) {
     if host.check_message(&incoming).is_err() {
         tracing::debug!(
             bytes = incoming.text.len(),
@@ -413,19 +486,22 @@ async fn answer(host: Arc<Host>, slack: Arc<Slack>, incoming: Incoming, channel:
 }
 
 /// Posts what scheduled handlers say to their channels, until the host's
-/// outbox closes.
-pub async fn post_scheduled(host: Arc<Host>, slack: Arc<Slack>) {
+/// outbox closes (when the host is dropped: the future holds no reference
+/// to it).
+pub fn post_scheduled(host: &Host, slack: Arc<Slack>) -> impl Future<Output = ()> + Send + 'static {
     let mut sent = host.outbox().subscribe();
-    loop {
-        match sent.recv().await {
-            Ok(message) => slack.post(&message.channel, &message.reply).await,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => {
-                tracing::warn!(
-                    lost,
-                    "Slack: scheduled messages were lost while posting was slow"
-                );
+    async move {
+        loop {
+            match sent.recv().await {
+                Ok(message) => slack.post(&message.channel, &message.reply).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => {
+                    tracing::warn!(
+                        lost,
+                        "Slack: scheduled messages were lost while posting was slow"
+                    );
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }
