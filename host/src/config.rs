@@ -47,6 +47,7 @@
 //! cache = true                  # keep compiled plugins on disk
 //! cache_dir = "warden-cache"    # where; relative to this file
 //! cache_max_bytes = 536870912   # most bytes the cache's entries take together
+//! baseline = true               # a large plugin serves on fast-compiled code until optimized
 //! ```
 //!
 //! Every table and field is optional; unknown fields are errors, so a typo
@@ -251,6 +252,12 @@ pub struct PluginsConfig {
     /// rollback hits too, while staying small beside the disk of any
     /// machine that compiles them.
     pub cache_max_bytes: u64,
+    /// Compile a large plugin (1 MiB or more, such as a Python or
+    /// JavaScript one) whose optimized code is not in the cache with the
+    /// baseline compiler first, so that it answers within seconds, and
+    /// optimize it in the background (default true). Off, every plugin is
+    /// optimized before it serves.
+    pub baseline: bool,
 }
 
 impl Default for PluginsConfig {
@@ -260,6 +267,7 @@ impl Default for PluginsConfig {
             cache: true,
             cache_dir: None,
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            baseline: true,
         }
     }
 }
@@ -1261,7 +1269,7 @@ mod tests {
         );
         assert_eq!(
             table_fields("plugins"),
-            ["watch", "cache", "cache_dir", "cache_max_bytes"]
+            ["watch", "cache", "cache_dir", "cache_max_bytes", "baseline"]
         );
         assert_eq!(table_fields("limits").len(), 8);
         assert_eq!(table_fields("routing").len(), 3);
@@ -1456,6 +1464,7 @@ mod tests {
                 ("WARDEN_PLUGINS_CACHE", "false"),
                 ("WARDEN_PLUGINS_CACHE_DIR", "cache"),
                 ("WARDEN_PLUGINS_CACHE_MAX_BYTES", "12"),
+                ("WARDEN_PLUGINS_BASELINE", "false"),
             ],
         )
         .unwrap();
@@ -1504,6 +1513,7 @@ mod tests {
                 ("WARDEN_PLUGINS_CACHE", "false"),
                 ("WARDEN_PLUGINS_CACHE_DIR", "cache"),
                 ("WARDEN_PLUGINS_CACHE_MAX_BYTES", "12"),
+                ("WARDEN_PLUGINS_BASELINE", "false"),
             ],
         )
         .unwrap();
@@ -1545,7 +1555,8 @@ mod tests {
                 watch: false,
                 cache: false,
                 cache_dir: Some("cache".into()),
-                cache_max_bytes: 12
+                cache_max_bytes: 12,
+                baseline: false,
             }
         );
     }
@@ -1555,9 +1566,10 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.plugins, PluginsConfig::default());
         assert!(c.plugins.watch && c.plugins.cache && c.plugins.cache_dir.is_none());
+        assert!(c.plugins.baseline);
         assert_eq!(c.plugins.cache_max_bytes, 512 * 1024 * 1024);
         let c = parse(
-            "[plugins]\nwatch = false\ncache = false\ncache_dir = \"/c\"\ncache_max_bytes = 4096",
+            "[plugins]\nwatch = false\ncache = false\ncache_dir = \"/c\"\ncache_max_bytes = 4096\nbaseline = false",
         )
         .unwrap();
         assert_eq!(
@@ -1566,7 +1578,8 @@ mod tests {
                 watch: false,
                 cache: false,
                 cache_dir: Some("/c".into()),
-                cache_max_bytes: 4096
+                cache_max_bytes: 4096,
+                baseline: false,
             }
         );
         let e = parse("[plugins]\ncache_max_bytes = 0")

@@ -16,11 +16,12 @@
 //! # }
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{Config, Limits, RoutingConfig};
 use crate::plugins;
-use crate::runtime::cache;
+use crate::runtime::cache::{self, CompileCache};
 use crate::runtime::{Immediate, Runtime};
 use crate::{HostError, LoadError, PluginInfo};
 
@@ -30,6 +31,7 @@ pub struct Inspector {
     runtime: Runtime,
     limits: Limits,
     routing: RoutingConfig,
+    cache: Option<Arc<CompileCache>>,
 }
 
 impl Inspector {
@@ -39,10 +41,20 @@ impl Inspector {
     pub fn new(config: &Config) -> Result<Self, HostError> {
         Ok(Self {
             // Manifests are read without storage.
-            runtime: Runtime::new(Immediate::default()).map_err(HostError::Engine)?,
+            runtime: Runtime::with_baseline(Immediate::default(), config.plugins.baseline)
+                .map_err(HostError::Engine)?,
             limits: config.limits,
             routing: config.routing,
+            cache: None,
         })
+    }
+
+    /// Takes compiled code from the compilation cache in `dir` where it is
+    /// there; a file it does not hold is compiled with the baseline
+    /// compiler, and nothing is written to the cache.
+    pub fn with_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache = dir.map(|dir| Arc::new(CompileCache::new(dir)));
+        self
     }
 
     /// Compiles `file`, checks that it implements the plugin world, reads
@@ -62,7 +74,7 @@ impl Inspector {
             file,
             bytes,
             digest,
-            None,
+            self.cache.as_ref(),
             &self.limits,
             &self.routing,
         )

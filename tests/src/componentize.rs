@@ -110,7 +110,13 @@ pub fn warm_cache(files: &[&Path], cache: &Path, language: &str) {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
         runtime.block_on(async {
+            // Optimized before they serve, so that the cache holds them
+            // when this host stops.
+            let config =
+                warden::Config::parse("[plugins]\nbaseline = false\n", "warm.toml".as_ref())
+                    .expect("the config parses");
             let mut builder = Host::builder()
+                .config(config)
                 .backend(Arc::new(MemoryBackend::new()))
                 .cache_dir(cache);
             for file in files {

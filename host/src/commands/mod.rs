@@ -113,3 +113,35 @@ pub fn sled_dir(config: &Config, data: Option<&Path>) -> Option<PathBuf> {
 pub fn missing_store(config: &Config, data: Option<&Path>) -> Option<PathBuf> {
     sled_dir(config, data).filter(|dir| !dir.exists())
 }
+
+/// The default compilation cache directory, if the environment names one.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let home = || {
+        std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|h| PathBuf::from(h).join(".cache"))
+    };
+    xdg.or_else(home).map(|base| base.join("warden"))
+}
+
+/// The compilation cache the `plugins` commands read: the config's
+/// `[plugins] cache_dir`, else `WARDEN_CACHE_DIR`, else the default; none
+/// when `[plugins] cache` is false.
+pub fn inspect_cache_dir(config: &warden::Config) -> Option<PathBuf> {
+    if !config.plugins.cache {
+        return None;
+    }
+    config
+        .plugins
+        .cache_dir
+        .clone()
+        .or_else(|| {
+            std::env::var_os("WARDEN_CACHE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(default_cache_dir)
+}

@@ -111,7 +111,7 @@ async fn rebind(
             bound?
         }
     };
-    let inspector = Inspector::new(config)?;
+    let inspector = Inspector::new(config)?.with_cache(super::inspect_cache_dir(config));
     let declared = inspector.inspect(&path).await.map(|p| p.id);
     match &declared {
         Ok(declares) if *declares == id => {}
@@ -152,7 +152,7 @@ async fn rebind(
 /// `warden plugins check`: what loading `file` would say, and with a named
 /// store, its identity's binding there.
 async fn check_plugin(config: &Config, store: &StoreArgs, file: &Path) -> anyhow::Result<()> {
-    let inspector = Inspector::new(config)?;
+    let inspector = Inspector::new(config)?.with_cache(super::inspect_cache_dir(config));
     // The error names the file and says everything: no cause chain.
     let plugin = inspector
         .inspect(file)
@@ -297,7 +297,7 @@ impl Bindings {
 async fn list_plugins(config: &Config, store: &StoreArgs, dir: &Path) -> anyhow::Result<()> {
     let files = warden::plugins::plugin_files(dir)
         .with_context(|| format!("cannot read the plugins directory {}", dir.display()))?;
-    let inspector = Inspector::new(config)?;
+    let inspector = Inspector::new(config)?.with_cache(super::inspect_cache_dir(config));
     let mut inspected = Vec::new();
     for file in &files {
         inspected.push(inspector.inspect(file).await);

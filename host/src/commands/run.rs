@@ -47,19 +47,6 @@ pub struct RunArgs {
     insecure_no_auth: bool,
 }
 
-/// The default compilation cache directory, if the environment names one.
-fn default_cache_dir() -> Option<PathBuf> {
-    let xdg = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let home = || {
-        std::env::var_os("HOME")
-            .filter(|v| !v.is_empty())
-            .map(|h| PathBuf::from(h).join(".cache"))
-    };
-    xdg.or_else(home).map(|base| base.join("warden"))
-}
-
 /// How long shutdown waits for the Slack events under way to be answered.
 const SLACK_FINISH: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -131,7 +118,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (Some(dir), _) => Some(dir.clone()),
         (None, false) => None,
         (None, true) => {
-            let dir = config.plugins.cache_dir.clone().or_else(default_cache_dir);
+            let dir = config
+                .plugins
+                .cache_dir
+                .clone()
+                .or_else(super::default_cache_dir);
             if dir.is_none() {
                 tracing::warn!(
                     "no compilation cache: set --cache-dir, WARDEN_CACHE_DIR, \

@@ -101,7 +101,8 @@ impl HostBuilder {
             reads: backend.immediate_reads().is_some(),
             writes: backend.immediate_writes().is_some(),
         };
-        let runtime = Runtime::new(immediate).map_err(HostError::Engine)?;
+        let runtime = Runtime::with_baseline(immediate, self.config.plugins.baseline)
+            .map_err(HostError::Engine)?;
         let shared_usage = Arc::new(Usage::default());
         shared_usage
             .recount(&*backend, &Namespace::Shared)

@@ -319,6 +319,17 @@ impl Host {
             .collect()
     }
 
+    /// Which code the loaded plugin `id` runs (baseline code until its
+    /// optimized code is in place); `None` if no such plugin is loaded.
+    pub fn plugin_code(&self, id: &str) -> Option<crate::runtime::Code> {
+        self.shared
+            .snapshot()
+            .plugins
+            .iter()
+            .find(|p| p.info().id.as_str() == id)
+            .map(|p| p.code())
+    }
+
     /// The files that were not loaded at the last (re)load, and why.
     pub fn skipped(&self) -> Vec<Arc<LoadError>> {
         self.shared.snapshot().skipped.to_vec()

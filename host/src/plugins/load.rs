@@ -18,7 +18,7 @@ use crate::identity::PluginId;
 use crate::metrics::Metrics;
 use crate::router;
 use crate::runtime::cache::{self, CacheOutcome, CompileCache};
-use crate::runtime::{Declared, Entry, Instance, Output, Pre, Runtime, Serving};
+use crate::runtime::{Code, Declared, Entry, Instance, Output, Pre, Runtime, Serving};
 use crate::storage::bindings::{self, binding_name};
 use crate::storage::{Backend, PluginStorage, Usage};
 use crate::text;
@@ -317,8 +317,10 @@ pub async fn sync(
     let mut route_cost: usize = kept.values().map(|p| p.route_cost()).sum();
     while let Some((file, digest, stamp, result)) = prepared.next().await {
         let old = old_by_file.get(file.as_path()).copied();
+        let mut baseline_bytes = None;
         let result = match result {
-            Ok(prepared) => {
+            Ok(mut prepared) => {
+                baseline_bytes = prepared.bytes.take();
                 match router::check_host_budget(route_cost, &prepared.info.routes, routing) {
                     Ok(()) => finish(prepared, loader, &by_id).await,
                     Err(source) => Err(LoadError::BadRoute {
@@ -344,7 +346,11 @@ pub async fn sync(
                 } else {
                     synced.added.push(file.clone());
                 }
-                loaded.insert(file, Arc::new(plugin));
+                let plugin = Arc::new(plugin);
+                if let Some(bytes) = baseline_bytes {
+                    optimize_later(&plugin, loader.runtime, loader.cache, bytes);
+                }
+                loaded.insert(file, plugin);
             }
             Err(e) => {
                 let e = Arc::new(e);
@@ -391,6 +397,66 @@ pub async fn sync(
         }
     }
     synced
+}
+
+/// Compiles `plugin`, running baseline code, with the optimizing compiler
+/// in the background (one compile at a time), through `cache`; puts the
+/// optimized code in place once it is compiled. Nothing is compiled for a
+/// plugin unloaded before its turn came.
+fn optimize_later(
+    plugin: &Arc<LoadedPlugin>,
+    runtime: &Runtime,
+    cache: Option<&Arc<CompileCache>>,
+    bytes: Vec<u8>,
+) {
+    let weak = Arc::downgrade(plugin);
+    let (runtime, cache) = (runtime.clone(), cache.cloned());
+    let (id, file, digest) = (
+        plugin.info().id.clone(),
+        plugin.info().file.clone(),
+        plugin.digest(),
+    );
+    tokio::spawn(async move {
+        let permit = runtime.background_permit().await;
+        if weak.strong_count() == 0 {
+            return;
+        }
+        let started = Instant::now();
+        let compiled = {
+            let (runtime, file) = (runtime.clone(), file.clone());
+            tokio::task::spawn_blocking(move || {
+                runtime.optimize(&bytes, &digest, &file, cache.as_deref())
+            })
+            .await
+        };
+        drop(permit);
+        let component = match compiled {
+            Ok(Ok((component, _))) => component,
+            Ok(Err(e)) => {
+                tracing::warn!(plugin = %id, file = %file.display(),
+                    "optimizing the plugin's code failed; it goes on with its baseline code: {}",
+                    text::one_line(&format!("{e:#}")));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %id, "optimizing the plugin's code failed: {e}");
+                return;
+            }
+        };
+        let Some(plugin) = weak.upgrade() else {
+            return;
+        };
+        match runtime.prepare(&component) {
+            Ok(pre) => {
+                plugin.replace_code(pre, Code::Optimized);
+                tracing::info!(plugin = %id, took_ms = started.elapsed().as_millis() as u64,
+                    "the plugin now runs optimized code");
+            }
+            Err(e) => tracing::warn!(plugin = %id,
+                "the optimized code does not link; the plugin goes on with its baseline code: {}",
+                text::one_line(&format!("{e:#}"))),
+        }
+    });
 }
 
 /// How far a load of the plugins directory has got, as [`sync`] reports
@@ -461,6 +527,11 @@ pub(crate) struct Prepared {
     /// Its SHA-256 digest.
     pub digest: [u8; 32],
     pre: Pre,
+    /// Which code `pre` is.
+    pub code: Code,
+    /// The file's contents, kept while its code is baseline code, to be
+    /// compiled again optimized.
+    bytes: Option<Vec<u8>>,
     /// The instance that read the manifest; it goes on to serve.
     instance: Instance,
 }
@@ -480,13 +551,18 @@ pub(crate) async fn prepare(
     routing: &RoutingConfig,
 ) -> Result<Prepared, LoadError> {
     let path = file.to_path_buf();
-    let (component, outcome) = {
+    let (component, outcome, code, bytes) = {
         let runtime = runtime.clone();
         let file = path.clone();
         let cache = cache.cloned();
         // Compiling is CPU-bound: keep it off the async workers.
         tokio::task::spawn_blocking(move || {
-            runtime.compile(&bytes, &digest, &file, cache.as_deref())
+            runtime
+                .compile(&bytes, &digest, &file, cache.as_deref())
+                .map(|(component, outcome, code)| {
+                    let keep = (code == Code::Baseline).then_some(bytes);
+                    (component, outcome, code, keep)
+                })
         })
         .await
         .map_err(|e| LoadError::NotAComponent {
@@ -526,7 +602,7 @@ pub(crate) async fn prepare(
         }
     };
     let output = Output::new(Arc::from(path.display().to_string()));
-    let store = runtime.new_store(output, None, limits);
+    let store = runtime.new_store(&pre, output, None, limits);
     let deadline = Instant::now() + limits.handler_timeout();
     let mut instance = pre
         .instantiate(store, deadline)
@@ -575,6 +651,8 @@ pub(crate) async fn prepare(
         stamp: None,
         digest,
         pre,
+        code,
+        bytes,
         instance,
     })
 }
@@ -675,6 +753,8 @@ async fn finish(
         stamp,
         digest,
         pre,
+        code,
+        bytes: _,
         mut instance,
     } = prepared;
     let (id, path) = (info.id.clone(), info.file.clone());
@@ -728,6 +808,7 @@ async fn finish(
         digest,
         stamp,
         pre,
+        code,
         runtime: runtime.clone(),
         serving,
         limits,

@@ -9,7 +9,7 @@ use super::{Failure, MAX_ERROR_BYTES, Outcome, PluginInfo, describe_trap, out_of
 use crate::config::Limits;
 use crate::metrics::PluginMetrics;
 use crate::router::{Capture, CompiledRoute, Incoming};
-use crate::runtime::{Entry, Instance, Output, Pre, Runtime, Serving};
+use crate::runtime::{Code, Entry, Instance, Output, Pre, Runtime, Serving};
 use crate::storage::PluginStorage;
 use crate::text;
 use std::sync::Arc;
@@ -64,17 +64,29 @@ pub struct LoadedPlugin {
     digest: [u8; 32],
     /// What told the file apart when it was read.
     stamp: Option<Stamp>,
-    pre: Pre,
+    /// Its compiled code, to start more instances.
+    code: std::sync::Mutex<Compiled>,
     runtime: Runtime,
     /// Its storage, and the metrics it is counted in.
     serving: Serving,
     limits: Limits,
     /// Its log output, shared by its instances.
     output: Output,
-    /// Its instances: `max_instances` serving at once, at most
-    /// `max_calls_in_flight` calls waiting or running.
-    pool: Pool<Instance>,
+    /// Its instances, each with the generation of the code it runs:
+    /// `max_instances` serving at once, at most `max_calls_in_flight` calls
+    /// waiting or running.
+    pool: Pool<(u64, Instance)>,
     health: std::sync::Mutex<Health>,
+}
+
+/// A plugin's compiled code, and its generation: it goes up each time the
+/// code is replaced, and an instance of an older generation is not used
+/// again.
+#[derive(Debug, Clone)]
+struct Compiled {
+    pre: Pre,
+    code: Code,
+    generation: u64,
 }
 
 /// What a plugin is made of once loaded.
@@ -87,6 +99,8 @@ pub(super) struct Parts {
     pub stamp: Option<Stamp>,
     /// Its compiled code, to start more instances.
     pub pre: Pre,
+    /// Which code that is.
+    pub code: Code,
     /// The engine.
     pub runtime: Runtime,
     /// Its storage and metrics.
@@ -105,12 +119,16 @@ impl LoadedPlugin {
             info: parts.info,
             digest: parts.digest,
             stamp: parts.stamp,
-            pre: parts.pre,
+            code: std::sync::Mutex::new(Compiled {
+                pre: parts.pre,
+                code: parts.code,
+                generation: 0,
+            }),
             runtime: parts.runtime,
             serving: parts.serving,
             output,
             pool: Pool::new(
-                vec![parts.instance],
+                vec![(0, parts.instance)],
                 parts.limits.max_instances,
                 parts.limits.max_calls_in_flight,
             ),
@@ -127,6 +145,28 @@ impl LoadedPlugin {
     /// What told its file apart when it was read.
     pub(super) fn stamp(&self) -> Option<Stamp> {
         self.stamp
+    }
+
+    fn compiled(&self) -> std::sync::MutexGuard<'_, Compiled> {
+        // Replaced whole: never half-updated.
+        self.code.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Which code it runs: new instances start on it.
+    pub fn code(&self) -> Code {
+        self.compiled().code
+    }
+
+    /// Replaces its code with `pre` (`code`): calls under way finish on the
+    /// instances they started on, and later calls start new instances.
+    pub(super) fn replace_code(&self, pre: Pre, code: Code) {
+        let mut compiled = self.compiled();
+        compiled.generation += 1;
+        compiled.pre = pre;
+        compiled.code = code;
+        drop(compiled);
+        // The idle instances run the old code: they go now.
+        self.pool.clear_idle();
     }
 }
 
@@ -307,10 +347,17 @@ impl LoadedPlugin {
                 return outcome;
             }
         }
-        let idle = slot.take_idle();
+        let (generation, pre) = {
+            let compiled = self.compiled();
+            (compiled.generation, compiled.pre.clone())
+        };
+        let idle = slot
+            .take_idle()
+            .filter(|(of, _)| *of == generation)
+            .map(|(_, instance)| instance);
         let mut instance = match idle {
             Some(instance) => instance,
-            None => match self.instantiate(deadline).await {
+            None => match self.instantiate(&pre, deadline).await {
                 Ok(instance) => instance,
                 Err(e) => {
                     let (short, detail) = self.describe(&e);
@@ -340,7 +387,10 @@ impl LoadedPlugin {
         outcome.replies = handled.replies;
         match handled.result {
             Ok(result) => {
-                slot.put_back(instance);
+                // An instance on code replaced meanwhile is not kept.
+                if self.compiled().generation == generation {
+                    slot.put_back((generation, instance));
+                }
                 self.health().ok();
                 if let Err(e) = result {
                     let e = text::truncate(&e, MAX_ERROR_BYTES).into_owned();
@@ -413,14 +463,15 @@ impl LoadedPlugin {
         reference
     }
 
-    /// A new instance, started by `deadline`.
-    async fn instantiate(&self, deadline: Instant) -> Result<Instance, Entry> {
+    /// A new instance of `pre`, started by `deadline`.
+    async fn instantiate(&self, pre: &Pre, deadline: Instant) -> Result<Instance, Entry> {
         let store = self.runtime.new_store(
+            pre,
             self.output.clone(),
             Some(self.serving.clone()),
             &self.limits,
         );
-        self.pre.instantiate(store, deadline).await
+        pre.instantiate(store, deadline).await
     }
 }
 

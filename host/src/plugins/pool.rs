@@ -75,6 +75,12 @@ impl<T> Pool<T> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Drops the idle instances.
+    pub(super) fn clear_idle(&self) {
+        let dropped = std::mem::take(&mut *self.idle());
+        drop(dropped);
+    }
+
     /// How many instances are idle.
     #[cfg(test)]
     fn idle_count(&self) -> usize {

@@ -257,31 +257,11 @@ impl CompileCache {
         digest: &[u8; 32],
         file: &Path,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
-        let path = self.entry_path(engine, digest);
-        match std::fs::read(&path) {
-            // An upgrade, not damage: say so quietly.
-            Ok(entry) if entry.starts_with(OLD_MAGIC) => tracing::info!(
-                file = %file.display(), entry = %path.display(),
-                "the compilation cache entry was written by an earlier version of Warden; \
-                 compiling again"
-            ),
-            Ok(entry) => match self.open(engine, &entry) {
-                Ok(component) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    touch(&path);
-                    return Ok((component, CacheOutcome::Hit));
-                }
-                Err(why) => tracing::warn!(
-                    file = %file.display(), entry = %path.display(),
-                    "ignoring a compilation cache entry ({why}); compiling again"
-                ),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(entry = %path.display(), "cannot read the compilation cache: {e}")
-            }
+        if let Some(component) = self.load(engine, digest, file) {
+            return Ok((component, CacheOutcome::Hit));
         }
-        announce_compile(file, bytes.len());
+        let path = self.entry_path(engine, digest);
+        announce_compile(file, bytes.len(), "");
         let artifact = engine.precompile_component(bytes)?;
         // SAFETY: `artifact` was made by `precompile_component` on this very
         // engine just now.
@@ -295,6 +275,36 @@ impl CompileCache {
             }
         }
         Ok((component, CacheOutcome::Miss))
+    }
+
+    /// The compiled code of the component whose SHA-256 is `digest` (the
+    /// file `file`) for `engine`, if the cache holds it intact.
+    pub fn load(&self, engine: &Engine, digest: &[u8; 32], file: &Path) -> Option<Component> {
+        let path = self.entry_path(engine, digest);
+        match std::fs::read(&path) {
+            // An upgrade, not damage: say so quietly.
+            Ok(entry) if entry.starts_with(OLD_MAGIC) => tracing::info!(
+                file = %file.display(), entry = %path.display(),
+                "the compilation cache entry was written by an earlier version of Warden; \
+                 compiling again"
+            ),
+            Ok(entry) => match self.open(engine, &entry) {
+                Ok(component) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    touch(&path);
+                    return Some(component);
+                }
+                Err(why) => tracing::warn!(
+                    file = %file.display(), entry = %path.display(),
+                    "ignoring a compilation cache entry ({why}); compiling again"
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(entry = %path.display(), "cannot read the compilation cache: {e}")
+            }
+        }
+        None
     }
 
     /// Checks an entry and deserializes its artifact.
@@ -417,14 +427,16 @@ fn touch(path: &Path) {
 /// Says, before a compile that takes a while, that it is under way: a
 /// large component (a Python plugin is about 20 MB) can take tens of
 /// seconds to compile, which would otherwise pass in silence.
-pub(crate) fn announce_compile(file: &Path, len: usize) {
+pub(crate) fn announce_compile(file: &Path, len: usize, how: &str) {
     /// Components at least this large are announced at `info`.
     const LARGE: usize = 1024 * 1024;
     let size = crate::storage::human_size(len as u64);
-    if len >= LARGE {
+    if len >= LARGE && how.is_empty() {
         tracing::info!(file = %file.display(), "compiling {} ({size}); this can take a while", file.display());
+    } else if len >= LARGE {
+        tracing::info!(file = %file.display(), "compiling {} ({size}) {how}", file.display());
     } else {
-        tracing::debug!(file = %file.display(), "compiling {} ({size})", file.display());
+        tracing::debug!(file = %file.display(), "compiling {} ({size}) {how}", file.display());
     }
 }
 

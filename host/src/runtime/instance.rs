@@ -83,8 +83,8 @@ impl Runtime {
     /// none, whichever version its exports fit, newest first. The error says
     /// what is missing.
     pub fn prepare(&self, component: &Component) -> wasmtime::Result<Pre> {
-        let pre = self.linker().instantiate_pre(component)?;
-        match Contract::imported_by(component, self.engine()) {
+        let pre = self.linker(component.engine()).instantiate_pre(component)?;
+        match Contract::imported_by(component, component.engine()) {
             Some(Contract::V0_1) => Ok(Pre::V0_1(v1::PluginPre::new(pre)?)),
             Some(Contract::V0_2) => Ok(Pre::V0_2(v2::PluginPre::new(pre)?)),
             None => match v2::PluginPre::new(pre.clone()) {
@@ -96,6 +96,14 @@ impl Runtime {
 }
 
 impl Pre {
+    /// The engine that compiled the component.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Pre::V0_1(pre) => pre.instance_pre().engine(),
+            Pre::V0_2(pre) => pre.instance_pre().engine(),
+        }
+    }
+
     /// The contract the component was built against.
     pub fn contract(&self) -> Contract {
         match self {

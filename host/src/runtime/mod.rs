@@ -24,6 +24,9 @@ pub(crate) use output::Output;
 /// How often the epoch advances: running code is checked against its
 /// deadline, and yields to other tasks, this often.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Components at least this large are compiled with the baseline compiler
+/// first; smaller ones take Cranelift well under a second.
+pub const BASELINE_FROM_BYTES: usize = 1 << 20;
 
 /// Store data of one plugin instance.
 pub struct PluginState {
@@ -191,27 +194,44 @@ impl WasiView for PluginState {
     }
 }
 
-/// The engine and linker shared by every plugin, and the clock that bounds
-/// handler calls.
+/// The engines and linkers shared by every plugin, and the clock that
+/// bounds handler calls.
+///
+/// Plugins run on code optimized by Cranelift. A large plugin (at least
+/// [`BASELINE_FROM_BYTES`]) whose optimized code is not in the compilation
+/// cache yet is first compiled with wasmtime's baseline compiler, Winch,
+/// about three times faster, and served from that while Cranelift compiles
+/// it in the background (see [`compile`](Self::compile)).
 #[derive(Clone)]
 pub struct Runtime {
+    optimizing: Tier,
+    baseline: Option<Tier>,
+    /// One optimizing compile in the background at a time (it uses every
+    /// core already), so that serving keeps its share of the machine.
+    background: Arc<tokio::sync::Semaphore>,
+}
+
+/// One compiler's engine, and the linker over it.
+#[derive(Clone)]
+struct Tier {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
 }
 
-impl std::fmt::Debug for Runtime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").finish_non_exhaustive()
-    }
+/// Which code a compiled component holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Optimized, by Cranelift.
+    Optimized,
+    /// Compiled fast, by Winch; to be replaced by optimized code.
+    Baseline,
 }
 
-impl Runtime {
-    /// A new engine and linker. Starts a thread that advances the engine's
-    /// epoch; it ends when the last clone of the engine is dropped.
-    /// `immediate` says which storage operations every plugin's backend
-    /// performs without waiting; plugins call those synchronously.
-    pub fn new(immediate: Immediate) -> wasmtime::Result<Self> {
+impl Tier {
+    /// An engine compiling with `strategy`, and its linker.
+    fn new(strategy: wasmtime::Strategy, immediate: Immediate) -> wasmtime::Result<Self> {
         let mut config = wasmtime::Config::new();
+        config.strategy(strategy);
         config.wasm_component_model(true);
         // Component-model async is not used by the plugin world, and turning
         // it off makes every host-to-guest call several times cheaper.
@@ -233,38 +253,137 @@ impl Runtime {
             &mut s.host
         })?;
         host::link_immediate(&mut linker, immediate)?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+}
 
-        let weak = engine.weak();
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// New engines and linkers, with the baseline compiler. Starts a thread
+    /// that advances the engines' epochs; it ends when the last clone of the
+    /// engines is dropped.
+    /// `immediate` says which storage operations every plugin's backend
+    /// performs without waiting; plugins call those synchronously.
+    pub fn new(immediate: Immediate) -> wasmtime::Result<Self> {
+        Self::with_baseline(immediate, true)
+    }
+
+    /// [`new`](Self::new), with the baseline compiler or without it (then
+    /// every plugin is compiled with Cranelift before it serves).
+    pub fn with_baseline(immediate: Immediate, baseline: bool) -> wasmtime::Result<Self> {
+        let optimizing = Tier::new(wasmtime::Strategy::Cranelift, immediate)?;
+        // Winch generates code for x86_64 and aarch64 only.
+        let winch = baseline && cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+        let baseline = match winch {
+            true => Some(Tier::new(wasmtime::Strategy::Winch, immediate)?),
+            false => None,
+        };
+        let engines: Vec<_> = std::iter::once(&optimizing)
+            .chain(baseline.as_ref())
+            .map(|tier| tier.engine.weak())
+            .collect();
         std::thread::Builder::new()
             .name("warden-epoch".into())
             .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
+                loop {
+                    let mut alive = false;
+                    for weak in &engines {
+                        if let Some(engine) = weak.upgrade() {
+                            engine.increment_epoch();
+                            alive = true;
+                        }
+                    }
+                    if !alive {
+                        return;
+                    }
                     std::thread::sleep(EPOCH_TICK);
                 }
             })
             .map_err(|e| wasmtime::Error::msg(format!("cannot start the epoch thread: {e}")))?;
 
         Ok(Self {
-            engine,
-            linker: Arc::new(linker),
+            optimizing,
+            baseline,
+            background: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 
-    /// The engine.
+    /// The engine of optimized code.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.optimizing.engine
     }
 
-    /// The linker with every interface a plugin may import.
-    fn linker(&self) -> &Linker<PluginState> {
-        &self.linker
+    /// The tier whose engine compiled `component`.
+    fn tier_of(&self, engine: &Engine) -> &Tier {
+        match &self.baseline {
+            Some(baseline) if Engine::same(engine, &baseline.engine) => baseline,
+            _ => &self.optimizing,
+        }
+    }
+
+    /// The linker with every interface a plugin may import, over `engine`.
+    fn linker(&self, engine: &Engine) -> &Linker<PluginState> {
+        &self.tier_of(engine).linker
     }
 
     /// Compiles a component, through `cache` when given. `digest` is the
-    /// SHA-256 of `bytes`; `file` names the plugin in logs.
+    /// SHA-256 of `bytes`; `file` names the plugin in logs. Optimized code
+    /// comes from the cache when it is there; otherwise, with the baseline
+    /// compiler, the code is baseline code (see [`optimize`](Self::optimize)).
     pub fn compile(
+        &self,
+        bytes: &[u8],
+        digest: &[u8; 32],
+        file: &std::path::Path,
+        cache: Option<&CompileCache>,
+    ) -> wasmtime::Result<(Component, CacheOutcome, Code)> {
+        let optimize = || {
+            let (component, outcome) = self.optimize(bytes, digest, file, cache)?;
+            Ok((component, outcome, Code::Optimized))
+        };
+        let Some(baseline) = self
+            .baseline
+            .as_ref()
+            .filter(|_| bytes.len() >= BASELINE_FROM_BYTES)
+        else {
+            return optimize();
+        };
+        if let Some(cache) = cache
+            && let Some(component) = cache.load(self.engine(), digest, file)
+        {
+            return Ok((component, CacheOutcome::Hit, Code::Optimized));
+        }
+        cache::announce_compile(file, bytes.len(), "with the baseline compiler first");
+        match Component::new(&baseline.engine, bytes) {
+            Ok(component) => {
+                let outcome = match cache {
+                    Some(_) => CacheOutcome::Miss,
+                    None => CacheOutcome::Off,
+                };
+                Ok((component, outcome, Code::Baseline))
+            }
+            // Winch does not support every WebAssembly feature: such a
+            // component is optimized before it serves.
+            Err(e) => {
+                tracing::debug!(file = %file.display(),
+                    "the baseline compiler cannot compile it ({}); optimizing it now",
+                    crate::text::one_line(&format!("{e:#}")));
+                optimize()
+            }
+        }
+    }
+
+    /// Compiles a component with Cranelift, through `cache` when given
+    /// (which keeps only optimized code).
+    pub fn optimize(
         &self,
         bytes: &[u8],
         digest: &[u8; 32],
@@ -272,21 +391,31 @@ impl Runtime {
         cache: Option<&CompileCache>,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         match cache {
-            Some(cache) => cache.load_or_compile(&self.engine, bytes, digest, file),
+            Some(cache) => cache.load_or_compile(self.engine(), bytes, digest, file),
             None => {
-                cache::announce_compile(file, bytes.len());
-                Ok((Component::new(&self.engine, bytes)?, CacheOutcome::Off))
+                cache::announce_compile(file, bytes.len(), "");
+                Ok((Component::new(self.engine(), bytes)?, CacheOutcome::Off))
             }
         }
     }
 
-    /// A fresh store for a plugin: no files, no environment, no network,
+    /// The right to compile in the background, one compile at a time.
+    pub(crate) async fn background_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.background
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("the semaphore is never closed"))
+    }
+
+    /// A fresh store for an instance of `pre`: no files, no environment, no network,
     /// no arguments; stdout and stderr go to the log; memory is bounded.
     /// `output` names the plugin in logs, by its identity, or its file while
     /// the manifest is read (when `serving` is `None`), and bounds what it
     /// logs. `limits` bound its memory. Each entry into it must be [`arm`]ed.
     pub(crate) fn new_store(
         &self,
+        pre: &Pre,
         output: Output,
         serving: Option<Serving>,
         limits: &Limits,
@@ -310,7 +439,7 @@ impl Runtime {
             deadline: Instant::now() + limits.handler_timeout(),
             host: PluginHost::new(tag, output, serving),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(pre.engine(), state);
         store.limiter(|s| &mut s.limits);
         // At every tick, code past its deadline stops; other code yields,
         // so that a plugin that spins never holds a worker thread for more

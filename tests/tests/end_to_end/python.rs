@@ -15,8 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use warden::runtime::Code;
 use warden::storage::{Backend, MemoryBackend};
 use warden::{Host, Incoming};
 use warden_tests::componentize::{self, Component};
@@ -363,7 +364,8 @@ fn python_plugin_answers_the_transcript_through_the_cli() {
         "{log}"
     );
 
-    // Without the cache, the long compile is announced before it starts.
+    // Without the cache, the compile is announced before it starts: with
+    // the baseline compiler, for a plugin this large.
     let out = run_warden(
         warden_bin!(),
         run_args(
@@ -377,7 +379,9 @@ fn python_plugin_answers_the_transcript_through_the_cli() {
     assert!(out.status.success(), "{log}");
     let compiling = log
         .lines()
-        .position(|l| l.contains("compiling") && l.contains("MiB); this can take a while"))
+        .position(|l| {
+            l.contains("compiling") && l.contains("MiB) with the baseline compiler first")
+        })
         .unwrap_or_else(|| panic!("no compiling line:\n{log}"));
     let loaded = log
         .lines()
@@ -987,4 +991,53 @@ async fn a_class_in_any_module_of_a_package_builds_and_needs_its_settings() {
     );
     assert_eq!(host.plugins()[0].required_settings, ["greeting"]);
     assert_eq!(say(&host, "hello").await, ["@console: well met"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_dropped_in_serves_baseline_code_then_optimized_code() {
+    let Some(python) = python_plugin() else {
+        return;
+    };
+    // A running host, and a cache that does not hold the plugin.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let backend = Arc::new(MemoryBackend::new());
+    let host = Host::builder()
+        .plugins_dir(dir.path())
+        .backend(backend.clone())
+        .cache_dir(cache.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(host.plugins().is_empty());
+    std::fs::copy(&python, dir.path().join("python_storage.wasm")).unwrap();
+    let reloaded = host.reload().await.unwrap();
+    assert_eq!(reloaded.added.len(), 1, "{:?}", host.skipped());
+    // It serves at once, on code from the baseline compiler, which the
+    // cache does not keep.
+    assert_eq!(host.plugin_code(PYTHON_ID), Some(Code::Baseline));
+    assert_eq!(say(&host, "store v under k").await, ["'v' stored under k!"]);
+    // The optimized code takes its place between calls, and is cached.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while host.plugin_code(PYTHON_ID) != Some(Code::Optimized) {
+        assert!(Instant::now() < deadline, "never optimized");
+        assert_eq!(say(&host, "retrieve k").await, ["'v' retrieved from <k>!"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(say(&host, "retrieve k").await, ["'v' retrieved from <k>!"]);
+    let entries = std::fs::read_dir(cache.path()).unwrap().count();
+    assert_eq!(entries, 1, "the optimized code is cached");
+    host.shutdown().await.unwrap();
+
+    // A restart takes the optimized code from the cache.
+    let again = Host::builder()
+        .plugins_dir(dir.path())
+        .backend(backend)
+        .cache_dir(cache.path())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(again.plugin_code(PYTHON_ID), Some(Code::Optimized));
+    assert_eq!(say(&again, "retrieve k").await, ["'v' retrieved from <k>!"]);
+    again.shutdown().await.unwrap();
 }
