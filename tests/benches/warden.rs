@@ -8,7 +8,9 @@
 //! ```
 //!
 //! The sections are `overhead`, `throughput`, `startup`, `memory`,
-//! `routing`, `redis` (which needs `redis-server`) and `console`; name any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
+//! `routing`, `redis` (which needs `redis-server`), `console` and `python`
+//! (which needs componentize-py, and skips itself with a message without
+//! it); name any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
 //! fewer, shorter repetitions. Environment variables:
 //!
 //! - `WARDEN_BENCH_TASKS`: concurrent senders of the throughput section
@@ -84,6 +86,8 @@ struct Sizes {
     /// `store` lines (and as many `retrieve` lines) of the console's
     /// transcript.
     console_lines: usize,
+    /// Messages of each kind sent to the Python and the Rust plugin.
+    python_messages: usize,
 }
 
 impl Sizes {
@@ -108,6 +112,7 @@ impl Sizes {
                 routing_repeats: 3,
                 redis_steps: [1_000, 10_000, 100_000],
                 console_lines: 5_000,
+                python_messages: 300,
             }
         } else {
             Self {
@@ -124,6 +129,7 @@ impl Sizes {
                 routing_repeats: 7,
                 redis_steps: [10_000, 100_000, 1_000_000],
                 console_lines: 50_000,
+                python_messages: 3_000,
             }
         }
     }
@@ -219,7 +225,7 @@ fn main() -> anyhow::Result<()> {
     }
     let quick = args.iter().any(|a| a == "quick")
         || std::env::var("WARDEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    const SECTIONS: [&str; 7] = [
+    const SECTIONS: [&str; 8] = [
         "overhead",
         "throughput",
         "startup",
@@ -227,6 +233,7 @@ fn main() -> anyhow::Result<()> {
         "routing",
         "redis",
         "console",
+        "python",
     ];
     let mut sections: Vec<&str> = Vec::new();
     for arg in args.iter().filter(|a| !a.starts_with('-') && *a != "quick") {
@@ -271,6 +278,7 @@ fn main() -> anyhow::Result<()> {
             "routing" => routing(&sizes, &mut report)?,
             "redis" => runtime.block_on(redis_scale(&sizes, &mut report))?,
             "console" => runtime.block_on(console(&sizes, &mut report))?,
+            "python" => runtime.block_on(python(&sizes, &mut report))?,
             _ => unreachable!(),
         }
         println!("  ({section} took {:.1} s)", t.elapsed().as_secs_f64());
@@ -1759,5 +1767,201 @@ async fn console(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         "≥ 0.5×",
         ratio >= 0.5,
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 8. A Python plugin: its first answer after it is dropped in, and its cost
+// per message
+
+/// The Python storage plugin, built into `dir` with componentize-py; `None`
+/// (with the reason) when it cannot be built here.
+fn build_python_plugin(dir: &Path) -> Result<std::path::PathBuf, String> {
+    let out = dir.join("python_storage.wasm");
+    let built = std::process::Command::new("sh")
+        .arg("example-plugins/python-storage/build.sh")
+        .arg(&out)
+        .current_dir(warden_tests::repo_root())
+        .output()
+        .map_err(|e| format!("cannot run the build: {e}"))?;
+    if !built.status.success() {
+        return Err(String::from_utf8_lossy(&built.stderr).trim().to_owned());
+    }
+    Ok(out)
+}
+
+/// A host watching the empty directory `plugins`, with an empty cache in
+/// `cache`, with the baseline compiler or without.
+async fn watching_host(plugins: &Path, cache: &Path, baseline: bool) -> anyhow::Result<Host> {
+    let config = Config::parse(
+        &format!("[plugins]\nbaseline = {baseline}\n"),
+        "bench.toml".as_ref(),
+    )?;
+    Ok(Host::builder()
+        .config(config)
+        .backend(Arc::new(warden::storage::MemoryBackend::new()))
+        .plugins_dir(plugins)
+        .cache_dir(cache)
+        .watch(true)
+        .build()
+        .await?)
+}
+
+/// Drops `file` into `plugins` at once (a rename) and waits for the first
+/// answer of its plugin; how long that took.
+async fn first_answer(host: &Host, file: &Path, plugins: &Path) -> anyhow::Result<Duration> {
+    let staged = plugins.with_extension("staged");
+    std::fs::copy(file, &staged)?;
+    let started = Instant::now();
+    std::fs::rename(&staged, plugins.join("python_storage.wasm"))?;
+    loop {
+        let outcomes = host.dispatch(&Incoming::addressed("store v under k")).await;
+        if let [one] = &outcomes[..] {
+            ensure!(
+                one.replies.first().map(|r| r.text.as_str()) == Some("'v' stored under k!"),
+                "the first answer is {one:?}"
+            );
+            return Ok(started.elapsed());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "no answer within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The median time of a `store` and a `retrieve` message to `host`.
+async fn per_message(host: &Host, n: usize) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        ask(host, &format!("store v{i} under k{i}")).await?;
+        ask(host, &format!("retrieve k{i}")).await?;
+        times.push(micros(t.elapsed()));
+    }
+    Ok(median(&mut times))
+}
+
+async fn python(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    println!(
+        "\n## 8. A Python plugin (componentize-py): first answer after it is dropped into a running host, and its cost per message"
+    );
+    let build = tempfile::tempdir()?;
+    let file = match build_python_plugin(build.path()) {
+        Ok(file) => file,
+        Err(why) => {
+            println!("  skipped: the Python plugin cannot be built here: {why}");
+            return Ok(());
+        }
+    };
+    let mib = std::fs::metadata(&file)?.len() as f64 / (1024.0 * 1024.0);
+
+    // Cranelift first (the baseline compiler off), then Winch first.
+    let plugins = tempfile::tempdir()?;
+    let cache = tempfile::tempdir()?;
+    let host = watching_host(plugins.path(), cache.path(), false).await?;
+    let cold = first_answer(&host, &file, plugins.path()).await?;
+    host.shutdown().await?;
+    let plugins = tempfile::tempdir()?;
+    let cache = tempfile::tempdir()?;
+    let host = watching_host(plugins.path(), cache.path(), true).await?;
+    let first = first_answer(&host, &file, plugins.path()).await?;
+    let id = "python_storage.StoragePlugin";
+    ensure!(
+        host.plugin_code(id) == Some(warden::runtime::Code::Baseline),
+        "the first answer did not come from baseline code"
+    );
+    let dropped = Instant::now() - first;
+    while host.plugin_code(id) != Some(warden::runtime::Code::Optimized) {
+        ensure!(
+            dropped.elapsed() < Duration::from_secs(600),
+            "never optimized"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let optimized = dropped.elapsed();
+    host.shutdown().await?;
+    println!(
+        "  {mib:.1} MiB component: first answer {:.2} s with the baseline compiler, {:.2} s without; optimized code in place {:.2} s after the drop",
+        first.as_secs_f64(),
+        cold.as_secs_f64(),
+        optimized.as_secs_f64()
+    );
+    report.check(
+        format!("first answer of a {mib:.0} MiB Python plugin dropped into a running host"),
+        format!(
+            "{:.2} s ({:.1}× faster than {:.2} s optimizing first)",
+            first.as_secs_f64(),
+            cold.as_secs_f64() / first.as_secs_f64(),
+            cold.as_secs_f64()
+        ),
+        "< 3 s",
+        first < Duration::from_secs(3),
+    );
+    report.check(
+        "optimized code in place after the drop, against optimizing first",
+        format!(
+            "{:.2} s ({:.2}× of {:.2} s)",
+            optimized.as_secs_f64(),
+            optimized.as_secs_f64() / cold.as_secs_f64(),
+            cold.as_secs_f64()
+        ),
+        "≤ 1.0×",
+        optimized <= cold,
+    );
+
+    // `warden plugins check`: the cache (warm now) and the baseline compiler.
+    let inspector = warden::inspect::Inspector::new(&Config::default())?;
+    let t = Instant::now();
+    inspector.inspect(&file).await?;
+    let check_cold = t.elapsed();
+    let inspector = inspector.with_cache(Some(cache.path().to_path_buf()));
+    let t = Instant::now();
+    inspector.inspect(&file).await?;
+    let check_warm = t.elapsed();
+    report.info(
+        "`warden plugins check` of the Python plugin",
+        format!(
+            "{:.2} s not cached (baseline compiler), {:.2} s cached",
+            check_cold.as_secs_f64(),
+            check_warm.as_secs_f64()
+        ),
+    );
+
+    // Per message, against the Rust storage plugin, both warm, on the
+    // memory backend.
+    let n = sizes.python_messages;
+    let py_dir = tempfile::tempdir()?;
+    std::fs::copy(&file, py_dir.path().join("python_storage.wasm"))?;
+    let rs_dir = warden_tests::plugins_dir(&[warden_tests::STORAGE]);
+    let start = |dir: std::path::PathBuf| {
+        let cache = cache.path().to_path_buf();
+        async move {
+            Host::builder()
+                .backend(Arc::new(warden::storage::MemoryBackend::new()))
+                .plugins_dir(dir)
+                .cache_dir(cache)
+                .build()
+                .await
+        }
+    };
+    let py = start(py_dir.path().to_path_buf()).await?;
+    let rs = start(rs_dir.path().to_path_buf()).await?;
+    per_message(&py, n / 10).await?;
+    per_message(&rs, n / 10).await?;
+    let (py_us, rs_us) = (per_message(&py, n).await?, per_message(&rs, n).await?);
+    println!("  store + retrieve, median of {n}: Python {py_us:.0} µs, Rust {rs_us:.0} µs");
+    report.check(
+        "Python plugin's store + retrieve against the Rust plugin's",
+        format!(
+            "{:.2}× ({py_us:.0} µs against {rs_us:.0} µs)",
+            py_us / rs_us
+        ),
+        "≤ 1.5×",
+        py_us / rs_us <= 1.5,
+    );
+    py.shutdown().await?;
+    rs.shutdown().await?;
     Ok(())
 }
