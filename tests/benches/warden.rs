@@ -8,9 +8,11 @@
 //! ```
 //!
 //! The sections are `overhead`, `throughput`, `startup`, `memory`,
-//! `routing`, `redis` (which needs `redis-server`), `console` and `python`
+//! `routing`, `redis` (which needs `redis-server`), `console`, `python`
 //! (which needs componentize-py, and skips itself with a message without
-//! it); name any of them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
+//! it) and `peer` (Slack Machine, installed from PyPI into a virtual
+//! environment; skipped with a message when it cannot be); name any of
+//! them to run only those. `quick` (or `WARDEN_BENCH_QUICK=1`) runs
 //! fewer, shorter repetitions. Environment variables:
 //!
 //! - `WARDEN_BENCH_TASKS`: concurrent senders of the throughput section
@@ -18,6 +20,9 @@
 //! - `WARDEN_BENCH_ONLY`: runs only the overhead and throughput figures
 //!   whose name contains this text (case-insensitive), e.g. `get overhead`
 //!   or `20 plugins, sled Periodic`;
+//! - `WARDEN_BENCH_SLACK_MACHINE`: a virtual environment with
+//!   `slack-machine==0.40.1` installed, for the peer section to use instead
+//!   of making one;
 //! - `WARDEN_BENCH_CACHE`: the compilation cache directory of the overhead
 //!   and throughput hosts (default: a fresh one), so that repeated runs, for
 //!   example under a profiler, skip compiling.
@@ -34,6 +39,10 @@
 //!   sled database with the plugins of PLUGINS_DIR (COUNT of them), leaves
 //!   them idle for 200 ms, prints `resident BYTES` and stops. The memory
 //!   section runs it in a fresh process for each figure.
+//! - `--instances FILE CACHE_DIR N MESSAGE` starts a host with the plugin
+//!   FILE (or none, for `-`) and `max_instances = N`, sends MESSAGE N times
+//!   at once so that N instances start, leaves them idle for 300 ms,
+//!   prints `resident BYTES` and stops.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -214,6 +223,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--start-host") => return start_host(&args[1..]),
+        Some("--instances") => return instances_host(&args[1..]),
         Some("--write-plugins") => return write_plugins(&args[1..]),
         _ => {}
     }
@@ -225,7 +235,7 @@ fn main() -> anyhow::Result<()> {
     }
     let quick = args.iter().any(|a| a == "quick")
         || std::env::var("WARDEN_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    const SECTIONS: [&str; 8] = [
+    const SECTIONS: [&str; 9] = [
         "overhead",
         "throughput",
         "startup",
@@ -234,6 +244,7 @@ fn main() -> anyhow::Result<()> {
         "redis",
         "console",
         "python",
+        "peer",
     ];
     let mut sections: Vec<&str> = Vec::new();
     for arg in args.iter().filter(|a| !a.starts_with('-') && *a != "quick") {
@@ -279,6 +290,7 @@ fn main() -> anyhow::Result<()> {
             "redis" => runtime.block_on(redis_scale(&sizes, &mut report))?,
             "console" => runtime.block_on(console(&sizes, &mut report))?,
             "python" => runtime.block_on(python(&sizes, &mut report))?,
+            "peer" => runtime.block_on(peer(&sizes, &mut report))?,
             _ => unreachable!(),
         }
         println!("  ({section} took {:.1} s)", t.elapsed().as_secs_f64());
@@ -1963,5 +1975,350 @@ async fn python(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     );
     py.shutdown().await?;
     rs.shutdown().await?;
+
+    // Memory of idle instances, each figure in fresh processes.
+    let probe = build.path().join("python_probe.wasm");
+    let built = std::process::Command::new("python3")
+        .args([
+            "guest-sdk/python/build.py",
+            "tests/python-plugins/python_probe.py",
+            "-o",
+        ])
+        .arg(&probe)
+        .current_dir(warden_tests::repo_root())
+        .output()?;
+    ensure!(
+        built.status.success(),
+        "building the Python probe failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let repeats = sizes.memory_repeats;
+    let memory_cache = tempfile::tempdir()?;
+    instance_memory(
+        "Rust (tests/plugins/hostile)",
+        &warden_tests::wasm(warden_tests::HOSTILE),
+        "counted 300",
+        memory_cache.path(),
+        repeats,
+        report,
+    )?;
+    let (_, more) = instance_memory(
+        "Python (python_probe)",
+        &probe,
+        "py sleep",
+        memory_cache.path(),
+        repeats,
+        report,
+    )?;
+    report.check(
+        "resident memory of a further idle instance of a Python plugin",
+        format!("{more:.2} MiB"),
+        "< 2 MiB",
+        more < 2.0,
+    );
+    Ok(())
+}
+
+/// `--instances FILE CACHE_DIR N MESSAGE`: see the module's docs.
+fn instances_host(args: &[String]) -> anyhow::Result<()> {
+    let [file, cache, count, message] = args else {
+        bail!("usage: --instances FILE CACHE_DIR N MESSAGE");
+    };
+    let count: usize = count.parse()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let config = Config::parse(
+            &format!(
+                "[limits]\nmax_instances = {count}\nmax_calls_in_flight = {}\n",
+                count.max(2)
+            ),
+            "bench.toml".as_ref(),
+        )?;
+        let mut builder = Host::builder()
+            .config(config)
+            .backend(Arc::new(warden::storage::MemoryBackend::new()))
+            .cache_dir(cache);
+        if file != "-" {
+            builder = builder.plugin_file(file);
+        }
+        let host = builder.build().await?;
+        ensure!(host.skipped().is_empty(), "{:?}", host.skipped());
+        let host = Arc::new(host);
+        if file != "-" {
+            let calls: Vec<_> = (0..count)
+                .map(|_| {
+                    let (host, message) = (host.clone(), message.clone());
+                    tokio::spawn(async move { host.dispatch(&Incoming::addressed(message)).await })
+                })
+                .collect();
+            for call in calls {
+                let outcomes = call.await?;
+                ensure!(
+                    outcomes.len() == 1 && outcomes[0].error.is_none(),
+                    "{message:?}: {outcomes:?}"
+                );
+            }
+        }
+        let host = Arc::into_inner(host).context("the host is still shared")?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        println!("resident {}", resident_bytes()?);
+        host.shutdown().await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Runs `--instances` in a fresh process; the resident memory it reported.
+fn instances_resident(
+    file: &str,
+    cache: &Path,
+    count: usize,
+    message: &str,
+) -> anyhow::Result<u64> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--instances", file])
+        .arg(cache)
+        .args([&count.to_string(), message])
+        .env("WARDEN_LOG", "warn")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "--instances failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("resident "))
+        .context("--instances printed no figure")?
+        .parse()
+        .context("the figure --instances printed")
+}
+
+/// Resident memory of a plugin with 1 and with 4 idle instances, above a
+/// host with none: the median of `repeats` fresh processes each.
+fn instance_memory(
+    name: &str,
+    file: &Path,
+    message: &str,
+    cache: &Path,
+    repeats: usize,
+    report: &mut Report,
+) -> anyhow::Result<(f64, f64)> {
+    let file = file.to_str().context("a plugin path that is not UTF-8")?;
+    // Warms the cache: the figures are of optimized code.
+    instances_resident(file, cache, 1, message)?;
+    let (mut none, mut one, mut four) = (vec![], vec![], vec![]);
+    for _ in 0..repeats {
+        none.push(instances_resident("-", cache, 1, message)? as f64);
+        one.push(instances_resident(file, cache, 1, message)? as f64);
+        four.push(instances_resident(file, cache, 4, message)? as f64);
+    }
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    let (none, one, four) = (median(&mut none), median(&mut one), median(&mut four));
+    let first = mib(one - none);
+    let more = mib(four - one) / 3.0;
+    println!(
+        "  {name}: no plugin {:.1} MiB, 1 instance {:.1} MiB, 4 instances {:.1} MiB: {first:.2} MiB for the plugin and its first instance, {more:.2} MiB for each further one",
+        mib(none),
+        mib(one),
+        mib(four)
+    );
+    report.info(
+        format!("resident memory of the {name} plugin, idle"),
+        format!("{first:.2} MiB with 1 instance, {:.2} MiB with 4 ({more:.2} MiB each further instance)", mib(four - none)),
+    );
+    Ok((first, more))
+}
+
+// ---------------------------------------------------------------------------
+// 9. Side by side with Slack Machine
+
+/// Slack Machine's version the peer section installs.
+const SLACK_MACHINE: &str = "slack-machine==0.40.1";
+
+/// The seed's transcript run as the example storage plugin runs it, on
+/// Slack Machine's `PluginStorage` over its memory backend: the median time
+/// of one transcript, in microseconds, over `repeats` runs of `rounds`.
+const SLACK_MACHINE_TRANSCRIPT: &str = r#"
+import asyncio, statistics, sys, time
+from machine.storage import PluginStorage
+from machine.storage.backends.memory import MemoryStorage
+
+async def transcript(storage):
+    await storage.set("greeting", "hello world")
+    assert await storage.get("greeting") == "hello world"
+    assert await storage.has("greeting")
+    await storage.delete("greeting")
+    assert not await storage.has("greeting")
+    assert await storage.get("greeting") is None
+    await storage.get_storage_size_human()
+
+async def main(rounds, repeats):
+    storage = PluginStorage("example.storage.StoragePlugin", MemoryStorage({}))
+    for _ in range(rounds // 10):
+        await transcript(storage)
+    runs = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(rounds):
+            await transcript(storage)
+        runs.append((time.perf_counter() - started) / rounds * 1e6)
+    print("transcript_us", statistics.median(runs))
+
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"#;
+
+/// The Python of a virtual environment with Slack Machine: the one
+/// `WARDEN_BENCH_SLACK_MACHINE` names, or one made in `scratch`.
+fn slack_machine_python(scratch: &Path) -> Result<std::path::PathBuf, String> {
+    let venv = match std::env::var_os("WARDEN_BENCH_SLACK_MACHINE") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => {
+            let venv = scratch.join("venv");
+            let run = |program: &Path, args: &[&std::ffi::OsStr]| {
+                let out = std::process::Command::new(program)
+                    .args(args)
+                    .output()
+                    .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+                }
+            };
+            run(
+                Path::new("python3"),
+                &["-m".as_ref(), "venv".as_ref(), venv.as_os_str()],
+            )?;
+            run(
+                &venv.join("bin/pip"),
+                &[
+                    "install".as_ref(),
+                    "--quiet".as_ref(),
+                    SLACK_MACHINE.as_ref(),
+                ],
+            )?;
+            venv
+        }
+    };
+    Ok(venv.join("bin/python"))
+}
+
+async fn peer(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let rounds = sizes.console_lines / 5;
+    let repeats = sizes.throughput_repeats.max(3);
+    println!(
+        "\n## 9. Side by side: the seed's transcript (7 storage calls), {rounds} times, through Warden and through Slack Machine 0.40.1's PluginStorage on its memory backend"
+    );
+    let scratch = tempfile::tempdir()?;
+    let python = match slack_machine_python(scratch.path()) {
+        Ok(python) => python,
+        Err(why) => {
+            println!("  skipped: Slack Machine cannot be installed here: {why}");
+            return Ok(());
+        }
+    };
+    let out = std::process::Command::new(&python)
+        .args(["-c", SLACK_MACHINE_TRANSCRIPT])
+        .args([rounds.to_string(), repeats.to_string()])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "the Slack Machine transcript failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peer_us: f64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("transcript_us "))
+        .context("the Slack Machine run printed no figure")?
+        .trim()
+        .parse()?;
+
+    let transcript: Vec<&str> = warden_tests::TRANSCRIPT.lines().collect();
+    let plugins = warden_tests::plugins_dir(&[warden_tests::STORAGE]);
+    let cache = tempfile::tempdir()?;
+    let host = Host::builder()
+        .backend(Arc::new(warden::storage::MemoryBackend::new()))
+        .plugins_dir(plugins.path())
+        .cache_dir(cache.path())
+        .build()
+        .await?;
+    let run_library = async |rounds: usize| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        for _ in 0..rounds {
+            for line in &transcript {
+                let outcomes = host.dispatch(&Incoming::addressed(*line)).await;
+                ensure!(
+                    outcomes.len() == 1 && outcomes[0].error.is_none(),
+                    "{line}: {outcomes:?}"
+                );
+            }
+        }
+        Ok(micros(started.elapsed()) / rounds as f64)
+    };
+    run_library(rounds / 10).await?;
+    let mut library = Vec::new();
+    for _ in 0..repeats {
+        library.push(run_library(rounds).await?);
+    }
+    let library = median(&mut library);
+    host.shutdown().await?;
+
+    // The console: the transcript piped in `rounds` times, less a bare
+    // start and stop.
+    let console_run = |input: &str| -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let out = warden_tests::run_warden_with(
+            Path::new(env!("CARGO_BIN_EXE_warden-under-test")),
+            [
+                "run".as_ref(),
+                "--console".as_ref(),
+                "--no-watch".as_ref(),
+                "--plugins".as_ref(),
+                plugins.path().as_os_str(),
+                "--cache-dir".as_ref(),
+                cache.path().as_os_str(),
+            ],
+            &[("WARDEN_STORAGE_BACKEND", "memory"), ("WARDEN_LOG", "warn")],
+            input.as_bytes(),
+        );
+        ensure!(
+            out.status.success(),
+            "warden run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(started.elapsed())
+    };
+    let input = warden_tests::TRANSCRIPT.repeat(rounds);
+    let mut console = Vec::new();
+    for _ in 0..repeats {
+        let bare = console_run("")?;
+        let whole = console_run(&input)?;
+        console.push(micros(whole.saturating_sub(bare)) / rounds as f64);
+    }
+    let console = median(&mut console);
+    println!(
+        "  one transcript: Slack Machine {peer_us:.1} µs; Warden library {library:.1} µs, console {console:.1} µs"
+    );
+    report.info(
+        "the seed's transcript on Slack Machine 0.40.1 (PluginStorage, memory backend, no sandbox)",
+        format!("{peer_us:.1} µs"),
+    );
+    report.info(
+        "the seed's transcript through Warden's Host::dispatch (routing and sandbox included)",
+        format!(
+            "{library:.1} µs ({:.2}× Slack Machine's)",
+            library / peer_us
+        ),
+    );
+    report.info(
+        "the seed's transcript through Warden's console",
+        format!(
+            "{console:.1} µs ({:.2}× Slack Machine's)",
+            console / peer_us
+        ),
+    );
     Ok(())
 }

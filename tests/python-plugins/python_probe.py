@@ -100,6 +100,11 @@ class Probe(Plugin):
         await asyncio.sleep(0)
         await asyncio.sleep(0.01)
 
+    @respond_to(r"^py spin$")
+    def spin(self, msg):
+        while True:
+            pass
+
     @respond_to(r"^py state$")
     def state(self, msg):
         self.calls += 1

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use warden::runtime::Code;
 use warden::storage::{Backend, MemoryBackend};
-use warden::{Host, Incoming};
+use warden::{Config, Host, Incoming};
 use warden_tests::componentize::{self, Component};
 use warden_tests::*;
 
@@ -1040,4 +1040,36 @@ async fn a_python_plugin_dropped_in_serves_baseline_code_then_optimized_code() {
     assert_eq!(again.plugin_code(PYTHON_ID), Some(Code::Optimized));
     assert_eq!(say(&again, "retrieve k").await, ["'v' retrieved from <k>!"]);
     again.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_code_is_held_to_the_same_deadline() {
+    let Some(probe) = python_probe() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&probe, dir.path().join("python_probe.wasm")).unwrap();
+    // An empty cache: the probe runs on baseline code.
+    let cache = tempfile::tempdir().unwrap();
+    let config = Config::parse("[limits]\nhandler_timeout_ms = 1000\n", "t.toml".as_ref()).unwrap();
+    let host = Host::builder()
+        .config(config)
+        .plugins_dir(dir.path())
+        .backend(Arc::new(MemoryBackend::new()))
+        .cache_dir(cache.path())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(host.plugin_code(PROBE_ID), Some(Code::Baseline));
+    let started = Instant::now();
+    let outcomes = host.dispatch(&Incoming::addressed("py spin")).await;
+    let error = outcomes[0].error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("timed out: ") && error.contains("1000 ms"),
+        "{outcomes:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A fresh instance serves the next message.
+    assert_eq!(say(&host, "py state").await, ["inits 1 calls 1"]);
+    host.shutdown().await.unwrap();
 }
