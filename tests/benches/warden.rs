@@ -2005,7 +2005,7 @@ async fn python(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let (_, more) = instance_memory(
         "Python (python_probe)",
         &probe,
-        "py sleep",
+        "py wait",
         memory_cache.path(),
         repeats,
         report,
@@ -2065,18 +2065,27 @@ fn instances_host(args: &[String]) -> anyhow::Result<()> {
         let host = Arc::into_inner(host).context("the host is still shared")?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         println!("resident {}", resident_bytes()?);
+        // The pages only this process has written.
+        let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")?;
+        let kib: u64 = rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Private_Dirty:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("smaps_rollup has no Private_Dirty")?;
+        println!("private_dirty {}", kib * 1024);
         host.shutdown().await?;
         anyhow::Ok(())
     })
 }
 
-/// Runs `--instances` in a fresh process; the resident memory it reported.
+/// Runs `--instances` in a fresh process; the resident memory it reported,
+/// and the private dirty part of it.
 fn instances_resident(
     file: &str,
     cache: &Path,
     count: usize,
     message: &str,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, u64)> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["--instances", file])
         .arg(cache)
@@ -2088,12 +2097,16 @@ fn instances_resident(
         "--instances failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("resident "))
-        .context("--instances printed no figure")?
-        .parse()
-        .context("the figure --instances printed")
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let figure = |name: &str| -> anyhow::Result<u64> {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .with_context(|| format!("--instances printed no {name}"))?
+            .parse()
+            .with_context(|| format!("the {name} --instances printed"))
+    };
+    Ok((figure("resident")?, figure("private_dirty")?))
 }
 
 /// Resident memory of a plugin with 1 and with 4 idle instances, above a
@@ -2110,15 +2123,24 @@ fn instance_memory(
     // Warms the cache: the figures are of optimized code.
     instances_resident(file, cache, 1, message)?;
     let (mut none, mut one, mut four) = (vec![], vec![], vec![]);
+    let (mut dirty_one, mut dirty_four) = (vec![], vec![]);
     for _ in 0..repeats {
-        none.push(instances_resident("-", cache, 1, message)? as f64);
-        one.push(instances_resident(file, cache, 1, message)? as f64);
-        four.push(instances_resident(file, cache, 4, message)? as f64);
+        none.push(instances_resident("-", cache, 1, message)?.0 as f64);
+        let (rss, dirty) = instances_resident(file, cache, 1, message)?;
+        one.push(rss as f64);
+        dirty_one.push(dirty as f64);
+        let (rss, dirty) = instances_resident(file, cache, 4, message)?;
+        four.push(rss as f64);
+        dirty_four.push(dirty as f64);
     }
     let mib = |b: f64| b / (1024.0 * 1024.0);
     let (none, one, four) = (median(&mut none), median(&mut one), median(&mut four));
     let first = mib(one - none);
     let more = mib(four - one) / 3.0;
+    let dirty_more = mib(median(&mut dirty_four) - median(&mut dirty_one)) / 3.0;
+    println!(
+        "  {name}: of each further instance, {dirty_more:.2} MiB are private dirty pages (written by it)"
+    );
     println!(
         "  {name}: no plugin {:.1} MiB, 1 instance {:.1} MiB, 4 instances {:.1} MiB: {first:.2} MiB for the plugin and its first instance, {more:.2} MiB for each further one",
         mib(none),

@@ -6,6 +6,7 @@ batches, the namespace size)."""
 import asyncio
 import datetime
 import json
+import time
 
 import warden
 from warden import Plugin, listen_to, log, respond_to
@@ -99,6 +100,11 @@ class Probe(Plugin):
     async def sleep(self, msg):
         await asyncio.sleep(0)
         await asyncio.sleep(0.01)
+
+    @respond_to(r"^py wait$")
+    def wait(self, msg):
+        time.sleep(0.3)
+        warden.run(msg.say("waited"))
 
     @respond_to(r"^py spin$")
     def spin(self, msg):
