@@ -1783,7 +1783,7 @@ async fn console(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------
-// 8. A Python plugin: its first answer after it is dropped in, and its cost
+// 9. A Python plugin: its first answer after it is dropped in, and its cost
 // per message
 
 /// The Python storage plugin, built into `dir` with componentize-py; `None`
@@ -1857,7 +1857,7 @@ async fn per_message(host: &Host, n: usize) -> anyhow::Result<f64> {
 
 async fn python(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     println!(
-        "\n## 8. A Python plugin (componentize-py): first answer after it is dropped into a running host, and its cost per message"
+        "\n## 9. A Python plugin (componentize-py): first answer after it is dropped into a running host, and its cost per message"
     );
     let build = tempfile::tempdir()?;
     let file = match build_python_plugin(build.path()) {
@@ -2155,7 +2155,7 @@ fn instance_memory(
 }
 
 // ---------------------------------------------------------------------------
-// 9. Side by side with Slack Machine
+// 10. Side by side with Slack Machine
 
 /// Slack Machine's version the peer section installs.
 const SLACK_MACHINE: &str = "slack-machine==0.40.1";
@@ -2232,7 +2232,7 @@ async fn peer(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let rounds = sizes.console_lines / 5;
     let repeats = sizes.throughput_repeats.max(3);
     println!(
-        "\n## 9. Side by side: the seed's transcript (7 storage calls), {rounds} times, through Warden and through Slack Machine 0.40.1's PluginStorage on its memory backend"
+        "\n## 10. Side by side: the seed's transcript (7 storage calls), {rounds} times, through Warden and through Slack Machine 0.40.1's PluginStorage on its memory backend"
     );
     let scratch = tempfile::tempdir()?;
     let python = match slack_machine_python(scratch.path()) {
