@@ -1696,6 +1696,36 @@ async fn fill(
 /// then N `retrieve` lines, the example storage plugin, memory backend),
 /// piped into `warden run --console`, against the same messages sent
 /// through `Host::dispatch` one at a time, in this run.
+/// `warden run --console` over `plugins` (compiled code in `cache`), on the
+/// memory backend, with `input` piped in: how long the process took, and
+/// how many lines it wrote.
+fn piped_console(plugins: &Path, cache: &Path, input: &str) -> anyhow::Result<(Duration, usize)> {
+    let started = Instant::now();
+    let out = warden_tests::run_warden_with(
+        Path::new(env!("CARGO_BIN_EXE_warden-under-test")),
+        [
+            "run".as_ref(),
+            "--console".as_ref(),
+            "--no-watch".as_ref(),
+            "--plugins".as_ref(),
+            plugins.as_os_str(),
+            "--cache-dir".as_ref(),
+            cache.as_os_str(),
+        ],
+        &[("WARDEN_STORAGE_BACKEND", "memory"), ("WARDEN_LOG", "warn")],
+        input.as_bytes(),
+    );
+    ensure!(
+        out.status.success(),
+        "warden run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((
+        started.elapsed(),
+        out.stdout.iter().filter(|&&b| b == b'\n').count(),
+    ))
+}
+
 async fn console(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let n = sizes.console_lines;
     println!(
@@ -1712,32 +1742,7 @@ async fn console(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         transcript.push_str(&format!("retrieve key{i}\n"));
     }
     let messages = 2 * n;
-    let console_run = |input: &str| -> anyhow::Result<(Duration, usize)> {
-        let started = Instant::now();
-        let out = warden_tests::run_warden_with(
-            Path::new(env!("CARGO_BIN_EXE_warden-under-test")),
-            [
-                "run".as_ref(),
-                "--console".as_ref(),
-                "--no-watch".as_ref(),
-                "--plugins".as_ref(),
-                plugins.path().as_os_str(),
-                "--cache-dir".as_ref(),
-                cache.path().as_os_str(),
-            ],
-            &[("WARDEN_STORAGE_BACKEND", "memory"), ("WARDEN_LOG", "warn")],
-            input.as_bytes(),
-        );
-        ensure!(
-            out.status.success(),
-            "warden run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok((
-            started.elapsed(),
-            out.stdout.iter().filter(|&&b| b == b'\n').count(),
-        ))
-    };
+    let console_run = |input: &str| piped_console(plugins.path(), cache.path(), input);
     // Start-up and shutdown alone (the cache warm), to take from the runs.
     console_run("")?;
     let (mut piped, mut dispatched) = (Vec::new(), Vec::new());
@@ -2290,29 +2295,8 @@ async fn peer(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
 
     // The console: the transcript piped in `rounds` times, less a bare
     // start and stop.
-    let console_run = |input: &str| -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let out = warden_tests::run_warden_with(
-            Path::new(env!("CARGO_BIN_EXE_warden-under-test")),
-            [
-                "run".as_ref(),
-                "--console".as_ref(),
-                "--no-watch".as_ref(),
-                "--plugins".as_ref(),
-                plugins.path().as_os_str(),
-                "--cache-dir".as_ref(),
-                cache.path().as_os_str(),
-            ],
-            &[("WARDEN_STORAGE_BACKEND", "memory"), ("WARDEN_LOG", "warn")],
-            input.as_bytes(),
-        );
-        ensure!(
-            out.status.success(),
-            "warden run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(started.elapsed())
-    };
+    let console_run =
+        |input: &str| piped_console(plugins.path(), cache.path(), input).map(|(took, _)| took);
     let input = warden_tests::TRANSCRIPT.repeat(rounds);
     let mut console = Vec::new();
     for _ in 0..repeats {

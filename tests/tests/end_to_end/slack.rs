@@ -166,17 +166,12 @@ async fn fake_slack(seen: Fake) -> String {
     format!("http://{addr}/api")
 }
 
-/// A host with `plugins`, serving HTTP with the Slack adapter pointed at
-/// the fake; its address.
-async fn warden(
-    plugins: &[&str],
-    api: &str,
-    extra: &str,
-) -> (Arc<Host>, SocketAddr, tempfile::TempDir) {
+/// A host with `plugins`, on the memory backend, whose `[slack]` table has
+/// the bot token and `slack` (more fields); the Slack adapter connected to
+/// the Web API it names, and the plugins' directory.
+async fn slack_host(plugins: &[&str], slack: &str) -> (Arc<Host>, Arc<Slack>, tempfile::TempDir) {
     let dir = plugins_dir(plugins);
-    let text = format!(
-        "[slack]\nbot_token = \"xoxb-test\"\nsigning_secret = \"{SECRET}\"\napi_url = \"{api}\"\n{extra}"
-    );
+    let text = format!("[slack]\nbot_token = \"xoxb-test\"\n{slack}");
     let host = Host::builder()
         .config(Config::parse(&text, "t.toml".as_ref()).unwrap())
         .plugins_dir(dir.path())
@@ -187,6 +182,21 @@ async fn warden(
     assert!(host.skipped().is_empty(), "{:?}", host.skipped());
     let host = Arc::new(host);
     let slack = Slack::connect(&host.config().slack).await.unwrap();
+    (host, slack, dir)
+}
+
+/// A host with `plugins`, serving HTTP with the Slack adapter pointed at
+/// the fake; its address.
+async fn warden(
+    plugins: &[&str],
+    api: &str,
+    extra: &str,
+) -> (Arc<Host>, SocketAddr, tempfile::TempDir) {
+    let (host, slack, dir) = slack_host(
+        plugins,
+        &format!("signing_secret = \"{SECRET}\"\napi_url = \"{api}\"\n{extra}"),
+    )
+    .await;
     tokio::spawn(post_scheduled(&host, slack.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -484,20 +494,11 @@ async fn socket_warden(
     tokio::task::JoinHandle<Result<(), warden::adapters::slack::SlackError>>,
     tempfile::TempDir,
 ) {
-    let dir = plugins_dir(plugins);
-    let text = format!(
-        "[slack]\nbot_token = \"xoxb-test\"\napp_token = \"xapp-test\"\napi_url = \"{api}\"\n"
-    );
-    let host = Host::builder()
-        .config(Config::parse(&text, "t.toml".as_ref()).unwrap())
-        .plugins_dir(dir.path())
-        .backend(Arc::new(warden::storage::MemoryBackend::new()))
-        .build()
-        .await
-        .unwrap();
-    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
-    let host = Arc::new(host);
-    let slack = Slack::connect(&host.config().slack).await.unwrap();
+    let (host, slack, dir) = slack_host(
+        plugins,
+        &format!("app_token = \"xapp-test\"\napi_url = \"{api}\"\n"),
+    )
+    .await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(warden::adapters::slack::socket::run(
         host.clone(),
