@@ -785,3 +785,27 @@ async fn events_beyond_the_in_flight_bound_are_refused_for_slack_to_deliver_agai
     let posted = posted(&seen, 3).await;
     assert_eq!(posted[2]["text"], "'v3' stored under k3!");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_mode_message_over_4_mib_drops_the_connection_not_the_host() {
+    let seen = Fake::default();
+    let api = fake_slack(seen.clone()).await;
+    let (_host, _stop, _task, _dir) = socket_warden(&[STORAGE], &api).await;
+    until(&seen, "a connection", |s| s.sockets.len() == 1).await;
+    // A 5 MiB envelope: refused unread, and the connection replaced.
+    let huge = envelope(
+        "huge",
+        message(
+            1,
+            &format!("<@{BOT}> store {} under k", "x".repeat(5 << 20)),
+        ),
+        0,
+    );
+    on_socket(&seen, 0, Command::Send(huge));
+    until(&seen, "a second connection", |s| s.sockets.len() == 2).await;
+    assert!(!acked(&seen.lock().unwrap(), "huge"));
+    let event = message(2, &format!("<@{BOT}> store a under b"));
+    on_socket(&seen, 1, Command::Send(envelope("e2", event, 0)));
+    let posted = posted(&seen, 1).await;
+    assert_eq!(posted[0]["text"], "'a' stored under b!");
+}
