@@ -29,9 +29,15 @@
 //! ([`check_host_budget`]), and the host matches at most
 //! `max_message_bytes` of text.
 
+use std::sync::Arc;
+
+use regex_automata::hybrid;
+use regex_automata::nfa::thompson::{self, NFA, pikevm::PikeVM};
 use regex_automata::util::captures::Captures;
 use regex_automata::util::pool::{Pool, PoolGuard};
-use regex_automata::{Input, PatternID, meta};
+use regex_automata::util::prefilter::Prefilter;
+use regex_automata::{Input, MatchKind, PatternID};
+use regex_syntax::hir::Look;
 
 use crate::config::RoutingConfig;
 
@@ -139,42 +145,139 @@ pub struct Capture {
 pub const MAX_ROUTES: usize = 256;
 /// Longest pattern, in bytes.
 pub const MAX_PATTERN_BYTES: usize = 4096;
-/// Most memory the automaton (NFA) of one pattern may take, forward or
-/// reversed: patterns come from plugins, so a pathological one must not
-/// exhaust the host while it compiles. A plugin's routes are also bounded
-/// together, by `[routing] max_plugin_route_bytes`.
+/// Most memory the automaton (NFA) of one pattern may take: patterns
+/// come from plugins, so a pathological one must not exhaust the host while
+/// it compiles. A plugin's routes are also bounded together, by
+/// `[routing] max_plugin_route_bytes`.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Capacity of one route's lazy DFA cache, in bytes (the regex engine
-/// keeps one for forward and one for reverse searches). The lazy DFA
-/// builds its states as a search needs them and starts over when the cache
-/// is full; the engine's default of 2 MiB let each route take megabytes in
-/// each set of caches. An ordinary route's states fit in this many; a
-/// route whose automaton does not is searched by the PikeVM, which its cost
-/// accounts for.
+/// Capacity of one route's lazy DFA cache, in bytes. The lazy DFA builds
+/// its states as a search needs them and starts over when the cache is
+/// full; the regex engine's default of 2 MiB would let each route take
+/// megabytes in each set of caches. An ordinary route's states fit in this
+/// many; a route whose automaton does not is searched by the PikeVM, which
+/// its cost accounts for.
 const LAZY_DFA_CACHE_BYTES: usize = 64 * 1024;
-/// Largest one-pass DFA (used to find the groups of anchored patterns) of
-/// one route, held with the route: the engine's default of 1 MiB a route
-/// would let a plugin's 256 routes take 256 MiB; the PikeVM finds the
-/// groups of patterns over it.
-const ONEPASS_SIZE_LIMIT: usize = 64 * 1024;
 
-/// The regex engine's settings for routes: every engine the meta regex may
-/// choose is bounded in memory.
+/// A route's compiled pattern, each of its engines bounded in memory:
 ///
-/// - The NFA, by [`REGEX_SIZE_LIMIT`]; the PikeVM's scratch space grows
-///   with it and is counted in each route's cost.
-/// - The lazy DFA, by [`LAZY_DFA_CACHE_BYTES`] a cache.
-/// - The one-pass DFA, by [`ONEPASS_SIZE_LIMIT`].
-/// - The bounded backtracker is off: its visited set takes up to 256 KiB a
-///   route in each set of caches, and the PikeVM (bounded as above) finds
-///   the same groups.
-/// - The full DFA is not compiled in (the `dfa-build` feature is off).
-fn engine_config() -> meta::Config {
-    meta::Config::new()
-        .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
-        .hybrid_cache_capacity(LAZY_DFA_CACHE_BYTES)
-        .onepass_size_limit(Some(ONEPASS_SIZE_LIMIT))
-        .backtrack(false)
+/// - the automaton (NFA), by [`REGEX_SIZE_LIMIT`];
+/// - the lazy DFA, which tells whether a text matches, by
+///   [`LAZY_DFA_CACHE_BYTES`] a cache; where it gives up (see the module
+///   documentation) the PikeVM decides;
+/// - the PikeVM, which finds the groups of a match, by the automaton: its
+///   scratch space grows with the automaton and is counted in the route's
+///   cost.
+///
+/// Nothing else is compiled. A route's groups are found only when it
+/// matches, so the reverse automata and the one-pass DFA that the regex
+/// engine's all-purpose `meta` regex compiles for every pattern would cost
+/// more at every start (more than half of compiling a route) than they
+/// save on the few messages that match.
+#[derive(Debug)]
+struct Matcher {
+    /// `None` where the lazy DFA cannot be built for the automaton (its
+    /// cache would not hold the few states a search needs).
+    dfa: Option<hybrid::dfa::DFA>,
+    /// A literal search that the lazy DFA and the PikeVM skip ahead with,
+    /// for patterns that begin with a literal.
+    prefilter: Option<Prefilter>,
+    pikevm: PikeVM,
+}
+
+/// The scratch space of one search of a [`Matcher`].
+#[derive(Debug, Clone)]
+struct SearchCache {
+    dfa: Option<hybrid::dfa::Cache>,
+    pikevm: thompson::pikevm::Cache,
+}
+
+impl SearchCache {
+    fn memory_usage(&self) -> usize {
+        self.dfa
+            .as_ref()
+            .map_or(0, hybrid::dfa::Cache::memory_usage)
+            + self.pikevm.memory_usage()
+    }
+}
+
+/// The compiler of route automata. One compiles all of a plugin's routes:
+/// it keeps the scratch space it builds Unicode classes in (a table of ten
+/// thousand entries) from one pattern to the next.
+fn nfa_compiler() -> thompson::Compiler {
+    let mut compiler = thompson::Compiler::new();
+    compiler.configure(NFA::config().nfa_size_limit(Some(REGEX_SIZE_LIMIT)));
+    compiler
+}
+
+impl Matcher {
+    /// The matcher of `hir`, its automaton built by `compiler` (see
+    /// [`nfa_compiler`]).
+    fn new(
+        compiler: &thompson::Compiler,
+        hir: &regex_syntax::hir::Hir,
+    ) -> Result<Self, Box<thompson::BuildError>> {
+        let nfa = compiler.build_from_hir(hir).map_err(Box::new)?;
+        // A pattern anchored at the start is tried at the start only: a
+        // literal search would not save anything, and building one for
+        // the case variants of its literal costs more than the rest.
+        let anchored = hir.properties().look_set_prefix().contains(Look::Start);
+        let prefilter = (!anchored)
+            .then(|| Prefilter::from_hir_prefix(MatchKind::LeftmostFirst, hir))
+            .flatten()
+            .filter(Prefilter::is_fast);
+        let dfa = hybrid::dfa::Builder::new()
+            .configure(
+                hybrid::dfa::Config::new()
+                    .prefilter(prefilter.clone())
+                    .specialize_start_states(prefilter.is_some())
+                    // A Unicode word boundary is handled on ASCII text; on
+                    // other text the lazy DFA quits and the PikeVM decides.
+                    .unicode_word_boundary(true)
+                    .cache_capacity(LAZY_DFA_CACHE_BYTES)
+                    // Refuse to build rather than take more than the
+                    // capacity...
+                    .skip_cache_capacity_check(false)
+                    // ...and give up on a search that keeps clearing the
+                    // cache, which the PikeVM then does in bounded time.
+                    .minimum_cache_clear_count(Some(3))
+                    .minimum_bytes_per_state(Some(10)),
+            )
+            .build_from_nfa(nfa.clone())
+            .ok();
+        let pikevm = PikeVM::builder()
+            .configure(PikeVM::config().prefilter(prefilter.clone()))
+            .build_from_nfa(nfa)
+            .map_err(Box::new)?;
+        Ok(Self {
+            dfa,
+            prefilter,
+            pikevm,
+        })
+    }
+
+    fn create_cache(&self) -> SearchCache {
+        SearchCache {
+            dfa: self.dfa.as_ref().map(hybrid::dfa::Cache::new),
+            pikevm: self.pikevm.create_cache(),
+        }
+    }
+
+    /// The heap bytes of the compiled pattern, not counting its caches.
+    fn memory_usage(&self) -> usize {
+        self.pikevm.get_nfa().memory_usage()
+            + self.prefilter.as_ref().map_or(0, Prefilter::memory_usage)
+    }
+
+    /// Whether the pattern matches anywhere in the input.
+    fn is_match(&self, cache: &mut SearchCache, input: &Input<'_>) -> bool {
+        if let (Some(dfa), Some(dfa_cache)) = (&self.dfa, cache.dfa.as_mut()) {
+            // An error is the lazy DFA giving up: the PikeVM decides.
+            if let Ok(found) = dfa.try_search_fwd(dfa_cache, &input.clone().earliest(true)) {
+                return found.is_some();
+            }
+        }
+        self.pikevm.is_match(&mut cache.pikevm, input.clone())
+    }
 }
 
 /// A message as an adapter received it.
@@ -294,7 +397,7 @@ pub struct CompiledRoute {
     /// One line for the help manual; empty for none.
     pub doc: String,
     pattern: String,
-    regex: meta::Regex,
+    matcher: Arc<Matcher>,
     cost: usize,
 }
 
@@ -305,11 +408,10 @@ impl CompiledRoute {
     }
 
     /// The route's compiled size in bytes, which its budgets count: the
-    /// memory its compiled regex holds (the forward and reverse NFAs, the
-    /// one-pass DFA and the literal prefilter, as the engine reports them),
-    /// plus that of a fresh search cache of it (mostly the PikeVM's
-    /// scratch space, which grows with the NFA's states times its capture
-    /// groups).
+    /// memory its compiled pattern holds (the NFA and the literal
+    /// prefilter, as the regex engine reports them), plus that of a fresh
+    /// search cache of it (mostly the PikeVM's scratch space, which grows
+    /// with the NFA's states times its capture groups).
     ///
     /// It tracks the worst-case cost of matching: the PikeVM, the engine
     /// that searches when the faster ones give up, takes time proportional
@@ -318,35 +420,37 @@ impl CompiledRoute {
     /// hold. A pattern that compiles to a plain literal search costs little
     /// and is searched as fast. The lazy DFA's cache, grown during
     /// searches, is not counted: it is bounded by the engine settings, at
-    /// most 64 KiB for each of the forward and reverse caches of a route.
+    /// most 64 KiB a route.
     pub fn cost(&self) -> usize {
         self.cost
     }
 
     /// The captures if the route matches `msg`.
     pub fn matches(&self, msg: &Incoming) -> Option<Vec<Capture>> {
-        self.matches_with(&mut self.regex.create_cache(), msg)
+        self.matches_with(&mut self.matcher.create_cache(), msg)
     }
 
     /// [`matches`](Self::matches) with a search cache of this route's
-    /// regex, so that a router matching many messages reuses its caches.
-    fn matches_with(&self, cache: &mut meta::Cache, msg: &Incoming) -> Option<Vec<Capture>> {
+    /// pattern, so that a router matching many messages reuses its caches.
+    fn matches_with(&self, cache: &mut SearchCache, msg: &Incoming) -> Option<Vec<Capture>> {
         if self.kind == RouteKind::RespondTo && !msg.addressed {
             return None;
         }
         // Most routes do not match: tell that first, without the cost of
         // finding the groups.
         let input = Input::new(&msg.text);
-        self.regex
-            .search_half_with(cache, &input.clone().earliest(true))?;
-        let mut caps = Captures::all(self.regex.group_info().clone());
-        self.regex.search_captures_with(cache, &input, &mut caps);
+        if !self.matcher.is_match(cache, &input) {
+            return None;
+        }
+        let pikevm = &self.matcher.pikevm;
+        let group_info = pikevm.get_nfa().group_info();
+        let mut caps = Captures::all(group_info.clone());
+        pikevm.search(&mut cache.pikevm, &input, &mut caps);
         if !caps.is_match() {
             return None;
         }
         Some(
-            self.regex
-                .group_info()
+            group_info
                 .pattern_names(PatternID::ZERO)
                 .enumerate()
                 .filter_map(|(i, name)| {
@@ -364,14 +468,14 @@ impl CompiledRoute {
 
 /// Builds the search caches of a [`Routes`] table, one a route.
 type CacheFactory = Box<
-    dyn Fn() -> Vec<meta::Cache> + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+    dyn Fn() -> Vec<SearchCache> + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
 >;
 
 /// Every route of a set of plugins, in the order [`Routes::matching`] runs
 /// them, with search caches reused from one message to the next.
 ///
-/// A regex needs scratch space (its cache) for each search. Taking one
-/// cache per route from each regex's own pool would cost two atomic
+/// A pattern needs scratch space (its cache) for each search. Taking one
+/// cache per route from a pool of each route's own would cost two atomic
 /// operations per route and message, and make the cores that route
 /// messages at once contend for the same pool entries; the table instead
 /// takes one set of caches, for all its routes, per message.
@@ -379,13 +483,13 @@ type CacheFactory = Box<
 /// The table keeps as many sets as messages were ever matched at once
 /// (one a thread matching). One set takes at most the table's
 /// [`cost`](Self::cost) (the PikeVM's scratch space is part of each
-/// route's cost) plus, for each route, its lazy DFA caches: at most
-/// 2 × 64 KiB, and only as a search fills them, which an ordinary route's
-/// does not (a few KiB).
+/// route's cost) plus, for each route, its lazy DFA cache: at most
+/// 64 KiB, and only as a search fills it, which an ordinary route's does
+/// not (a few KiB).
 pub struct Routes {
     /// `(plugin, route)` positions, listen-to routes first.
     order: Vec<(usize, usize)>,
-    caches: Pool<Vec<meta::Cache>, CacheFactory>,
+    caches: Pool<Vec<SearchCache>, CacheFactory>,
     cost: usize,
 }
 
@@ -409,21 +513,21 @@ impl Routes {
     /// in plugin order; each plugin's in the order it declared them.
     pub fn new<'a>(plugins: impl IntoIterator<Item = &'a [CompiledRoute]> + Clone) -> Self {
         let mut order = Vec::new();
-        let mut regexes = Vec::new();
+        let mut matchers = Vec::new();
         let mut cost = 0;
         for kind in [RouteKind::ListenTo, RouteKind::RespondTo] {
             for (p, routes) in plugins.clone().into_iter().enumerate() {
                 for (r, route) in routes.iter().enumerate() {
                     if route.kind == kind {
                         order.push((p, r));
-                        regexes.push(route.regex.clone());
+                        matchers.push(route.matcher.clone());
                         cost += route.cost;
                     }
                 }
             }
         }
         let factory: CacheFactory =
-            Box::new(move || regexes.iter().map(meta::Regex::create_cache).collect());
+            Box::new(move || matchers.iter().map(|m| m.create_cache()).collect());
         Self {
             order,
             caches: Pool::new(factory),
@@ -443,7 +547,7 @@ impl Routes {
         self.caches
             .get()
             .iter()
-            .map(meta::Cache::memory_usage)
+            .map(SearchCache::memory_usage)
             .sum()
     }
 
@@ -471,7 +575,7 @@ impl Routes {
         routes_of: impl Fn(usize) -> &'a [CompiledRoute],
         msg: &Incoming,
     ) -> Vec<(usize, usize, Vec<Capture>)> {
-        let mut caches: PoolGuard<'_, Vec<meta::Cache>, CacheFactory> = self.caches.get();
+        let mut caches: PoolGuard<'_, Vec<SearchCache>, CacheFactory> = self.caches.get();
         let mut found = Vec::new();
         for (&(p, r), cache) in self.order.iter().zip(caches.iter_mut()) {
             if let Some(captures) = routes_of(p)[r].matches_with(cache, msg) {
@@ -502,8 +606,9 @@ pub fn compile(routes: &[Route], limits: &RoutingConfig) -> Result<Vec<CompiledR
     // its budget never holds more than the budget and one route.
     let mut total = 0usize;
     let mut worst: Option<(usize, usize)> = None;
+    let compiler = nfa_compiler();
     for (index, route) in routes.iter().enumerate() {
-        let route = compile_one(index, route)?;
+        let route = compile_one(&compiler, index, route)?;
         total = total.saturating_add(route.cost);
         if worst.is_none_or(|(_, cost)| route.cost > cost) {
             worst = Some((index, route.cost));
@@ -557,8 +662,12 @@ pub fn check_host_budget(
     })
 }
 
-/// Compiles the route at `index` of a manifest.
-fn compile_one(index: usize, route: &Route) -> Result<CompiledRoute, RouteError> {
+/// Compiles the route at `index` of a manifest with `compiler`.
+fn compile_one(
+    compiler: &thompson::Compiler,
+    index: usize,
+    route: &Route,
+) -> Result<CompiledRoute, RouteError> {
     let bad = |message: String| RouteError::BadPattern {
         index,
         handler: cut(&route.handler, 100),
@@ -575,24 +684,21 @@ fn compile_one(index: usize, route: &Route) -> Result<CompiledRoute, RouteError>
         .build()
         .parse(&route.pattern)
         .map_err(|e| bad(e.to_string()))?;
-    let regex = meta::Builder::new()
-        .configure(engine_config())
-        .build_from_hir(&hir)
-        .map_err(|e| match e.size_limit() {
-            Some(limit) => bad(format!(
-                "too complex: compiled, it would exceed the limit of {} KiB",
-                limit / 1024
-            )),
-            None => bad(e.to_string()),
-        })?;
-    let cost = regex.memory_usage() + regex.create_cache().memory_usage();
+    let matcher = Matcher::new(compiler, &hir).map_err(|e| match e.size_limit() {
+        Some(limit) => bad(format!(
+            "too complex: compiled, it would exceed the limit of {} KiB",
+            limit / 1024
+        )),
+        None => bad(e.to_string()),
+    })?;
+    let cost = matcher.memory_usage() + matcher.create_cache().memory_usage();
     Ok(CompiledRoute {
         index: u32::try_from(index).expect("bounded by MAX_ROUTES"),
         kind: route.kind,
         handler: cut(&route.handler, 100),
         doc: route.doc.clone(),
         pattern: route.pattern.clone(),
-        regex,
+        matcher: Arc::new(matcher),
         cost,
     })
 }
@@ -843,6 +949,112 @@ mod tests {
         );
         // A plugin without routes always fits.
         assert!(check_host_budget(usize::MAX, &[], &small).is_ok());
+    }
+
+    /// What the regex engine's all-purpose regex, compiled
+    /// case-insensitively, finds in `text`, as arguments.
+    fn reference(
+        regex: &regex_automata::meta::Regex,
+        text: &str,
+    ) -> Option<Vec<(String, Option<String>)>> {
+        let mut caps = regex.create_captures();
+        regex.captures(text, &mut caps);
+        caps.is_match().then(|| {
+            regex
+                .group_info()
+                .pattern_names(PatternID::ZERO)
+                .enumerate()
+                .filter_map(|(i, name)| {
+                    name.map(|name| {
+                        (
+                            name.to_owned(),
+                            caps.get_group(i).map(|s| text[s.range()].to_owned()),
+                        )
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Each of [`PATTERNS`] as a route and as the reference regex.
+    static COMPILED: std::sync::LazyLock<Vec<(CompiledRoute, regex_automata::meta::Regex)>> =
+        std::sync::LazyLock::new(|| {
+            PATTERNS
+                .iter()
+                .map(|pattern| {
+                    let regex = regex_automata::meta::Regex::builder()
+                        .syntax(regex_automata::util::syntax::Config::new().case_insensitive(true))
+                        .build(pattern)
+                        .unwrap();
+                    (one(RouteKind::ListenTo, pattern), regex)
+                })
+                .collect()
+        });
+
+    const PATTERNS: [&str; 9] = [
+        r"^store (?P<value>.+) under (?P<key>.+)$",
+        r"(?P<name>\w+)\+\+",
+        r"\bcafé\b",
+        r"\b(?P<word>\w+)\b$",
+        r"(?P<a>a+)(?P<b>b)?",
+        r"(?:x|(?P<y>y))*z",
+        r"^$",
+        r"hello",
+        // Its DFA has 2^16 states: the lazy DFA gives up on long random
+        // texts.
+        r"(?P<tail>a(?s:.){16})$",
+    ];
+
+    #[test]
+    fn matches_agree_with_the_regex_engine_where_the_lazy_dfa_gives_up() {
+        // 8,000 letters a and b, at random.
+        let mut seed = 1u32;
+        let long: String = (0..8000)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                if seed >> 16 & 1 == 0 { 'a' } else { 'b' }
+            })
+            .collect();
+        let texts = [
+            "store x under y",
+            "STORE Kaffee UNDER café",
+            "un café noir",
+            "un cafébar",
+            "bob++ and alice++",
+            "éé aab",
+            "xyxz",
+            "",
+            "Hello there",
+            long.as_str(),
+        ];
+        for (route, regex) in COMPILED.iter() {
+            for text in texts {
+                let ours = route.matches(&Incoming::overheard(text)).map(args);
+                let pattern = route.pattern();
+                assert_eq!(ours, reference(regex, text), "{pattern:?} on {text:?}");
+            }
+        }
+        // The lazy DFA gave up on a Unicode word boundary in non-ASCII
+        // text, and on the long text, so the PikeVM decided above.
+        for (pattern, text) in [(r"\bcafé\b", "un café noir"), (PATTERNS[8], &long)] {
+            let route = one(RouteKind::ListenTo, pattern);
+            let mut cache = route.matcher.create_cache();
+            let dfa = route.matcher.dfa.as_ref().unwrap();
+            let input = Input::new(text).earliest(true);
+            let gave_up = dfa.try_search_fwd(cache.dfa.as_mut().unwrap(), &input);
+            assert!(gave_up.is_err(), "{pattern:?}: {gave_up:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn random_texts_match_as_with_the_regex_engine(text in "[abxyz+é _]{0,40}") {
+            for (route, regex) in COMPILED.iter() {
+                let ours = route.matches(&Incoming::overheard(text.as_str())).map(args);
+                proptest::prop_assert_eq!(ours, reference(regex, &text), "{:?}", route.pattern());
+            }
+        }
     }
 
     #[test]
