@@ -5,11 +5,12 @@
 //! hex SHA-256 digests: `<component>` of the component's bytes, `<engine>`
 //! of everything in the engine that compiled code depends on (see
 //! [`engine_digest`]), so a changed file or another wasmtime, target or
-//! engine setting simply misses. An entry holds a magic string, a CRC-32
-//! checksum of the compiled artifact and the artifact itself. It is used
-//! only if the checksum matches and wasmtime accepts the artifact for this
-//! engine; a corrupt, truncated or foreign entry is ignored, logged, and
-//! replaced by a fresh compilation. (The checksum catches damage, not
+//! engine setting simply misses. An entry holds the compiled artifact
+//! followed by a CRC-32 checksum of it and a magic string; the artifact
+//! comes first so that wasmtime maps the file into memory as it is, without
+//! copying it. It is used only if the checksum matches and wasmtime accepts
+//! the artifact for this engine; a corrupt, truncated or foreign entry is
+//! ignored, logged, and replaced by a fresh compilation. (The checksum catches damage, not
 //! tampering: no checksum could, since whoever can write an entry can write
 //! its checksum too. It is cheap, so loading a plugin from the cache stays
 //! fast.)
@@ -27,6 +28,7 @@
 //! writable only by the operator, like the store.
 
 use std::hash::{Hash, Hasher};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -35,12 +37,15 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The first bytes of every entry; a new layout gets a new magic.
-const MAGIC: &[u8; 8] = b"WARDENC2";
-/// The magic of entries written by earlier versions, which are replaced.
-const OLD_MAGIC: &[u8; 8] = b"WARDENC1";
-/// The bytes of the checksum after the magic.
+/// The last bytes of every entry; a new layout gets a new magic.
+const MAGIC: &[u8; 8] = b"WARDENC3";
+/// The first bytes of entries written by earlier versions, which are
+/// replaced.
+const OLD_MAGICS: [&[u8; 8]; 2] = [b"WARDENC1", b"WARDENC2"];
+/// The bytes of the checksum, before the magic.
 const CHECKSUM: usize = 4;
+/// The bytes after the artifact.
+const TRAILER: usize = CHECKSUM + MAGIC.len();
 /// The file name extension of entries.
 const EXTENSION: &str = "cwasm";
 
@@ -281,59 +286,74 @@ impl CompileCache {
     /// file `file`) for `engine`, if the cache holds it intact.
     pub fn load(&self, engine: &Engine, digest: &[u8; 32], file: &Path) -> Option<Component> {
         let path = self.entry_path(engine, digest);
-        match std::fs::read(&path) {
+        match self.open(engine, &path) {
+            Ok(Some(component)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                touch(&path);
+                return Some(component);
+            }
+            Ok(None) => {}
             // An upgrade, not damage: say so quietly.
-            Ok(entry) if entry.starts_with(OLD_MAGIC) => tracing::info!(
+            Err(Unusable::Old) => tracing::info!(
                 file = %file.display(), entry = %path.display(),
                 "the compilation cache entry was written by an earlier version of Warden; \
                  compiling again"
             ),
-            Ok(entry) => match self.open(engine, &entry) {
-                Ok(component) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    touch(&path);
-                    return Some(component);
-                }
-                Err(why) => tracing::warn!(
-                    file = %file.display(), entry = %path.display(),
-                    "ignoring a compilation cache entry ({why}); compiling again"
-                ),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
+            Err(Unusable::Read(e)) => {
                 tracing::warn!(entry = %path.display(), "cannot read the compilation cache: {e}")
             }
+            Err(Unusable::Bad(why)) => tracing::warn!(
+                file = %file.display(), entry = %path.display(),
+                "ignoring a compilation cache entry ({why}); compiling again"
+            ),
         }
         None
     }
 
-    /// Checks an entry and deserializes its artifact.
-    fn open(&self, engine: &Engine, entry: &[u8]) -> Result<Component, String> {
-        let rest = entry
-            .strip_prefix(MAGIC)
-            .ok_or("not a Warden cache entry")?;
-        let (checksum, artifact) = rest.split_at_checked(CHECKSUM).ok_or("truncated")?;
-        if crc32fast::hash(artifact).to_le_bytes() != checksum {
-            return Err("its checksum does not match: corrupt or truncated".into());
+    /// Checks the entry at `path` and loads its artifact; `None` if there
+    /// is none.
+    fn open(&self, engine: &Engine, path: &Path) -> Result<Option<Component>, Unusable> {
+        let checked = READ_BUFFER.with_borrow_mut(|entry| {
+            entry.clear();
+            match std::fs::File::open(path).and_then(|mut f| f.read_to_end(entry)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(Unusable::Read(e)),
+            }
+            let result = check(entry);
+            // A buffer grown for an unusually large entry is not kept.
+            if entry.capacity() > READ_BUFFER_KEPT {
+                *entry = Vec::new();
+            }
+            result.map(|()| true)
+        })?;
+        if !checked {
+            return Ok(None);
         }
-        // SAFETY: wasmtime requires that deserialized bytes come from
-        // `precompile_component` of a compatible engine. The checksum shows
-        // the entry is intact as it was written; entries are written only by
-        // `store` below from `precompile_component` output, and the cache
-        // directory is trusted like the store (see the module docs).
-        // wasmtime itself refuses artifacts of another version or settings.
+        // SAFETY: wasmtime requires that the file hold what
+        // `precompile_component` of a compatible engine made, and that it
+        // not change while mapped. The checksum shows the entry is intact as
+        // it was written; entries are written only by `store` below, from
+        // `precompile_component` output, into a new file renamed into place,
+        // so a file is never changed once written (removing or replacing it
+        // leaves a mapping intact); and the cache directory is trusted like
+        // the store (see the module docs). wasmtime itself refuses artifacts
+        // of another version or settings. The trailer after the artifact is
+        // outside the sections wasmtime reads.
         #[allow(unsafe_code)]
-        unsafe { Component::deserialize(engine, artifact) }.map_err(|e| format!("{e:#}"))
+        unsafe { Component::deserialize_file(engine, path) }
+            .map(Some)
+            .map_err(|e| Unusable::Bad(format!("{e:#}")))
     }
 
     /// Writes an entry atomically: a reader sees the old state or the whole
     /// new entry.
     fn store(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let mut entry = Vec::with_capacity(MAGIC.len() + CHECKSUM + artifact.len());
-        entry.extend_from_slice(MAGIC);
-        entry.extend_from_slice(&crc32fast::hash(artifact).to_le_bytes());
+        let mut entry = Vec::with_capacity(artifact.len() + TRAILER);
         entry.extend_from_slice(artifact);
+        entry.extend_from_slice(&crc32fast::hash(artifact).to_le_bytes());
+        entry.extend_from_slice(MAGIC);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, &entry)?;
         std::fs::rename(&tmp, path)
@@ -412,6 +432,47 @@ impl CompileCache {
     }
 }
 
+/// Why an entry cannot be used.
+#[derive(Debug)]
+enum Unusable {
+    /// Written by an earlier version of Warden.
+    Old,
+    /// It cannot be read.
+    Read(std::io::Error),
+    /// Damaged or not an entry of this engine: why.
+    Bad(String),
+}
+
+thread_local! {
+    /// The buffer each thread reads entries into to check them, kept from
+    /// one entry to the next: allocating a fresh one for each would cost
+    /// more than the check.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest [`READ_BUFFER`] kept between entries: ordinary plugins'
+/// entries fit, a large Python plugin's (tens of MiB) does not.
+const READ_BUFFER_KEPT: usize = 4 << 20;
+
+/// Checks the layout and checksum of an entry's bytes.
+fn check(entry: &[u8]) -> Result<(), Unusable> {
+    if OLD_MAGICS.iter().any(|magic| entry.starts_with(*magic)) {
+        return Err(Unusable::Old);
+    }
+    let rest = entry
+        .strip_suffix(MAGIC)
+        .ok_or_else(|| Unusable::Bad("not a Warden cache entry, or truncated".into()))?;
+    let (artifact, checksum) = rest
+        .split_at_checked(rest.len().wrapping_sub(CHECKSUM))
+        .ok_or_else(|| Unusable::Bad("truncated".into()))?;
+    if crc32fast::hash(artifact).to_le_bytes() != checksum {
+        return Err(Unusable::Bad(
+            "its checksum does not match: corrupt or truncated".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Marks the entry at `path` as used now, for eviction. A failure costs
 /// only an earlier eviction, so it is logged at debug.
 fn touch(path: &Path) {
@@ -485,20 +546,33 @@ mod tests {
 
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 0xff;
-        let mut foreign = MAGIC.to_vec();
+        // A flipped byte in the artifact.
+        let mut corrupt = good.clone();
+        corrupt[good.len() / 3] ^= 0x01;
         let junk = b"not an artifact of this engine";
+        let mut foreign = junk.to_vec();
         foreign.extend_from_slice(&crc32fast::hash(junk).to_le_bytes());
-        foreign.extend_from_slice(junk);
-        let mut old = OLD_MAGIC.to_vec();
-        old.extend_from_slice(&[0; 32]);
-        old.extend_from_slice(&good[MAGIC.len() + CHECKSUM..]);
+        foreign.extend_from_slice(MAGIC);
+        let artifact = &good[..good.len() - TRAILER];
+        let mut older = vec![];
+        for magic in OLD_MAGICS {
+            let mut old = magic.to_vec();
+            old.extend_from_slice(&crc32fast::hash(artifact).to_le_bytes());
+            old.extend_from_slice(artifact);
+            older.push(old);
+        }
         for bad in [
             flipped,
+            corrupt,
             good[..good.len() / 2].to_vec(),
+            good[..good.len() - 1].to_vec(),
             b"garbage".to_vec(),
+            MAGIC.to_vec(),
             foreign,
-            old,
-        ] {
+        ]
+        .into_iter()
+        .chain(older)
+        {
             std::fs::write(&entry, &bad).unwrap();
             assert_eq!(lookup(&cache, &engine), CacheOutcome::Miss);
             assert_eq!(
