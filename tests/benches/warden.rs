@@ -37,7 +37,8 @@
 //!   plugin into DIR;
 //! - `--start-host PLUGINS_DIR CACHE_DIR COUNT` starts a host on a fresh
 //!   sled database with the plugins of PLUGINS_DIR (COUNT of them), leaves
-//!   them idle for 200 ms, prints `resident BYTES` and stops. The memory
+//!   them idle for 200 ms, prints `started in MS ms` (the time the start
+//!   took) and `resident BYTES`, and stops. The memory
 //!   section runs it in a fresh process for each figure.
 //! - `--instances FILE CACHE_DIR N MESSAGE` starts a host with the plugin
 //!   FILE (or none, for `-`) and `max_instances = N`, sends MESSAGE N times
@@ -1160,8 +1161,9 @@ fn start_host(args: &[String]) -> anyhow::Result<()> {
     runtime.block_on(async {
         let data = tempfile::tempdir()?;
         let backend = Arc::new(SledBackend::open(data.path())?);
-        let (_, host) = timed_start(dir.as_ref(), cache.as_ref(), &backend, count).await?;
+        let (started, host) = timed_start(dir.as_ref(), cache.as_ref(), &backend, count).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
+        println!("started in {:.1} ms", started.as_secs_f64() * 1e3);
         println!("resident {}", resident_bytes()?);
         host.shutdown().await?;
         anyhow::Ok(())
