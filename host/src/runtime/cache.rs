@@ -585,6 +585,30 @@ mod tests {
     }
 
     #[test]
+    fn a_loaded_component_outlives_its_entry_being_replaced_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompileCache::new(dir.path());
+        lookup(&cache, &engine);
+        let entry = only_entry(dir.path());
+        let digest = sha256(EMPTY_COMPONENT);
+        let first = cache.load(&engine, &digest, Path::new("t.wasm")).unwrap();
+        // Replaced as `store` replaces entries (a new file renamed over
+        // it), then removed as eviction removes them.
+        let good = std::fs::read(&entry).unwrap();
+        cache.store(&entry, &good[..good.len() - TRAILER]).unwrap();
+        let second = cache.load(&engine, &digest, Path::new("t.wasm")).unwrap();
+        std::fs::remove_file(&entry).unwrap();
+        for component in [first, second] {
+            let mut store = wasmtime::Store::new(&engine, ());
+            wasmtime::component::Linker::new(&engine)
+                .instantiate(&mut store, &component)
+                .unwrap();
+        }
+        assert_eq!(cache.hits(), 2);
+    }
+
+    #[test]
     fn another_engine_configuration_misses() {
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::new(dir.path());
