@@ -525,6 +525,16 @@ mod tests {
         entries.into_iter().next().unwrap()
     }
 
+    /// A cache holding one entry, that of [`EMPTY_COMPONENT`], and its path.
+    fn one_entry() -> (tempfile::TempDir, Engine, CompileCache, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompileCache::new(dir.path());
+        lookup(&cache, &engine);
+        let entry = only_entry(dir.path());
+        (dir, engine, cache, entry)
+    }
+
     #[test]
     fn a_second_lookup_hits() {
         let dir = tempfile::tempdir().unwrap();
@@ -537,11 +547,7 @@ mod tests {
 
     #[test]
     fn corrupt_truncated_and_foreign_entries_are_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::default();
-        let cache = CompileCache::new(dir.path());
-        lookup(&cache, &engine);
-        let entry = only_entry(dir.path());
+        let (_dir, engine, cache, entry) = one_entry();
         let good = std::fs::read(&entry).unwrap();
 
         let mut flipped = good.clone();
@@ -586,11 +592,7 @@ mod tests {
 
     #[test]
     fn a_loaded_component_outlives_its_entry_being_replaced_or_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::default();
-        let cache = CompileCache::new(dir.path());
-        lookup(&cache, &engine);
-        let entry = only_entry(dir.path());
+        let (_dir, engine, cache, entry) = one_entry();
         let digest = sha256(EMPTY_COMPONENT);
         let first = cache.load(&engine, &digest, Path::new("t.wasm")).unwrap();
         // Replaced as `store` replaces entries (a new file renamed over
@@ -733,11 +735,7 @@ mod tests {
 
     #[test]
     fn a_hit_refreshes_an_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::default();
-        let cache = CompileCache::new(dir.path());
-        lookup(&cache, &engine);
-        let entry = only_entry(dir.path());
+        let (dir, engine, cache, entry) = one_entry();
         let len = std::fs::metadata(&entry).unwrap().len();
         age(&entry, 1000);
         let other = fake_entry(dir.path(), 'f', 100, 500);
