@@ -42,8 +42,10 @@
 //!   section runs it in a fresh process for each figure.
 //! - `--instances FILE CACHE_DIR N MESSAGE` starts a host with the plugin
 //!   FILE (or none, for `-`) and `max_instances = N`, sends MESSAGE N times
-//!   at once so that N instances start, leaves them idle for 300 ms,
-//!   prints `resident BYTES` and stops.
+//!   at once so that N instances start (the plugin's answers must show
+//!   N instances), leaves them idle for 300 ms, prints `resident BYTES`,
+//!   where those pages are (`private_dirty`, `pss`, `rss_anon`,
+//!   `rss_file`, `rss_shmem`, in bytes) and stops.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -2032,8 +2034,11 @@ fn instances_host(args: &[String]) -> anyhow::Result<()> {
         bail!("usage: --instances FILE CACHE_DIR N MESSAGE");
     };
     let count: usize = count.parse()?;
+    // A handler that spins holds its worker thread: one thread for each
+    // instance lets every call start before the first ends. At least four,
+    // so that the runs the bench compares have the same threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(count.max(4))
         .enable_all()
         .build()?;
     runtime.block_on(async {
@@ -2061,38 +2066,68 @@ fn instances_host(args: &[String]) -> anyhow::Result<()> {
                     tokio::spawn(async move { host.dispatch(&Incoming::addressed(message)).await })
                 })
                 .collect();
+            // Each instance counts the calls it served: N first calls mean
+            // N instances.
             for call in calls {
                 let outcomes = call.await?;
                 ensure!(
-                    outcomes.len() == 1 && outcomes[0].error.is_none(),
-                    "{message:?}: {outcomes:?}"
+                    outcomes.len() == 1
+                        && outcomes[0].error.is_none()
+                        && outcomes[0]
+                            .replies
+                            .last()
+                            .is_some_and(|r| r.text == "call 1 of this instance"),
+                    "{message:?} did not start {count} instances: {outcomes:?}"
                 );
             }
         }
         let host = Arc::into_inner(host).context("the host is still shared")?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         println!("resident {}", resident_bytes()?);
-        // The pages only this process has written.
+        // Where the resident pages are: written by this process only
+        // (private dirty), anonymous or mapped from files, and each
+        // physical page counted once however often it is mapped
+        // (proportional set size; this process is the only one mapping
+        // most of them).
         let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")?;
-        let kib: u64 = rollup
-            .lines()
-            .find_map(|l| l.strip_prefix("Private_Dirty:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("smaps_rollup has no Private_Dirty")?;
-        println!("private_dirty {}", kib * 1024);
+        let status = std::fs::read_to_string("/proc/self/status")?;
+        for (text, field, name) in [
+            (&rollup, "Private_Dirty:", "private_dirty"),
+            (&rollup, "Pss:", "pss"),
+            (&status, "RssAnon:", "rss_anon"),
+            (&status, "RssFile:", "rss_file"),
+            (&status, "RssShmem:", "rss_shmem"),
+        ] {
+            let kib: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("/proc/self has no {field}"))?;
+            println!("{name} {}", kib * 1024);
+        }
         host.shutdown().await?;
         anyhow::Ok(())
     })
 }
 
-/// Runs `--instances` in a fresh process; the resident memory it reported,
-/// and the private dirty part of it.
+/// The figures `--instances` prints, in bytes.
+const PAGE_FIGURES: [&str; 6] = [
+    "resident",
+    "private_dirty",
+    "pss",
+    "rss_anon",
+    "rss_file",
+    "rss_shmem",
+];
+
+/// Runs `--instances` in a fresh process; the figures it printed, in the
+/// order of [`PAGE_FIGURES`].
 fn instances_resident(
     file: &str,
     cache: &Path,
     count: usize,
     message: &str,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<[u64; PAGE_FIGURES.len()]> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["--instances", file])
         .arg(cache)
@@ -2105,19 +2140,22 @@ fn instances_resident(
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let figure = |name: &str| -> anyhow::Result<u64> {
-        stdout
+    let mut figures = [0; PAGE_FIGURES.len()];
+    for (figure, name) in figures.iter_mut().zip(PAGE_FIGURES) {
+        *figure = stdout
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .with_context(|| format!("--instances printed no {name}"))?
             .parse()
-            .with_context(|| format!("the {name} --instances printed"))
-    };
-    Ok((figure("resident")?, figure("private_dirty")?))
+            .with_context(|| format!("the {name} --instances printed"))?;
+    }
+    Ok(figures)
 }
 
 /// Resident memory of a plugin with 1 and with 4 idle instances, above a
-/// host with none: the median of `repeats` fresh processes each.
+/// host with none: the median of `repeats` fresh processes each. Returns
+/// the resident memory of the plugin with its first instance, and of each
+/// further instance, in MiB.
 fn instance_memory(
     name: &str,
     file: &Path,
@@ -2129,34 +2167,45 @@ fn instance_memory(
     let file = file.to_str().context("a plugin path that is not UTF-8")?;
     // Warms the cache: the figures are of optimized code.
     instances_resident(file, cache, 1, message)?;
-    let (mut none, mut one, mut four) = (vec![], vec![], vec![]);
-    let (mut dirty_one, mut dirty_four) = (vec![], vec![]);
+    let mut runs: [[Vec<f64>; PAGE_FIGURES.len()]; 3] = Default::default();
     for _ in 0..repeats {
-        none.push(instances_resident("-", cache, 1, message)?.0 as f64);
-        let (rss, dirty) = instances_resident(file, cache, 1, message)?;
-        one.push(rss as f64);
-        dirty_one.push(dirty as f64);
-        let (rss, dirty) = instances_resident(file, cache, 4, message)?;
-        four.push(rss as f64);
-        dirty_four.push(dirty as f64);
+        for (runs, (file, count)) in runs.iter_mut().zip([("-", 1), (file, 1), (file, 4)]) {
+            let figures = instances_resident(file, cache, count, message)?;
+            for (run, figure) in runs.iter_mut().zip(figures) {
+                run.push(figure as f64);
+            }
+        }
     }
     let mib = |b: f64| b / (1024.0 * 1024.0);
-    let (none, one, four) = (median(&mut none), median(&mut one), median(&mut four));
-    let first = mib(one - none);
-    let more = mib(four - one) / 3.0;
-    let dirty_more = mib(median(&mut dirty_four) - median(&mut dirty_one)) / 3.0;
-    println!(
-        "  {name}: of each further instance, {dirty_more:.2} MiB are private dirty pages (written by it)"
-    );
+    let [none, one, four] = runs.map(|figures| figures.map(|mut runs| mib(median(&mut runs))));
+    // Index 0 is the resident memory.
+    let first = one[0] - none[0];
+    let more = (four[0] - one[0]) / 3.0;
     println!(
         "  {name}: no plugin {:.1} MiB, 1 instance {:.1} MiB, 4 instances {:.1} MiB: {first:.2} MiB for the plugin and its first instance, {more:.2} MiB for each further one",
-        mib(none),
-        mib(one),
-        mib(four)
+        none[0], one[0], four[0]
+    );
+    let each: Vec<String> = PAGE_FIGURES
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, name)| format!("{name} {:+.2}", (four[i] - one[i]) / 3.0))
+        .collect();
+    println!(
+        "  {name}: each further instance, in MiB: {}",
+        each.join(", ")
     );
     report.info(
         format!("resident memory of the {name} plugin, idle"),
-        format!("{first:.2} MiB with 1 instance, {:.2} MiB with 4 ({more:.2} MiB each further instance)", mib(four - none)),
+        format!(
+            "{first:.2} MiB with 1 instance, {:.2} MiB with 4 ({more:.2} MiB each further instance)",
+            four[0] - none[0]
+        ),
+    );
+    // Index 2 is the proportional set size: each physical page once.
+    report.info(
+        format!("proportional set size of each further idle instance of the {name} plugin"),
+        format!("{:.2} MiB", (four[2] - one[2]) / 3.0),
     );
     Ok((first, more))
 }

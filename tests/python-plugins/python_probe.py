@@ -103,8 +103,11 @@ class Probe(Plugin):
 
     @respond_to(r"^py wait$")
     def wait(self, msg):
+        """Blocks for 300 ms, then says how many calls its instance has
+        served: each instance counts for itself."""
+        self.calls += 1
         time.sleep(0.3)
-        warden.run(msg.say("waited"))
+        warden.run(msg.say(f"call {self.calls} of this instance"))
 
     @respond_to(r"^py spin$")
     def spin(self, msg):
