@@ -46,8 +46,9 @@
 //! watch = true                  # reload the plugins directory when it changes
 //! cache = true                  # keep compiled plugins on disk
 //! cache_dir = "warden-cache"    # where; relative to this file
-//! cache_max_bytes = 536870912   # most bytes the cache's entries take together
+//! cache_max_bytes = 536870912   # most bytes the cache's entries and packs take together
 //! baseline = true               # a large plugin serves on fast-compiled code until optimized
+//! reuse_functions = true        # the cache keeps compiled functions for plugins sharing code
 //! ```
 //!
 //! Every table and field is optional; unknown fields are errors, so a typo
@@ -258,6 +259,12 @@ pub struct PluginsConfig {
     /// optimize it in the background (default true). Off, every plugin is
     /// optimized before it serves.
     pub baseline: bool,
+    /// Keep the functions Cranelift compiled in the compilation cache, so
+    /// that a plugin sharing code with one compiled before (a changed
+    /// plugin; any Python plugin, which carries the same interpreter as
+    /// the others) compiles only what is new (default true). Off, every
+    /// plugin compiles from nothing. Needs the cache.
+    pub reuse_functions: bool,
 }
 
 impl Default for PluginsConfig {
@@ -268,6 +275,7 @@ impl Default for PluginsConfig {
             cache_dir: None,
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             baseline: true,
+            reuse_functions: true,
         }
     }
 }
@@ -1269,7 +1277,14 @@ mod tests {
         );
         assert_eq!(
             table_fields("plugins"),
-            ["watch", "cache", "cache_dir", "cache_max_bytes", "baseline"]
+            [
+                "watch",
+                "cache",
+                "cache_dir",
+                "cache_max_bytes",
+                "baseline",
+                "reuse_functions"
+            ]
         );
         assert_eq!(table_fields("limits").len(), 8);
         assert_eq!(table_fields("routing").len(), 3);
@@ -1465,6 +1480,7 @@ mod tests {
                 ("WARDEN_PLUGINS_CACHE_DIR", "cache"),
                 ("WARDEN_PLUGINS_CACHE_MAX_BYTES", "12"),
                 ("WARDEN_PLUGINS_BASELINE", "false"),
+                ("WARDEN_PLUGINS_REUSE_FUNCTIONS", "false"),
             ],
         )
         .unwrap();
@@ -1514,6 +1530,7 @@ mod tests {
                 ("WARDEN_PLUGINS_CACHE_DIR", "cache"),
                 ("WARDEN_PLUGINS_CACHE_MAX_BYTES", "12"),
                 ("WARDEN_PLUGINS_BASELINE", "false"),
+                ("WARDEN_PLUGINS_REUSE_FUNCTIONS", "false"),
             ],
         )
         .unwrap();
@@ -1557,6 +1574,7 @@ mod tests {
                 cache_dir: Some("cache".into()),
                 cache_max_bytes: 12,
                 baseline: false,
+                reuse_functions: false,
             }
         );
     }
@@ -1566,10 +1584,10 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.plugins, PluginsConfig::default());
         assert!(c.plugins.watch && c.plugins.cache && c.plugins.cache_dir.is_none());
-        assert!(c.plugins.baseline);
+        assert!(c.plugins.baseline && c.plugins.reuse_functions);
         assert_eq!(c.plugins.cache_max_bytes, 512 * 1024 * 1024);
         let c = parse(
-            "[plugins]\nwatch = false\ncache = false\ncache_dir = \"/c\"\ncache_max_bytes = 4096\nbaseline = false",
+            "[plugins]\nwatch = false\ncache = false\ncache_dir = \"/c\"\ncache_max_bytes = 4096\nbaseline = false\nreuse_functions = false",
         )
         .unwrap();
         assert_eq!(
@@ -1580,6 +1598,7 @@ mod tests {
                 cache_dir: Some("/c".into()),
                 cache_max_bytes: 4096,
                 baseline: false,
+                reuse_functions: false,
             }
         );
         let e = parse("[plugins]\ncache_max_bytes = 0")

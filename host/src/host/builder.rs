@@ -109,9 +109,13 @@ impl HostBuilder {
             .await
             .map_err(HostError::Storage)?;
         let max_bytes = self.config.plugins.cache_max_bytes;
-        let cache = self
-            .cache_dir
-            .map(|dir| Arc::new(CompileCache::new(dir).with_max_bytes(max_bytes)));
+        let cache = self.cache_dir.map(|dir| {
+            let cache = CompileCache::new(dir).with_max_bytes(max_bytes);
+            Arc::new(match self.config.plugins.reuse_functions {
+                true => cache.with_functions(runtime.functions().clone()),
+                false => cache,
+            })
+        });
         let shared = Arc::new(Shared {
             runtime,
             backend,

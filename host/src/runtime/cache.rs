@@ -15,9 +15,13 @@
 //! its checksum too. It is cheap, so loading a plugin from the cache stays
 //! fast.)
 //!
+//! The directory also holds the packs of compiled functions that
+//! [`super::functions`] keeps, when the cache is given its store
+//! ([`CompileCache::with_functions`]).
+//!
 //! The directory is bounded: after an entry is stored, the least recently
-//! used entries are removed until all of them together take at most the
-//! cap (`[plugins] cache_max_bytes`). "Used" is the file's modification
+//! used entries and packs are removed until all of them together take at
+//! most the cap (`[plugins] cache_max_bytes`). "Used" is the file's modification
 //! time, which a lookup that hits refreshes. Only files named like entries
 //! count and are removed, so anything else in the directory is left alone;
 //! entries named by earlier versions of Warden (`<component>-<16 hex
@@ -30,12 +34,15 @@
 use std::hash::{Hash, Hasher};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use super::functions::{self, Functions};
 
 /// The last bytes of every entry; a new layout gets a new magic.
 const MAGIC: &[u8; 8] = b"WARDENC3";
@@ -75,6 +82,8 @@ pub enum CacheOutcome {
 pub struct CompileCache {
     dir: PathBuf,
     max_bytes: u64,
+    /// The functions Cranelift compiles, kept in the directory too.
+    functions: Option<Arc<Functions>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -212,6 +221,7 @@ impl CompileCache {
         Self {
             dir: dir.into(),
             max_bytes: DEFAULT_MAX_BYTES,
+            functions: None,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -223,6 +233,25 @@ impl CompileCache {
     pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
+    }
+
+    /// Keeps the functions Cranelift compiles, so that a later compilation
+    /// of a component sharing them reuses them (see [`super::functions`]).
+    /// `functions` must be the store of the engine that compiles
+    /// ([`Runtime::functions`](super::Runtime::functions)).
+    pub fn with_functions(mut self, functions: Arc<Functions>) -> Self {
+        self.functions = Some(functions);
+        self
+    }
+
+    /// Functions compiled before that compilations reused, so far.
+    pub fn functions_reused(&self) -> u64 {
+        self.functions.as_ref().map_or(0, |f| f.reused())
+    }
+
+    /// Functions compiled and kept for later compilations, so far.
+    pub fn functions_compiled(&self) -> u64 {
+        self.functions.as_ref().map_or(0, |f| f.compiled())
     }
 
     /// The directory.
@@ -267,7 +296,12 @@ impl CompileCache {
         }
         let path = self.entry_path(engine, digest);
         announce_compile(file, bytes.len(), "");
-        let artifact = engine.precompile_component(bytes)?;
+        let artifact = match &self.functions {
+            Some(functions) => {
+                functions.compiling(&self.dir, || engine.precompile_component(bytes))?
+            }
+            None => engine.precompile_component(bytes)?,
+        };
         // SAFETY: `artifact` was made by `precompile_component` on this very
         // engine just now.
         #[allow(unsafe_code)]
@@ -364,7 +398,9 @@ impl CompileCache {
         let mut entries = Vec::new();
         for item in std::fs::read_dir(&self.dir)? {
             let item = item?;
-            if !item.file_name().to_str().is_some_and(is_entry_name) {
+            if !item.file_name().to_str().is_some_and(is_entry_name)
+                && !functions::is_pack_name(&item.path())
+            {
                 continue;
             }
             // An entry removed meanwhile (by another Warden) is skipped.
@@ -716,6 +752,26 @@ mod tests {
         CompileCache::new(dir.path()).with_max_bytes(10).evict(&c);
         assert!(!b.exists());
         assert!(c.exists() && other.exists());
+    }
+
+    #[test]
+    fn packs_of_compiled_functions_count_and_are_evicted_like_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = dir.path().join(format!("{}.functions", "d".repeat(64)));
+        std::fs::write(&pack, vec![0; 100]).unwrap();
+        age(&pack, 300);
+        let entry = fake_entry(dir.path(), 'e', 100, 200);
+        CompileCache::new(dir.path())
+            .with_max_bytes(200)
+            .evict(&entry);
+        assert!(pack.exists() && entry.exists(), "within the cap");
+        CompileCache::new(dir.path())
+            .with_max_bytes(150)
+            .evict(&entry);
+        assert!(
+            !pack.exists() && entry.exists(),
+            "the older pack goes first"
+        );
     }
 
     #[test]

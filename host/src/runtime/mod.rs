@@ -3,6 +3,7 @@
 
 mod bindings;
 pub mod cache;
+pub mod functions;
 mod host;
 mod instance;
 pub mod output;
@@ -206,6 +207,8 @@ impl WasiView for PluginState {
 pub struct Runtime {
     optimizing: Tier,
     baseline: Option<Tier>,
+    /// The functions Cranelift compiled, for the compilation cache to keep.
+    functions: Arc<functions::Functions>,
     /// One optimizing compile in the background at a time (it uses every
     /// core already), so that serving keeps its share of the machine.
     background: Arc<tokio::sync::Semaphore>,
@@ -228,10 +231,18 @@ pub enum Code {
 }
 
 impl Tier {
-    /// An engine compiling with `strategy`, and its linker.
-    fn new(strategy: wasmtime::Strategy, immediate: Immediate) -> wasmtime::Result<Self> {
+    /// An engine compiling with `strategy`, and its linker. Cranelift
+    /// looks for compiled functions in `functions`, when given.
+    fn new(
+        strategy: wasmtime::Strategy,
+        immediate: Immediate,
+        functions: Option<Arc<functions::Functions>>,
+    ) -> wasmtime::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.strategy(strategy);
+        if let Some(functions) = functions {
+            config.enable_incremental_compilation(functions)?;
+        }
         config.wasm_component_model(true);
         // Component-model async is not used by the plugin world, and turning
         // it off makes every host-to-guest call several times cheaper.
@@ -279,11 +290,16 @@ impl Runtime {
     /// [`new`](Self::new), with the baseline compiler or without it (then
     /// every plugin is compiled with Cranelift before it serves).
     pub fn with_baseline(immediate: Immediate, baseline: bool) -> wasmtime::Result<Self> {
-        let optimizing = Tier::new(wasmtime::Strategy::Cranelift, immediate)?;
+        let functions = Arc::new(functions::Functions::default());
+        let optimizing = Tier::new(
+            wasmtime::Strategy::Cranelift,
+            immediate,
+            Some(functions.clone()),
+        )?;
         // Winch generates code for x86_64 only (aarch64 is in development).
         let winch = baseline && cfg!(target_arch = "x86_64");
         let baseline = match winch {
-            true => Some(Tier::new(wasmtime::Strategy::Winch, immediate)?),
+            true => Some(Tier::new(wasmtime::Strategy::Winch, immediate, None)?),
             false => None,
         };
         let engines: Vec<_> = std::iter::once(&optimizing)
@@ -312,6 +328,7 @@ impl Runtime {
         Ok(Self {
             optimizing,
             baseline,
+            functions,
             background: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
@@ -319,6 +336,13 @@ impl Runtime {
     /// The engine of optimized code.
     pub fn engine(&self) -> &Engine {
         &self.optimizing.engine
+    }
+
+    /// Where Cranelift looks for functions it compiled before: give it to
+    /// the compilation cache ([`CompileCache::with_functions`]), which
+    /// keeps them.
+    pub fn functions(&self) -> &Arc<functions::Functions> {
+        &self.functions
     }
 
     /// The tier whose engine compiled `component`.

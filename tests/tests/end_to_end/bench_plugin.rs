@@ -90,3 +90,57 @@ async fn patched_copies_load_and_answer_under_their_own_identity() {
     );
     host.shutdown().await.unwrap();
 }
+
+/// The functions of each plugin compiled into the compilation cache:
+/// reused compiled functions, compiled ones.
+async fn compile_into(cache: &std::path::Path, n: usize) -> (u64, u64) {
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::write(plugins.path().join("bench.wasm"), bench_plugin(n)).unwrap();
+    let host = Host::builder()
+        .plugins_dir(plugins.path())
+        .cache_dir(cache)
+        .backend(Arc::new(MemoryBackend::new()))
+        .build()
+        .await
+        .unwrap();
+    assert!(host.skipped().is_empty(), "{:?}", host.skipped());
+    let id = format!("Bench{n:02}");
+    assert_eq!(
+        say(&host, &format!("{id} set 1 k")).await,
+        [(format!("warden.bench.{id}"), vec!["set 1".to_owned()])]
+    );
+    let compiled = host.cache().unwrap();
+    let figures = (compiled.functions_reused(), compiled.functions_compiled());
+    host.shutdown().await.unwrap();
+    figures
+}
+
+#[tokio::test]
+async fn a_plugin_sharing_code_with_one_compiled_before_reuses_its_functions() {
+    let cache = tempfile::tempdir().unwrap();
+    // Only functions the component holds twice are reused.
+    let (reused, compiled) = compile_into(cache.path(), 0).await;
+    assert!(
+        compiled > 100 && reused < compiled,
+        "{compiled} functions compiled, {reused} reused"
+    );
+    let packs = || {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_str().unwrap().ends_with(".functions")
+            })
+            .count()
+    };
+    assert_eq!(packs(), 1);
+
+    // Another copy: other data (its identity and routes), the same code.
+    let (reused_again, compiled_again) = compile_into(cache.path(), 1).await;
+    assert!(
+        reused_again + compiled_again == reused + compiled && compiled_again * 5 <= compiled,
+        "the copy reused {reused_again} functions and compiled {compiled_again}; \
+         the first reused {reused} and compiled {compiled}"
+    );
+    assert!(packs() <= 2);
+}
