@@ -1044,9 +1044,15 @@ async fn timed_start(
     cache: &Path,
     backend: &Arc<SledBackend>,
     count: usize,
+    reuse_functions: bool,
 ) -> anyhow::Result<(Duration, Host)> {
+    let config = Config::parse(
+        &format!("[plugins]\nreuse_functions = {reuse_functions}\n"),
+        "bench.toml".as_ref(),
+    )?;
     let t = Instant::now();
     let host = Host::builder()
+        .config(config)
         .backend(backend.clone())
         .plugins_dir(dir)
         .cache_dir(cache)
@@ -1071,26 +1077,40 @@ async fn startup(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let empty = tempfile::tempdir()?;
     let last = format!("Bench{:02} get 0 {KEY}", n - 1);
     let (mut cold, mut warm, mut bare) = (vec![], vec![], vec![]);
+    let mut cold_reusing = vec![];
     for _ in 0..sizes.startup_repeats {
         let data = tempfile::tempdir()?;
         let cache = tempfile::tempdir()?;
         let backend = Arc::new(SledBackend::open(data.path())?);
 
-        let (t, host) = timed_start(empty.path(), cache.path(), &backend, 0).await?;
+        let (t, host) = timed_start(empty.path(), cache.path(), &backend, 0, true).await?;
         bare.push(t.as_secs_f64() * 1e3);
         host.shutdown().await?;
 
-        let (t, host) = timed_start(dir.path(), cache.path(), &backend, n).await?;
-        let cache_stats = host.cache().map(|c| (c.hits(), c.misses()));
+        // Cold, each plugin compiled from nothing: the copies share all
+        // their code, which distinct plugins do not.
+        let (t, host) = timed_start(dir.path(), cache.path(), &backend, n, false).await?;
+        let cache_stats = host
+            .cache()
+            .map(|c| (c.hits(), c.misses(), c.functions_reused()));
         ensure!(
-            cache_stats == Some((0, n as u64)),
+            cache_stats == Some((0, n as u64, 0)),
             "cold start: cache {cache_stats:?}"
         );
         expect(&host, &last, "got 0 x 0 bytes").await?;
         cold.push(t.as_secs_f64() * 1e3);
         host.shutdown().await?;
 
-        let (t, host) = timed_start(dir.path(), cache.path(), &backend, n).await?;
+        // Cold again, the copies reusing each other's compiled functions.
+        let shared_cache = tempfile::tempdir()?;
+        let (t, host) = timed_start(dir.path(), shared_cache.path(), &backend, n, true).await?;
+        let reused = host.cache().map_or(0, |c| c.functions_reused());
+        ensure!(reused > 0, "the copies reused no compiled functions");
+        expect(&host, &last, "got 0 x 0 bytes").await?;
+        cold_reusing.push(t.as_secs_f64() * 1e3);
+        host.shutdown().await?;
+
+        let (t, host) = timed_start(dir.path(), cache.path(), &backend, n, true).await?;
         let cache_stats = host.cache().map(|c| (c.hits(), c.misses()));
         ensure!(
             cache_stats == Some((n as u64, 0)),
@@ -1100,9 +1120,10 @@ async fn startup(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         warm.push(t.as_secs_f64() * 1e3);
         host.shutdown().await?;
         println!(
-            "  run: no plugins {:.1} ms, cold {:.0} ms, warm {:.1} ms",
+            "  run: no plugins {:.1} ms, cold {:.0} ms (reusing compiled functions {:.0} ms), warm {:.1} ms",
             bare.last().unwrap_or(&0.0),
             cold.last().unwrap_or(&0.0),
+            cold_reusing.last().unwrap_or(&0.0),
             warm.last().unwrap_or(&0.0)
         );
     }
@@ -1127,6 +1148,10 @@ async fn startup(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         format!("{speedup:.1}× (cold {cold:.0} ms)"),
         "≥ 20×",
         speedup >= 20.0,
+    );
+    report.info(
+        format!("cold start, {n} plugins sharing their code, compiled functions reused"),
+        format!("{:.0} ms", median(&mut cold_reusing)),
     );
     report.info("start of a host with no plugins", format!("{bare:.1} ms"));
     Ok(())
@@ -1163,7 +1188,8 @@ fn start_host(args: &[String]) -> anyhow::Result<()> {
     runtime.block_on(async {
         let data = tempfile::tempdir()?;
         let backend = Arc::new(SledBackend::open(data.path())?);
-        let (started, host) = timed_start(dir.as_ref(), cache.as_ref(), &backend, count).await?;
+        let (started, host) =
+            timed_start(dir.as_ref(), cache.as_ref(), &backend, count, true).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         println!("started in {:.1} ms", started.as_secs_f64() * 1e3);
         println!("resident {}", resident_bytes()?);
@@ -1811,6 +1837,37 @@ fn build_python_plugin(dir: &Path) -> Result<std::path::PathBuf, String> {
     Ok(out)
 }
 
+/// The Python storage plugin with one handler more (`storage version`
+/// answers `2`), built into `dir/changed/python_storage.wasm`: the same
+/// identity, changed.
+fn build_changed_python_plugin(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let root = warden_tests::repo_root();
+    let source =
+        std::fs::read_to_string(root.join("example-plugins/python-storage/python_storage.py"))?;
+    let changed = dir.join("changed");
+    std::fs::create_dir_all(&changed)?;
+    std::fs::write(
+        changed.join("python_storage.py"),
+        format!(
+            "{source}\n    @respond_to(r\"^storage version$\")\n    async def version(self, msg):\n        await msg.say(\"2\")\n"
+        ),
+    )?;
+    let out = changed.join("python_storage.wasm");
+    let built = std::process::Command::new("python3")
+        .arg("guest-sdk/python/build.py")
+        .arg(changed.join("python_storage.py"))
+        .arg("-o")
+        .arg(&out)
+        .current_dir(&root)
+        .output()?;
+    ensure!(
+        built.status.success(),
+        "building the changed Python plugin failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    Ok(out)
+}
+
 /// A host watching the empty directory `plugins`, with an empty cache in
 /// `cache`, with the baseline compiler or without.
 async fn watching_host(plugins: &Path, cache: &Path, baseline: bool) -> anyhow::Result<Host> {
@@ -1902,7 +1959,45 @@ async fn python(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let optimized = dropped.elapsed();
+
+    // The plugin changed (one handler more, the same identity) and dropped
+    // over the first while the host runs: the cache holds the compiled
+    // functions of its earlier version.
+    let changed = build_changed_python_plugin(build.path())?;
+    let staged = plugins.path().with_extension("staged");
+    std::fs::copy(&changed, &staged)?;
+    let dropped = Instant::now();
+    std::fs::rename(&staged, plugins.path().join("python_storage.wasm"))?;
+    loop {
+        let outcomes = host.dispatch(&Incoming::addressed("storage version")).await;
+        if outcomes
+            .iter()
+            .any(|o| o.replies.iter().any(|r| r.text == "2"))
+        {
+            break;
+        }
+        ensure!(
+            dropped.elapsed() < Duration::from_secs(600),
+            "the changed plugin did not answer within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let changed_first = dropped.elapsed();
+    while host.plugin_code(id) != Some(warden::runtime::Code::Optimized) {
+        ensure!(
+            dropped.elapsed() < Duration::from_secs(600),
+            "the changed plugin was never optimized"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let changed_optimized = dropped.elapsed();
+    let reused = host.cache().map_or(0, |c| c.functions_reused());
     host.shutdown().await?;
+    println!(
+        "  the plugin changed and dropped in again: first answer {:.2} s, optimized code in place {:.2} s after the drop ({reused} compiled functions reused)",
+        changed_first.as_secs_f64(),
+        changed_optimized.as_secs_f64(),
+    );
     println!(
         "  {mib:.1} MiB component: first answer {:.2} s with the baseline compiler, {:.2} s without; optimized code in place {:.2} s after the drop",
         first.as_secs_f64(),
@@ -1930,6 +2025,22 @@ async fn python(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         ),
         "≤ 1.0×",
         optimized <= cold,
+    );
+
+    report.info(
+        "first answer of the changed Python plugin dropped in over the first",
+        format!("{:.2} s", changed_first.as_secs_f64()),
+    );
+    report.check(
+        "optimized code in place after the changed plugin is dropped in, against optimizing first",
+        format!(
+            "{:.2} s ({:.2}× of {:.2} s)",
+            changed_optimized.as_secs_f64(),
+            changed_optimized.as_secs_f64() / cold.as_secs_f64(),
+            cold.as_secs_f64()
+        ),
+        "≤ 1.0×",
+        changed_optimized <= cold,
     );
 
     // `warden plugins check`: the cache (warm now) and the baseline compiler.
