@@ -388,9 +388,7 @@ impl CompileCache {
         entry.extend_from_slice(artifact);
         entry.extend_from_slice(&crc32fast::hash(artifact).to_le_bytes());
         entry.extend_from_slice(MAGIC);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &entry)?;
-        std::fs::rename(&tmp, path)
+        write_new(path, &entry)
     }
 
     /// The entries in the directory; other files are left out.
@@ -466,6 +464,22 @@ impl CompileCache {
             );
         }
     }
+}
+
+/// Writes `bytes` to `path` atomically: to a file of its own first, renamed
+/// into place, so that a reader sees no file or the whole of it, and two
+/// writers (in this process or another) never write the same file.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let tmp = path.with_extension(format!(
+        "tmp{}-{}",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Why an entry cannot be used.

@@ -238,11 +238,8 @@ impl State {
             "{}.{EXTENSION}",
             super::cache::hex(&super::cache::sha256(&pack))
         ));
-        let written = std::fs::create_dir_all(&dir).and_then(|()| {
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, &pack)?;
-            std::fs::rename(&tmp, &path)
-        });
+        let written =
+            std::fs::create_dir_all(&dir).and_then(|()| super::cache::write_new(&path, &pack));
         if let Err(e) = written {
             tracing::warn!(pack = %path.display(), "cannot write compiled functions: {e}");
             return;

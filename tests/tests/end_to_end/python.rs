@@ -1025,8 +1025,18 @@ async fn a_python_plugin_dropped_in_serves_baseline_code_then_optimized_code() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(say(&host, "retrieve k").await, ["'v' retrieved from <k>!"]);
-    let entries = std::fs::read_dir(cache.path()).unwrap().count();
-    assert_eq!(entries, 1, "the optimized code is cached");
+    let files: Vec<String> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let count = |ext: &str| files.iter().filter(|f| f.ends_with(ext)).count();
+    assert_eq!(
+        count(".cwasm"),
+        1,
+        "the optimized code is cached: {files:?}"
+    );
+    assert_eq!(count(".functions"), 1, "and its functions: {files:?}");
+    assert_eq!(files.len(), 2, "{files:?}");
     host.shutdown().await.unwrap();
 
     // A restart takes the optimized code from the cache.
