@@ -1909,6 +1909,19 @@ async fn first_answer(host: &Host, file: &Path, plugins: &Path) -> anyhow::Resul
     }
 }
 
+/// Waits until the plugin `id` runs optimized code; the time since
+/// `dropped`.
+async fn until_optimized(host: &Host, id: &str, dropped: Instant) -> anyhow::Result<Duration> {
+    while host.plugin_code(id) != Some(warden::runtime::Code::Optimized) {
+        ensure!(
+            dropped.elapsed() < Duration::from_secs(600),
+            "{id} was not optimized within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(dropped.elapsed())
+}
+
 /// The median time of a `store` and a `retrieve` message to `host`.
 async fn per_message(host: &Host, n: usize) -> anyhow::Result<f64> {
     let mut times = Vec::with_capacity(n);
@@ -1950,15 +1963,7 @@ async fn python(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         host.plugin_code(id) == Some(warden::runtime::Code::Baseline),
         "the first answer did not come from baseline code"
     );
-    let dropped = Instant::now() - first;
-    while host.plugin_code(id) != Some(warden::runtime::Code::Optimized) {
-        ensure!(
-            dropped.elapsed() < Duration::from_secs(600),
-            "never optimized"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let optimized = dropped.elapsed();
+    let optimized = until_optimized(&host, id, Instant::now() - first).await?;
 
     // The plugin changed (one handler more, the same identity) and dropped
     // over the first while the host runs: the cache holds the compiled
@@ -1984,14 +1989,7 @@ async fn python(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let changed_first = dropped.elapsed();
-    while host.plugin_code(id) != Some(warden::runtime::Code::Optimized) {
-        ensure!(
-            dropped.elapsed() < Duration::from_secs(600),
-            "the changed plugin was never optimized"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let changed_optimized = dropped.elapsed();
+    let changed_optimized = until_optimized(&host, id, dropped).await?;
     let reused = host.cache().map_or(0, |c| c.functions_reused()) - reused_before;
     host.shutdown().await?;
     println!(
