@@ -23,7 +23,7 @@
 //! used entries and packs are removed until all of them together take at
 //! most the cap (`[plugins] cache_max_bytes`). "Used" is the file's modification
 //! time, which a lookup that hits refreshes. Only files named like entries
-//! count and are removed, so anything else in the directory is left alone;
+//! or packs count and are removed, so anything else in the directory is left alone;
 //! entries named by earlier versions of Warden (`<component>-<16 hex
 //! digits>.cwasm`) are never looked up again, so they soon are the least
 //! recently used, and removed.
