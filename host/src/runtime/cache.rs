@@ -244,7 +244,8 @@ impl CompileCache {
         self
     }
 
-    /// Functions compiled before that compilations reused, so far.
+    /// Lookups that found a function compiled before, so far (see
+    /// [`Functions::reused`]).
     pub fn functions_reused(&self) -> u64 {
         self.functions.as_ref().map_or(0, |f| f.reused())
     }

@@ -76,7 +76,9 @@ struct Pack {
 }
 
 impl Functions {
-    /// Functions reused from packs so far.
+    /// Lookups that found a compiled function so far: in a pack, or
+    /// compiled earlier in the same run of compilations (a component may
+    /// hold a function twice).
     pub fn reused(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
     }
