@@ -101,7 +101,9 @@ impl HostBuilder {
             reads: backend.immediate_reads().is_some(),
             writes: backend.immediate_writes().is_some(),
         };
-        let runtime = Runtime::with_baseline(immediate, self.config.plugins.baseline)
+        let plugins = &self.config.plugins;
+        let reuse_functions = plugins.reuse_functions && self.cache_dir.is_some();
+        let runtime = Runtime::with_compilers(immediate, plugins.baseline, reuse_functions)
             .map_err(HostError::Engine)?;
         let shared_usage = Arc::new(Usage::default());
         shared_usage
@@ -111,9 +113,9 @@ impl HostBuilder {
         let max_bytes = self.config.plugins.cache_max_bytes;
         let cache = self.cache_dir.map(|dir| {
             let cache = CompileCache::new(dir).with_max_bytes(max_bytes);
-            Arc::new(match self.config.plugins.reuse_functions {
-                true => cache.with_functions(runtime.functions().clone()),
-                false => cache,
+            Arc::new(match runtime.functions() {
+                Some(functions) => cache.with_functions(functions.clone()),
+                None => cache,
             })
         });
         let shared = Arc::new(Shared {

@@ -208,7 +208,7 @@ pub struct Runtime {
     optimizing: Tier,
     baseline: Option<Tier>,
     /// The functions Cranelift compiled, for the compilation cache to keep.
-    functions: Arc<functions::Functions>,
+    functions: Option<Arc<functions::Functions>>,
     /// One optimizing compile in the background at a time (it uses every
     /// core already), so that serving keeps its share of the machine.
     background: Arc<tokio::sync::Semaphore>,
@@ -290,12 +290,20 @@ impl Runtime {
     /// [`new`](Self::new), with the baseline compiler or without it (then
     /// every plugin is compiled with Cranelift before it serves).
     pub fn with_baseline(immediate: Immediate, baseline: bool) -> wasmtime::Result<Self> {
-        let functions = Arc::new(functions::Functions::default());
-        let optimizing = Tier::new(
-            wasmtime::Strategy::Cranelift,
-            immediate,
-            Some(functions.clone()),
-        )?;
+        Self::with_compilers(immediate, baseline, false)
+    }
+
+    /// [`with_baseline`](Self::with_baseline); with `reuse_functions`,
+    /// Cranelift also looks for the functions it compiles in a store that
+    /// the compilation cache keeps ([`functions`](Self::functions)).
+    /// Without, it spends nothing on keys and copies of functions.
+    pub fn with_compilers(
+        immediate: Immediate,
+        baseline: bool,
+        reuse_functions: bool,
+    ) -> wasmtime::Result<Self> {
+        let functions = reuse_functions.then(|| Arc::new(functions::Functions::default()));
+        let optimizing = Tier::new(wasmtime::Strategy::Cranelift, immediate, functions.clone())?;
         // Winch generates code for x86_64 only (aarch64 is in development).
         let winch = baseline && cfg!(target_arch = "x86_64");
         let baseline = match winch {
@@ -338,11 +346,11 @@ impl Runtime {
         &self.optimizing.engine
     }
 
-    /// Where Cranelift looks for functions it compiled before: give it to
-    /// the compilation cache ([`CompileCache::with_functions`]), which
-    /// keeps them.
-    pub fn functions(&self) -> &Arc<functions::Functions> {
-        &self.functions
+    /// Where Cranelift looks for functions it compiled before, when the
+    /// runtime reuses them: give it to the compilation cache
+    /// ([`CompileCache::with_functions`]), which keeps them.
+    pub fn functions(&self) -> Option<&Arc<functions::Functions>> {
+        self.functions.as_ref()
     }
 
     /// The tier whose engine compiled `component`.
