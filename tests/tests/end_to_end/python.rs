@@ -1049,6 +1049,28 @@ async fn a_python_plugin_dropped_in_serves_baseline_code_then_optimized_code() {
         .unwrap();
     assert_eq!(again.plugin_code(PYTHON_ID), Some(Code::Optimized));
     assert_eq!(say(&again, "retrieve k").await, ["'v' retrieved from <k>!"]);
+
+    // Another Python plugin, dropped in: its optimized code is compiled
+    // mostly from the functions of the first (the same interpreter), and
+    // runs.
+    let Some(probe) = python_probe() else {
+        return;
+    };
+    std::fs::copy(&probe, dir.path().join("python_probe.wasm")).unwrap();
+    let reloaded = again.reload().await.unwrap();
+    assert_eq!(reloaded.added.len(), 1, "{:?}", again.skipped());
+    while again.plugin_code(PROBE_ID) != Some(Code::Optimized) {
+        assert!(Instant::now() < deadline, "the probe was never optimized");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let compiled = again.cache().unwrap();
+    let (reused, new) = (compiled.functions_reused(), compiled.functions_compiled());
+    assert!(
+        reused > new * 4,
+        "the probe reused {reused} compiled functions and compiled {new}"
+    );
+    assert_eq!(say(&again, "py set n = [1, 2.5]").await, ["ok"]);
+    assert_eq!(say(&again, "py get n").await, ["list [1, 2.5]"]);
     again.shutdown().await.unwrap();
 }
 
