@@ -186,14 +186,17 @@ impl Hasher for Sha256Hasher {
     }
 }
 
+/// Whether `s` is `len` lower-case hex digits, as the digests in the
+/// names of entries and packs are.
+pub(crate) fn hex_of(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Whether `name` is the file name of an entry, of this naming
 /// (`<64 hex>-<64 hex>.cwasm`) or an earlier one (`<64 hex>-<16 hex>.cwasm`).
 fn is_entry_name(name: &str) -> bool {
-    let hex_of = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
     let Some(stem) = name
         .strip_suffix(EXTENSION)
         .and_then(|s| s.strip_suffix('.'))

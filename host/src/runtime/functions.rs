@@ -261,11 +261,10 @@ impl State {
 /// Whether `path` is named like a pack.
 pub(crate) fn is_pack_name(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == EXTENSION)
-        && path.file_stem().and_then(|s| s.to_str()).is_some_and(|s| {
-            s.len() == 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
+        && path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .is_some_and(|s| super::cache::hex_of(s, 64))
 }
 
 /// A pack of `functions`: the magic, their count (4 bytes), each as its
