@@ -209,6 +209,28 @@ fn is_entry_name(name: &str) -> bool {
     hex_of(component, 64) && (hex_of(engine, 64) || hex_of(engine, 16))
 }
 
+/// A write to a file of its own ([`write_new`]) that is this much older
+/// than now was left by a process that ended before renaming it into place.
+const LEFTOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether `name` is that of a file [`write_new`] writes before renaming it:
+/// an entry's or a pack's stem, then `.tmp<pid>-<count>` (or `.tmp<pid>`,
+/// an earlier naming).
+fn is_write_name(name: &str) -> bool {
+    let Some((stem, tmp)) = name.rsplit_once('.') else {
+        return false;
+    };
+    let Some(numbers) = tmp.strip_prefix("tmp") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let numbers_ok = match numbers.split_once('-') {
+        Some((pid, count)) => digits(pid) && digits(count),
+        None => digits(numbers),
+    };
+    numbers_ok && (hex_of(stem, 64) || is_entry_name(&format!("{stem}.{EXTENSION}")))
+}
+
 /// One entry found in the directory.
 #[derive(Debug)]
 struct Entry {
@@ -422,6 +444,7 @@ impl CompileCache {
     /// Removes the least recently used entries, never `keep`, until the
     /// entries together take at most [`Self::max_bytes`].
     fn evict(&self, keep: &Path) {
+        self.remove_leftover_writes();
         let mut entries = match self.entries() {
             Ok(entries) => entries,
             Err(e) => {
@@ -466,6 +489,34 @@ impl CompileCache {
                 crate::storage::human_size(bytes),
                 crate::storage::human_size(self.max_bytes),
             );
+        }
+    }
+
+    /// Removes the files of writes that a process killed mid-write left
+    /// behind, once they are [`LEFTOVER_AFTER`] old (a younger one may be
+    /// another Warden's write in progress).
+    fn remove_leftover_writes(&self) {
+        let Ok(items) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for item in items.flatten() {
+            if !item.file_name().to_str().is_some_and(is_write_name) {
+                continue;
+            }
+            let Ok(modified) = item.metadata().and_then(|m| m.modified()) else {
+                continue;
+            };
+            if now.duration_since(modified).unwrap_or_default() < LEFTOVER_AFTER {
+                continue;
+            }
+            match std::fs::remove_file(item.path()) {
+                Ok(()) => tracing::info!(file = %item.path().display(),
+                    "removed an unfinished write to the compilation cache"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(file = %item.path().display(),
+                    "cannot remove an unfinished write to the compilation cache: {e}"),
+            }
         }
     }
 }
@@ -770,6 +821,61 @@ mod tests {
         CompileCache::new(dir.path()).with_max_bytes(10).evict(&c);
         assert!(!b.exists());
         assert!(c.exists() && other.exists());
+    }
+
+    #[test]
+    fn write_names() {
+        let (c, e) = ("ab".repeat(32), "0f".repeat(32));
+        for name in [
+            format!("{c}-{e}.tmp123-4"),
+            format!("{c}-{e}.tmp123"),
+            format!("{c}-{}.tmp9-0", &e[..16]),
+            format!("{c}.tmp77-12"),
+        ] {
+            assert!(is_write_name(&name), "{name}");
+        }
+        for name in [
+            format!("{c}-{e}.cwasm"),
+            format!("{c}.functions"),
+            format!("{c}-{e}.tmp"),
+            format!("{c}-{e}.tmp12-"),
+            format!("{c}-{e}.tmp-3"),
+            format!("{c}-{e}.tmpx1"),
+            format!("{}.tmp1-2", &c[..63]),
+            "notes.tmp1-2".to_owned(),
+        ] {
+            assert!(!is_write_name(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn unfinished_writes_are_removed_once_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = fake_entry(dir.path(), 'e', 100, 10);
+        let stem = format!("{}-{}", "a".repeat(64), "0".repeat(64));
+        let old = dir.path().join(format!("{stem}.tmp41-0"));
+        let old_pack = dir.path().join(format!("{}.tmp41-1", "d".repeat(64)));
+        let fresh = dir.path().join(format!("{stem}.tmp42-0"));
+        let other = dir.path().join("notes.tmp1-2");
+        for (path, secs) in [
+            (&old, 7200),
+            (&old_pack, 7200),
+            (&fresh, 60),
+            (&other, 7200),
+        ] {
+            std::fs::write(path, vec![0; 10]).unwrap();
+            age(path, secs);
+        }
+        // Within the cap: nothing is evicted, but old unfinished writes go.
+        CompileCache::new(dir.path())
+            .with_max_bytes(1_000)
+            .evict(&entry);
+        assert!(
+            !old.exists() && !old_pack.exists(),
+            "old unfinished writes are removed"
+        );
+        assert!(fresh.exists(), "a write possibly in progress stays");
+        assert!(entry.exists() && other.exists(), "other files stay");
     }
 
     #[test]
