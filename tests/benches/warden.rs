@@ -1922,6 +1922,19 @@ async fn until_optimized(host: &Host, id: &str, dropped: Instant) -> anyhow::Res
     Ok(dropped.elapsed())
 }
 
+/// The median time of the messages `first` and `second`, one after the
+/// other, to `host`.
+async fn per_pair(host: &Host, n: usize, first: &str, second: &str) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        ask(host, first).await?;
+        ask(host, second).await?;
+        times.push(micros(t.elapsed()));
+    }
+    Ok(median(&mut times))
+}
+
 /// The median time of a `store` and a `retrieve` message to `host`.
 async fn per_message(host: &Host, n: usize) -> anyhow::Result<f64> {
     let mut times = Vec::with_capacity(n);
@@ -2111,6 +2124,27 @@ async fn python(sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
         "building the Python probe failed: {}",
         String::from_utf8_lossy(&built.stderr)
     );
+
+    // The floor of a Python plugin's cost per message, with no storage
+    // call: two messages to a handler that only answers (`py state`),
+    // optimized code, against the Rust plugin's store + retrieve pair.
+    // What no change to the storage path can remove.
+    let floor_dir = tempfile::tempdir()?;
+    std::fs::copy(&probe, floor_dir.path().join("python_probe.wasm"))?;
+    let floor = start(floor_dir.path().to_path_buf()).await?;
+    until_optimized(&floor, "python_probe.Probe", Instant::now()).await?;
+    per_pair(&floor, n / 10, "py state", "py state").await?;
+    let floor_us = per_pair(&floor, n, "py state", "py state").await?;
+    println!("  two messages answered without storage, median of {n}: Python {floor_us:.0} µs");
+    report.info(
+        "Python plugin's floor (two messages, one answer each, no storage) against the Rust plugin's store + retrieve",
+        format!(
+            "{:.2}× ({floor_us:.0} µs against {rs_us:.0} µs; with storage {py_us:.0} µs)",
+            floor_us / rs_us
+        ),
+    );
+    floor.shutdown().await?;
+
     let repeats = sizes.memory_repeats;
     let memory_cache = tempfile::tempdir()?;
     instance_memory(
