@@ -36,8 +36,8 @@ use regex_automata::nfa::thompson::{self, NFA, pikevm::PikeVM};
 use regex_automata::util::captures::Captures;
 use regex_automata::util::pool::{Pool, PoolGuard};
 use regex_automata::util::prefilter::Prefilter;
-use regex_automata::{Input, MatchKind, PatternID};
-use regex_syntax::hir::Look;
+use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
+use regex_syntax::hir::{Hir, Look};
 
 use crate::config::RoutingConfig;
 
@@ -157,6 +157,11 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// many; a route whose automaton does not is searched by the PikeVM, which
 /// its cost accounts for.
 const LAZY_DFA_CACHE_BYTES: usize = 64 * 1024;
+/// Capacity of the lazy DFA cache of one [`RouteSet`], in bytes: its
+/// states hold the states of all its routes at once, so it gets the room of
+/// a few routes; where that is too little, it gives up as a route's does
+/// and the table searches route by route.
+const SET_DFA_CACHE_BYTES: usize = 256 * 1024;
 
 /// A route's compiled pattern, each of its engines bounded in memory:
 ///
@@ -182,6 +187,13 @@ struct Matcher {
     /// for patterns that begin with a literal.
     prefilter: Option<Prefilter>,
     pikevm: PikeVM,
+    /// The parsed pattern, kept where a [`RouteSet`] can search for it
+    /// together with other routes: where its lazy DFA could be built and it
+    /// has no Unicode word boundary (on which a lazy DFA gives up for any
+    /// non-ASCII text, which would make the whole set give up).
+    set_member: Option<Hir>,
+    /// Whether every match begins at the start of the text.
+    anchored: bool,
 }
 
 /// The scratch space of one search of a [`Matcher`].
@@ -248,10 +260,14 @@ impl Matcher {
             .configure(PikeVM::config().prefilter(prefilter.clone()))
             .build_from_nfa(nfa)
             .map_err(Box::new)?;
+        let set_member = (dfa.is_some() && !hir.properties().look_set().contains_word_unicode())
+            .then(|| hir.clone());
         Ok(Self {
             dfa,
             prefilter,
             pikevm,
+            set_member,
+            anchored,
         })
     }
 
@@ -438,10 +454,17 @@ impl CompiledRoute {
         }
         // Most routes do not match: tell that first, without the cost of
         // finding the groups.
-        let input = Input::new(&msg.text);
-        if !self.matcher.is_match(cache, &input) {
+        if !self.matcher.is_match(cache, &Input::new(&msg.text)) {
             return None;
         }
+        self.captures_with(cache, msg)
+    }
+
+    /// The captures of the route's match in `msg`, for a route known to
+    /// match (by a search of its [`RouteSet`]): `None` only if it does not
+    /// after all.
+    fn captures_with(&self, cache: &mut SearchCache, msg: &Incoming) -> Option<Vec<Capture>> {
+        let input = Input::new(&msg.text);
         let pikevm = &self.matcher.pikevm;
         let group_info = pikevm.get_nfa().group_info();
         let mut caps = Captures::all(group_info.clone());
@@ -466,13 +489,125 @@ impl CompiledRoute {
     }
 }
 
-/// Builds the search caches of a [`Routes`] table, one a route.
-type CacheFactory = Box<
-    dyn Fn() -> Vec<SearchCache> + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
->;
+/// Routes of one kind searched for together: one lazy DFA over all their
+/// patterns tells, in one pass over the text, which of them match, where
+/// searching route by route takes a search each, most of them failing.
+///
+/// The routes whose every match begins at the start of the text form sets
+/// of their own, searched anchored: such a search ends as soon as none of
+/// the routes can match any more, not at the end of the text.
+#[derive(Debug)]
+struct RouteSet {
+    kind: RouteKind,
+    anchored: bool,
+    dfa: hybrid::dfa::DFA,
+}
+
+impl RouteSet {
+    /// The set of the patterns `members`, or `None` where compiling its
+    /// automaton would take more than `max_nfa_bytes` or its lazy DFA's cache would
+    /// not hold the states a search needs: its routes are then searched
+    /// one by one.
+    fn new(
+        kind: RouteKind,
+        anchored: bool,
+        members: &[&Hir],
+        max_nfa_bytes: usize,
+    ) -> Option<Self> {
+        // Which routes match is all a set tells: its automaton has no
+        // groups, which makes it smaller than its routes' together.
+        let nfa = thompson::Compiler::new()
+            .configure(
+                NFA::config()
+                    .nfa_size_limit(Some(max_nfa_bytes))
+                    .which_captures(thompson::WhichCaptures::None),
+            )
+            .build_many_from_hir(members)
+            .ok()?;
+        let dfa = hybrid::dfa::Builder::new()
+            .configure(
+                hybrid::dfa::Config::new()
+                    // Every pattern that matches, not only the first.
+                    .match_kind(MatchKind::All)
+                    .cache_capacity(SET_DFA_CACHE_BYTES)
+                    .skip_cache_capacity_check(false)
+                    .minimum_cache_clear_count(Some(3))
+                    .minimum_bytes_per_state(Some(10)),
+            )
+            .build_from_nfa(nfa)
+            .ok()?;
+        Some(Self {
+            kind,
+            anchored,
+            dfa,
+        })
+    }
+
+    /// Records in `found` the patterns that match `msg`; `false` where the
+    /// lazy DFA gave up (see [`SET_DFA_CACHE_BYTES`]) or the set's routes
+    /// do not see the message.
+    fn search(&self, cache: &mut SetCache, msg: &Incoming) -> bool {
+        cache.found.clear();
+        if self.kind == RouteKind::RespondTo && !msg.addressed {
+            return false;
+        }
+        let anchored = if self.anchored {
+            Anchored::Yes
+        } else {
+            Anchored::No
+        };
+        let input = Input::new(&msg.text).anchored(anchored);
+        self.dfa
+            .try_which_overlapping_matches(&mut cache.dfa, &input, &mut cache.found)
+            .is_ok()
+    }
+
+    fn create_cache(&self) -> SetCache {
+        SetCache {
+            dfa: self.dfa.create_cache(),
+            found: PatternSet::new(self.dfa.pattern_len()),
+        }
+    }
+}
+
+/// The scratch space of one search of a [`RouteSet`], and what it found.
+#[derive(Debug)]
+struct SetCache {
+    dfa: hybrid::dfa::Cache,
+    found: PatternSet,
+}
+
+/// The scratch space of one message's matching in a [`Routes`] table: a
+/// search cache a route and one a route set.
+#[derive(Debug)]
+struct TableCache {
+    routes: Vec<SearchCache>,
+    sets: Vec<SetCache>,
+}
+
+/// Builds the search caches of a [`Routes`] table.
+type CacheFactory =
+    Box<dyn Fn() -> TableCache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
 
 /// Every route of a set of plugins, in the order [`Routes::matching`] runs
 /// them, with search caches reused from one message to the next.
+///
+/// # One search for many routes
+///
+/// Most routes do not match a given message, and searching them one by one
+/// costs a search each. The table instead groups the routes by kind and by
+/// whether they are anchored at the start of the text, and searches each
+/// group at once ([`RouteSet`]): one pass over the text tells which of its
+/// routes match, and only those are searched again, for their groups. A
+/// route joins a group unless its pattern has a Unicode word boundary (`\b`
+/// on non-ASCII text makes a lazy DFA give up, which would make its whole
+/// group give up) or its automaton is too large for a lazy DFA; those
+/// routes, and those of a group whose search gives up on a message, are
+/// searched one by one as before. A group's automaton has no groups of
+/// its own; a group whose compiling would take more than twice its
+/// routes' automata together (and 64 KiB) is not built.
+///
+/// # Caches
 ///
 /// A pattern needs scratch space (its cache) for each search. Taking one
 /// cache per route from a pool of each route's own would cost two atomic
@@ -485,11 +620,15 @@ type CacheFactory = Box<
 /// [`cost`](Self::cost) (the PikeVM's scratch space is part of each
 /// route's cost) plus, for each route, its lazy DFA cache: at most
 /// 64 KiB, and only as a search fills it, which an ordinary route's does
-/// not (a few KiB).
+/// not (a few KiB); and for each group, at most 256 KiB.
 pub struct Routes {
     /// `(plugin, route)` positions, listen-to routes first.
     order: Vec<(usize, usize)>,
-    caches: Pool<Vec<SearchCache>, CacheFactory>,
+    /// For each route of `order`, the set that searches for it and its
+    /// pattern there.
+    in_set: Vec<Option<(usize, PatternID)>>,
+    sets: Arc<Vec<RouteSet>>,
+    caches: Pool<TableCache, CacheFactory>,
     cost: usize,
 }
 
@@ -497,6 +636,7 @@ impl std::fmt::Debug for Routes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Routes")
             .field("routes", &self.order.len())
+            .field("sets", &self.sets.len())
             .finish_non_exhaustive()
     }
 }
@@ -507,6 +647,16 @@ impl Default for Routes {
     }
 }
 
+/// A group of routes to search together, as [`Routes::new`] gathers them.
+struct Group<'a> {
+    kind: RouteKind,
+    anchored: bool,
+    /// Positions in the table's order.
+    routes: Vec<usize>,
+    patterns: Vec<&'a Hir>,
+    nfa_bytes: usize,
+}
+
 impl Routes {
     /// The table of `plugins`' routes, each plugin given as its routes.
     /// Listen-to routes run first, in plugin order, then respond-to routes
@@ -514,22 +664,72 @@ impl Routes {
     pub fn new<'a>(plugins: impl IntoIterator<Item = &'a [CompiledRoute]> + Clone) -> Self {
         let mut order = Vec::new();
         let mut matchers = Vec::new();
+        let mut groups: Vec<Group<'a>> = Vec::new();
         let mut cost = 0;
         for kind in [RouteKind::ListenTo, RouteKind::RespondTo] {
             for (p, routes) in plugins.clone().into_iter().enumerate() {
                 for (r, route) in routes.iter().enumerate() {
-                    if route.kind == kind {
-                        order.push((p, r));
-                        matchers.push(route.matcher.clone());
-                        cost += route.cost;
+                    if route.kind != kind {
+                        continue;
                     }
+                    let matcher = &route.matcher;
+                    if let Some(hir) = &matcher.set_member {
+                        let anchored = matcher.anchored;
+                        let group = match groups
+                            .iter_mut()
+                            .position(|g| g.kind == kind && g.anchored == anchored)
+                        {
+                            Some(g) => &mut groups[g],
+                            None => {
+                                groups.push(Group {
+                                    kind,
+                                    anchored,
+                                    routes: Vec::new(),
+                                    patterns: Vec::new(),
+                                    nfa_bytes: 0,
+                                });
+                                groups.last_mut().expect("just pushed")
+                            }
+                        };
+                        group.routes.push(order.len());
+                        group.patterns.push(hir);
+                        group.nfa_bytes += matcher.pikevm.get_nfa().memory_usage();
+                    }
+                    order.push((p, r));
+                    matchers.push(matcher.clone());
+                    cost += route.cost;
                 }
             }
         }
-        let factory: CacheFactory =
-            Box::new(move || matchers.iter().map(|m| m.create_cache()).collect());
+        let mut in_set = vec![None; order.len()];
+        let mut sets = Vec::new();
+        // A group of one route would search as its route does, at more cost.
+        for group in groups.iter().filter(|g| g.routes.len() > 1) {
+            // Compiling takes more than the automaton it yields: twice its
+            // routes' automata, and room for the smallest groups.
+            let max_nfa_bytes = 2 * group.nfa_bytes + 64 * 1024;
+            let Some(set) =
+                RouteSet::new(group.kind, group.anchored, &group.patterns, max_nfa_bytes)
+            else {
+                continue;
+            };
+            for (pattern, &position) in group.routes.iter().enumerate() {
+                in_set[position] = Some((sets.len(), PatternID::must(pattern)));
+            }
+            sets.push(set);
+        }
+        let sets = Arc::new(sets);
+        let factory: CacheFactory = {
+            let sets = sets.clone();
+            Box::new(move || TableCache {
+                routes: matchers.iter().map(|m| m.create_cache()).collect(),
+                sets: sets.iter().map(RouteSet::create_cache).collect(),
+            })
+        };
         Self {
             order,
+            in_set,
+            sets,
             caches: Pool::new(factory),
             cost,
         }
@@ -544,11 +744,17 @@ impl Routes {
     /// match its next message with, as earlier messages left it (a set
     /// grows during searches, within the bound above).
     pub fn cache_memory(&self) -> usize {
-        self.caches
-            .get()
+        let cache = self.caches.get();
+        cache
+            .routes
             .iter()
             .map(SearchCache::memory_usage)
-            .sum()
+            .sum::<usize>()
+            + cache
+                .sets
+                .iter()
+                .map(|s| s.dfa.memory_usage())
+                .sum::<usize>()
     }
 
     /// The routes matching `msg`, in order, as `(plugin, route,
@@ -575,10 +781,40 @@ impl Routes {
         routes_of: impl Fn(usize) -> &'a [CompiledRoute],
         msg: &Incoming,
     ) -> Vec<(usize, usize, Vec<Capture>)> {
-        let mut caches: PoolGuard<'_, Vec<SearchCache>, CacheFactory> = self.caches.get();
+        let mut cache: PoolGuard<'_, TableCache, CacheFactory> = self.caches.get();
+        let TableCache {
+            routes: route_caches,
+            sets: set_caches,
+        } = &mut *cache;
+        // Whether each set searched (there are at most four: two kinds,
+        // anchored or not); the routes of one that did not are searched one
+        // by one.
+        let mut searched = [false; 4];
+        for ((set, cache), searched) in self
+            .sets
+            .iter()
+            .zip(set_caches.iter_mut())
+            .zip(&mut searched)
+        {
+            *searched = set.search(cache, msg);
+        }
         let mut found = Vec::new();
-        for (&(p, r), cache) in self.order.iter().zip(caches.iter_mut()) {
-            if let Some(captures) = routes_of(p)[r].matches_with(cache, msg) {
+        for ((&(p, r), in_set), cache) in self
+            .order
+            .iter()
+            .zip(&self.in_set)
+            .zip(route_caches.iter_mut())
+        {
+            let route = &routes_of(p)[r];
+            let captures = match *in_set {
+                Some((set, pattern)) if searched[set] => set_caches[set]
+                    .found
+                    .contains(pattern)
+                    .then(|| route.captures_with(cache, msg))
+                    .flatten(),
+                _ => route.matches_with(cache, msg),
+            };
+            if let Some(captures) = captures {
                 found.push((p, r, captures));
             }
         }
@@ -1054,6 +1290,121 @@ mod tests {
                 let ours = route.matches(&Incoming::overheard(text.as_str())).map(args);
                 proptest::prop_assert_eq!(ours, reference(regex, &text), "{:?}", route.pattern());
             }
+        }
+    }
+
+    /// [`PATTERNS`] as the routes of two plugins, each pattern once as a
+    /// listen-to and once as a respond-to route.
+    fn pattern_plugins() -> [Vec<CompiledRoute>; 2] {
+        let routes = |kind| PATTERNS.map(|p| route(kind, p));
+        [
+            compile(&routes(RouteKind::ListenTo)).unwrap(),
+            compile(&routes(RouteKind::RespondTo)).unwrap(),
+        ]
+    }
+
+    /// A match: plugin position, route index and arguments.
+    type Found = (usize, u32, Vec<(String, Option<String>)>);
+
+    /// What the table finds in `msg`, against each route matched alone.
+    fn table_and_alone(
+        table: &Routes,
+        plugins: &[Vec<CompiledRoute>],
+        msg: &Incoming,
+    ) -> (Vec<Found>, Vec<Found>) {
+        let via_table = table
+            .matching(|p| &plugins[p], msg)
+            .into_iter()
+            .map(|(p, route, caps)| (p, route.index, args(caps)))
+            .collect();
+        // Listen-to routes first, then respond-to, as the table runs them.
+        let alone = [RouteKind::ListenTo, RouteKind::RespondTo]
+            .into_iter()
+            .flat_map(|kind| {
+                plugins.iter().enumerate().flat_map(move |(p, routes)| {
+                    routes
+                        .iter()
+                        .filter(move |r| r.kind == kind)
+                        .map(move |r| (p, r))
+                })
+            })
+            .filter_map(|(p, r)| r.matches(msg).map(|c| (p, r.index, args(c))))
+            .collect();
+        (via_table, alone)
+    }
+
+    #[test]
+    fn route_sets_find_what_each_route_finds_alone() {
+        let plugins = pattern_plugins();
+        let table = Routes::new(plugins.iter().map(Vec::as_slice));
+        // Every route but the Unicode word boundaries' is in a set: per
+        // kind, one of the anchored ones and one of the others.
+        assert_eq!(table.sets.len(), 4, "{:?}", table.sets);
+        let unicode_words = PATTERNS.iter().filter(|p| p.contains(r"\b")).count();
+        let outside = table.in_set.iter().filter(|s| s.is_none()).count();
+        assert_eq!(outside, 2 * unicode_words);
+        let long = "ab".repeat(4000);
+        for text in [
+            "store x under y",
+            "STORE Kaffee UNDER café",
+            "un café noir",
+            "bob++ and alice++",
+            "éé aab",
+            "xyxz",
+            "",
+            "Hello there",
+            long.as_str(),
+        ] {
+            for msg in [Incoming::addressed(text), Incoming::overheard(text)] {
+                let (via_table, alone) = table_and_alone(&table, &plugins, &msg);
+                assert_eq!(via_table, alone, "{msg:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_set_that_gives_up_leaves_its_routes_to_be_searched_alone() {
+        let plugins = pattern_plugins();
+        let table = Routes::new(plugins.iter().map(Vec::as_slice));
+        // 8,000 letters a and b, at random: the DFA of the last pattern
+        // has 2^16 states, more than the set's cache holds.
+        let mut seed = 7u32;
+        let long: String = (0..8000)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                if seed >> 16 & 1 == 0 { 'a' } else { 'b' }
+            })
+            .collect();
+        let msg = Incoming::addressed(long);
+        let mut cache = table.caches.get();
+        let gave_up = table
+            .sets
+            .iter()
+            .zip(cache.sets.iter_mut())
+            .map(|(set, cache)| set.search(cache, &msg))
+            .filter(|searched| !searched)
+            .count();
+        drop(cache);
+        assert!(gave_up > 0, "no set gave up");
+        let (via_table, alone) = table_and_alone(&table, &plugins, &msg);
+        assert!(via_table.iter().any(|(_, r, _)| *r == 8), "{via_table:?}");
+        assert_eq!(via_table, alone);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn random_texts_match_as_alone_through_route_sets(text in "[abxyz+é _]{0,40}", addressed: bool) {
+            static TABLE: std::sync::LazyLock<([Vec<CompiledRoute>; 2], Routes)> =
+                std::sync::LazyLock::new(|| {
+                    let plugins = pattern_plugins();
+                    let table = Routes::new(plugins.iter().map(Vec::as_slice));
+                    (plugins, table)
+                });
+            let (plugins, table) = &*TABLE;
+            let msg = Incoming { addressed, ..Incoming::overheard(text) };
+            let (via_table, alone) = table_and_alone(table, plugins, &msg);
+            proptest::prop_assert_eq!(via_table, alone);
         }
     }
 
