@@ -163,6 +163,16 @@ const LAZY_DFA_CACHE_BYTES: usize = 64 * 1024;
 /// and the table searches route by route.
 const SET_DFA_CACHE_BYTES: usize = 256 * 1024;
 
+/// The most automaton bytes of the routes one [`RouteSet`] searches for:
+/// a kind's routes beyond it form further sets. A set of this much needs
+/// about half of [`SET_DFA_CACHE_BYTES`] of lazy DFA cache at the least.
+const MAX_SET_ROUTE_BYTES: usize = 256 * 1024;
+
+/// The most [`RouteSet`]s a table has; routes beyond them are searched one
+/// by one. With [`MAX_SET_ROUTE_BYTES`], this bounds what the sets cost to
+/// compile at each reload, and their caches.
+const MAX_SETS: usize = 16;
+
 /// A route's compiled pattern, each of its engines bounded in memory:
 ///
 /// - the automaton (NFA), by [`REGEX_SIZE_LIMIT`];
@@ -605,7 +615,11 @@ type CacheFactory =
 /// routes, and those of a group whose search gives up on a message, are
 /// searched one by one as before. A group's automaton has no groups of
 /// its own; a group whose compiling would take more than twice its
-/// routes' automata together (and 64 KiB) is not built.
+/// routes' automata together (and 64 KiB) is not built. A group holds
+/// routes of at most 256 KiB of automata together, more form further
+/// groups, and a table has at most 16: what groups cost to compile at a
+/// reload stays within 16 × 576 KiB (9 MiB), however many plugins the host
+/// has, and routes beyond the 16 groups are searched one by one.
 ///
 /// # Caches
 ///
@@ -620,7 +634,7 @@ type CacheFactory =
 /// [`cost`](Self::cost) (the PikeVM's scratch space is part of each
 /// route's cost) plus, for each route, its lazy DFA cache: at most
 /// 64 KiB, and only as a search fills it, which an ordinary route's does
-/// not (a few KiB); and for each group, at most 256 KiB.
+/// not (a few KiB); and for each group, at most 256 KiB (4 MiB for all).
 pub struct Routes {
     /// `(plugin, route)` positions, listen-to routes first.
     order: Vec<(usize, usize)>,
@@ -675,10 +689,12 @@ impl Routes {
                     let matcher = &route.matcher;
                     if let Some(hir) = &matcher.set_member {
                         let anchored = matcher.anchored;
-                        let group = match groups
-                            .iter_mut()
-                            .position(|g| g.kind == kind && g.anchored == anchored)
-                        {
+                        let bytes = matcher.pikevm.get_nfa().memory_usage();
+                        let group = match groups.iter_mut().position(|g| {
+                            g.kind == kind
+                                && g.anchored == anchored
+                                && g.nfa_bytes + bytes <= MAX_SET_ROUTE_BYTES
+                        }) {
                             Some(g) => &mut groups[g],
                             None => {
                                 groups.push(Group {
@@ -693,7 +709,7 @@ impl Routes {
                         };
                         group.routes.push(order.len());
                         group.patterns.push(hir);
-                        group.nfa_bytes += matcher.pikevm.get_nfa().memory_usage();
+                        group.nfa_bytes += bytes;
                     }
                     order.push((p, r));
                     matchers.push(matcher.clone());
@@ -705,6 +721,9 @@ impl Routes {
         let mut sets = Vec::new();
         // A group of one route would search as its route does, at more cost.
         for group in groups.iter().filter(|g| g.routes.len() > 1) {
+            if sets.len() == MAX_SETS {
+                break;
+            }
             // Compiling takes more than the automaton it yields: twice its
             // routes' automata, and room for the smallest groups.
             let max_nfa_bytes = 2 * group.nfa_bytes + 64 * 1024;
@@ -786,10 +805,9 @@ impl Routes {
             routes: route_caches,
             sets: set_caches,
         } = &mut *cache;
-        // Whether each set searched (there are at most four: two kinds,
-        // anchored or not); the routes of one that did not are searched one
-        // by one.
-        let mut searched = [false; 4];
+        // Whether each set searched; the routes of one that did not are
+        // searched one by one.
+        let mut searched = [false; MAX_SETS];
         for ((set, cache), searched) in self
             .sets
             .iter()
@@ -1389,6 +1407,56 @@ mod tests {
         let (via_table, alone) = table_and_alone(&table, &plugins, &msg);
         assert!(via_table.iter().any(|(_, r, _)| *r == 8), "{via_table:?}");
         assert_eq!(via_table, alone);
+    }
+
+    #[test]
+    fn routes_beyond_what_a_set_holds_form_further_sets_up_to_the_limit() {
+        // Case-insensitive Unicode word classes: tens of KiB of automaton
+        // a route, so that a few hundred routes fill several sets.
+        let plugins: Vec<Vec<CompiledRoute>> = (0..150)
+            .map(|p| {
+                let routes: Vec<Route> = (0..10)
+                    .map(|r| route(RouteKind::ListenTo, &format!(r"\w+ p{p}r{r} (?P<v>\w+)")))
+                    .collect();
+                compile(&routes).unwrap()
+            })
+            .collect();
+        let table = Routes::new(plugins.iter().map(Vec::as_slice));
+        let route_bytes: usize = plugins
+            .iter()
+            .flatten()
+            .map(|r| r.matcher.pikevm.get_nfa().memory_usage())
+            .sum();
+        // More than the sets may hold together: the last routes are
+        // searched alone.
+        assert!(
+            route_bytes > (MAX_SETS + 1) * MAX_SET_ROUTE_BYTES,
+            "{route_bytes}"
+        );
+        assert_eq!(table.sets.len(), MAX_SETS);
+        assert!(table.in_set[0].is_some());
+        assert!(table.in_set.last().unwrap().is_none());
+        // Each set holds at most what one may.
+        for set in 0..table.sets.len() {
+            let bytes: usize = table
+                .order
+                .iter()
+                .zip(&table.in_set)
+                .filter(|(_, s)| s.is_some_and(|(s, _)| s == set))
+                .map(|(&(p, r), _)| plugins[p][r].matcher.pikevm.get_nfa().memory_usage())
+                .sum();
+            assert!(bytes <= MAX_SET_ROUTE_BYTES, "set {set}: {bytes}");
+        }
+        for text in ["élan p7r3 vital", "x p149r9 y", "p1r1", "a p150r1 b"] {
+            let msg = Incoming::overheard(text);
+            let (via_table, alone) = table_and_alone(&table, &plugins, &msg);
+            assert_eq!(via_table, alone, "{msg:?}");
+        }
+        for text in ["élan p7r3 vital", "x p149r9 y"] {
+            let msg = Incoming::overheard(text);
+            let (via_table, _) = table_and_alone(&table, &plugins, &msg);
+            assert_eq!(via_table.len(), 1, "{msg:?}");
+        }
     }
 
     proptest::proptest! {
