@@ -29,7 +29,7 @@
 //! ([`check_host_budget`]), and the host matches at most
 //! `max_message_bytes` of text.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use regex_automata::hybrid;
 use regex_automata::nfa::thompson::{self, NFA, pikevm::PikeVM};
@@ -201,7 +201,7 @@ struct Matcher {
     /// together with other routes: where its lazy DFA could be built and it
     /// has no Unicode word boundary (on which a lazy DFA gives up for any
     /// non-ASCII text, which would make the whole set give up).
-    set_member: Option<Hir>,
+    set_member: Option<Arc<Hir>>,
     /// Whether every match begins at the start of the text.
     anchored: bool,
 }
@@ -271,7 +271,7 @@ impl Matcher {
             .build_from_nfa(nfa)
             .map_err(Box::new)?;
         let set_member = (dfa.is_some() && !hir.properties().look_set().contains_word_unicode())
-            .then(|| hir.clone());
+            .then(|| Arc::new(hir.clone()));
         Ok(Self {
             dfa,
             prefilter,
@@ -638,10 +638,9 @@ type CacheFactory =
 pub struct Routes {
     /// `(plugin, route)` positions, listen-to routes first.
     order: Vec<(usize, usize)>,
-    /// For each route of `order`, the set that searches for it and its
-    /// pattern there.
-    in_set: Vec<Option<(usize, PatternID)>>,
-    sets: Arc<Vec<RouteSet>>,
+    /// The routes to search together, by set.
+    groups: Vec<Group>,
+    sets: OnceLock<Sets>,
     caches: Pool<TableCache, CacheFactory>,
     cost: usize,
 }
@@ -650,7 +649,7 @@ impl std::fmt::Debug for Routes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Routes")
             .field("routes", &self.order.len())
-            .field("sets", &self.sets.len())
+            .field("sets", &self.sets.get().map(|s| s.sets.len()))
             .finish_non_exhaustive()
     }
 }
@@ -662,23 +661,71 @@ impl Default for Routes {
 }
 
 /// A group of routes to search together, as [`Routes::new`] gathers them.
-struct Group<'a> {
+#[derive(Debug)]
+struct Group {
     kind: RouteKind,
     anchored: bool,
     /// Positions in the table's order.
     routes: Vec<usize>,
-    patterns: Vec<&'a Hir>,
+    patterns: Vec<Arc<Hir>>,
     nfa_bytes: usize,
 }
 
+/// A table's [`RouteSet`]s, once built.
+#[derive(Debug)]
+struct Sets {
+    sets: Vec<RouteSet>,
+    /// For each route of the table's order, the set that searches for it
+    /// and its pattern there.
+    in_set: Vec<Option<(usize, PatternID)>>,
+}
+
+impl Sets {
+    fn build(groups: &[Group], routes: usize) -> Self {
+        let mut in_set = vec![None; routes];
+        let mut sets = Vec::new();
+        // A group of one route would search as its route does, at more cost.
+        for group in groups.iter().filter(|g| g.routes.len() > 1) {
+            if sets.len() == MAX_SETS {
+                break;
+            }
+            // Compiling takes more than the automaton it yields: twice its
+            // routes' automata, and room for the smallest groups.
+            let max_nfa_bytes = 2 * group.nfa_bytes + 64 * 1024;
+            let patterns: Vec<&Hir> = group.patterns.iter().map(|p| &**p).collect();
+            let Some(set) = RouteSet::new(group.kind, group.anchored, &patterns, max_nfa_bytes)
+            else {
+                continue;
+            };
+            for (pattern, &position) in group.routes.iter().enumerate() {
+                in_set[position] = Some((sets.len(), PatternID::must(pattern)));
+            }
+            sets.push(set);
+        }
+        Self { sets, in_set }
+    }
+}
+
 impl Routes {
-    /// The table of `plugins`' routes, each plugin given as its routes.
+    /// The table of `plugins`' routes, each plugin given as its routes,
+    /// with its [route sets](Self#one-search-for-many-routes) built.
     /// Listen-to routes run first, in plugin order, then respond-to routes
     /// in plugin order; each plugin's in the order it declared them.
     pub fn new<'a>(plugins: impl IntoIterator<Item = &'a [CompiledRoute]> + Clone) -> Self {
+        let table = Self::deferred(plugins);
+        table.build_sets();
+        table
+    }
+
+    /// [`new`](Self::new), without building the route sets: the table
+    /// matches at once, searching route by route, until
+    /// [`build_sets`](Self::build_sets) has run, which takes about as
+    /// long again as compiling the routes did (a host builds them on
+    /// another thread, after a reload).
+    pub fn deferred<'a>(plugins: impl IntoIterator<Item = &'a [CompiledRoute]> + Clone) -> Self {
         let mut order = Vec::new();
         let mut matchers = Vec::new();
-        let mut groups: Vec<Group<'a>> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let mut cost = 0;
         for kind in [RouteKind::ListenTo, RouteKind::RespondTo] {
             for (p, routes) in plugins.clone().into_iter().enumerate() {
@@ -708,7 +755,7 @@ impl Routes {
                             }
                         };
                         group.routes.push(order.len());
-                        group.patterns.push(hir);
+                        group.patterns.push(hir.clone());
                         group.nfa_bytes += bytes;
                     }
                     order.push((p, r));
@@ -717,41 +764,24 @@ impl Routes {
                 }
             }
         }
-        let mut in_set = vec![None; order.len()];
-        let mut sets = Vec::new();
-        // A group of one route would search as its route does, at more cost.
-        for group in groups.iter().filter(|g| g.routes.len() > 1) {
-            if sets.len() == MAX_SETS {
-                break;
-            }
-            // Compiling takes more than the automaton it yields: twice its
-            // routes' automata, and room for the smallest groups.
-            let max_nfa_bytes = 2 * group.nfa_bytes + 64 * 1024;
-            let Some(set) =
-                RouteSet::new(group.kind, group.anchored, &group.patterns, max_nfa_bytes)
-            else {
-                continue;
-            };
-            for (pattern, &position) in group.routes.iter().enumerate() {
-                in_set[position] = Some((sets.len(), PatternID::must(pattern)));
-            }
-            sets.push(set);
-        }
-        let sets = Arc::new(sets);
-        let factory: CacheFactory = {
-            let sets = sets.clone();
-            Box::new(move || TableCache {
-                routes: matchers.iter().map(|m| m.create_cache()).collect(),
-                sets: sets.iter().map(RouteSet::create_cache).collect(),
-            })
-        };
+        let factory: CacheFactory = Box::new(move || TableCache {
+            routes: matchers.iter().map(|m| m.create_cache()).collect(),
+            sets: Vec::new(),
+        });
         Self {
             order,
-            in_set,
-            sets,
+            groups,
+            sets: OnceLock::new(),
             caches: Pool::new(factory),
             cost,
         }
+    }
+
+    /// Builds the table's route sets, if not yet built; matching uses
+    /// them from then on. Safe to call from any thread, at any time.
+    pub fn build_sets(&self) {
+        self.sets
+            .get_or_init(|| Sets::build(&self.groups, self.order.len()));
     }
 
     /// The sum of the [costs](CompiledRoute::cost) of the table's routes.
@@ -805,26 +835,28 @@ impl Routes {
             routes: route_caches,
             sets: set_caches,
         } = &mut *cache;
-        // Whether each set searched; the routes of one that did not are
-        // searched one by one.
+        // Whether each set searched; the routes of one that did not, and
+        // every route before the sets are built, are searched one by one.
         let mut searched = [false; MAX_SETS];
-        for ((set, cache), searched) in self
-            .sets
-            .iter()
-            .zip(set_caches.iter_mut())
-            .zip(&mut searched)
-        {
-            *searched = set.search(cache, msg);
+        let sets = self.sets.get();
+        if let Some(sets) = sets {
+            if set_caches.len() != sets.sets.len() {
+                *set_caches = sets.sets.iter().map(RouteSet::create_cache).collect();
+            }
+            for ((set, cache), searched) in sets
+                .sets
+                .iter()
+                .zip(set_caches.iter_mut())
+                .zip(&mut searched)
+            {
+                *searched = set.search(cache, msg);
+            }
         }
         let mut found = Vec::new();
-        for ((&(p, r), in_set), cache) in self
-            .order
-            .iter()
-            .zip(&self.in_set)
-            .zip(route_caches.iter_mut())
-        {
+        for (i, (&(p, r), cache)) in self.order.iter().zip(route_caches.iter_mut()).enumerate() {
             let route = &routes_of(p)[r];
-            let captures = match *in_set {
+            let in_set = sets.and_then(|s| s.in_set[i]);
+            let captures = match in_set {
                 Some((set, pattern)) if searched[set] => set_caches[set]
                     .found
                     .contains(pattern)
@@ -1357,9 +1389,10 @@ mod tests {
         let table = Routes::new(plugins.iter().map(Vec::as_slice));
         // Every route but the Unicode word boundaries' is in a set: per
         // kind, one of the anchored ones and one of the others.
-        assert_eq!(table.sets.len(), 4, "{:?}", table.sets);
+        let sets = table.sets.get().expect("built");
+        assert_eq!(sets.sets.len(), 4, "{:?}", sets.sets);
         let unicode_words = PATTERNS.iter().filter(|p| p.contains(r"\b")).count();
-        let outside = table.in_set.iter().filter(|s| s.is_none()).count();
+        let outside = sets.in_set.iter().filter(|s| s.is_none()).count();
         assert_eq!(outside, 2 * unicode_words);
         let long = "ab".repeat(4000);
         for text in [
@@ -1381,6 +1414,36 @@ mod tests {
     }
 
     #[test]
+    fn a_deferred_table_matches_the_same_before_and_after_its_sets_are_built() {
+        let plugins = pattern_plugins();
+        let table = Routes::deferred(plugins.iter().map(Vec::as_slice));
+        assert!(table.sets.get().is_none());
+        let texts = [
+            "store x under y",
+            "bob++ and alice++",
+            "éé aab",
+            "",
+            "Hello",
+        ];
+        let matched = |table: &Routes| {
+            texts
+                .iter()
+                .map(|text| table_and_alone(table, &plugins, &Incoming::addressed(*text)))
+                .collect::<Vec<_>>()
+        };
+        let before = matched(&table);
+        table.build_sets();
+        assert_eq!(table.sets.get().expect("built").sets.len(), 4);
+        let after = matched(&table);
+        for ((via_table, alone), (via_sets, _)) in before.iter().zip(&after) {
+            assert_eq!(via_table, alone);
+            assert_eq!(via_sets, alone);
+        }
+        // The search caches of earlier messages gain the sets' caches.
+        assert_eq!(table.caches.get().sets.len(), 4);
+    }
+
+    #[test]
     fn a_set_that_gives_up_leaves_its_routes_to_be_searched_alone() {
         let plugins = pattern_plugins();
         let table = Routes::new(plugins.iter().map(Vec::as_slice));
@@ -1394,15 +1457,15 @@ mod tests {
             })
             .collect();
         let msg = Incoming::addressed(long);
-        let mut cache = table.caches.get();
         let gave_up = table
             .sets
+            .get()
+            .expect("built")
+            .sets
             .iter()
-            .zip(cache.sets.iter_mut())
-            .map(|(set, cache)| set.search(cache, &msg))
+            .map(|set| set.search(&mut set.create_cache(), &msg))
             .filter(|searched| !searched)
             .count();
-        drop(cache);
         assert!(gave_up > 0, "no set gave up");
         let (via_table, alone) = table_and_alone(&table, &plugins, &msg);
         assert!(via_table.iter().any(|(_, r, _)| *r == 8), "{via_table:?}");
@@ -1433,15 +1496,16 @@ mod tests {
             route_bytes > (MAX_SETS + 1) * MAX_SET_ROUTE_BYTES,
             "{route_bytes}"
         );
-        assert_eq!(table.sets.len(), MAX_SETS);
-        assert!(table.in_set[0].is_some());
-        assert!(table.in_set.last().unwrap().is_none());
+        let sets = table.sets.get().expect("built");
+        assert_eq!(sets.sets.len(), MAX_SETS);
+        assert!(sets.in_set[0].is_some());
+        assert!(sets.in_set.last().unwrap().is_none());
         // Each set holds at most what one may.
-        for set in 0..table.sets.len() {
+        for set in 0..sets.sets.len() {
             let bytes: usize = table
                 .order
                 .iter()
-                .zip(&table.in_set)
+                .zip(&sets.in_set)
                 .filter(|(_, s)| s.is_some_and(|(s, _)| s == set))
                 .map(|(&(p, r), _)| plugins[p][r].matcher.pikevm.get_nfa().memory_usage())
                 .sum();

@@ -263,9 +263,16 @@ impl Shared {
         let errors = synced.errors;
         self.write_manual(synced.plugins.iter().map(|p| p.info()))
             .await;
-        let routes = router::Routes::new(synced.plugins.iter().map(|p| &p.info().routes[..]));
+        // The table routes at once; its route sets, which take about as
+        // long to build as the routes took to compile, follow on another
+        // thread and speed matching up from then on.
+        let routes = Arc::new(router::Routes::deferred(
+            synced.plugins.iter().map(|p| &p.info().routes[..]),
+        ));
+        let building = routes.clone();
+        tokio::task::spawn_blocking(move || building.build_sets());
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
-            routes: Arc::new(routes),
+            routes,
             plugins: Arc::new(synced.plugins),
             skipped: Arc::new(errors.clone()),
         };
