@@ -265,12 +265,17 @@ impl Shared {
             .await;
         // The table routes at once; its route sets, which take about as
         // long to build as the routes took to compile, follow on another
-        // thread and speed matching up from then on.
+        // thread and speed matching up from then on. A table a later
+        // reload replaced before its turn came is not built for nothing.
         let routes = Arc::new(router::Routes::deferred(
             synced.plugins.iter().map(|p| &p.info().routes[..]),
         ));
-        let building = routes.clone();
-        tokio::task::spawn_blocking(move || building.build_sets());
+        let building = Arc::downgrade(&routes);
+        tokio::task::spawn_blocking(move || {
+            if let Some(routes) = building.upgrade() {
+                routes.build_sets();
+            }
+        });
         *self.loaded.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
             routes,
             plugins: Arc::new(synced.plugins),
