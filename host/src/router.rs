@@ -1291,30 +1291,37 @@ mod tests {
         r"(?P<tail>a(?s:.){16})$",
     ];
 
-    #[test]
-    fn matches_agree_with_the_regex_engine_where_the_lazy_dfa_gives_up() {
-        // 8,000 letters a and b, at random.
-        let mut seed = 1u32;
-        let long: String = (0..8000)
+    /// Texts each of [`PATTERNS`] is tried on, besides a long one.
+    const TEXTS: [&str; 9] = [
+        "store x under y",
+        "STORE Kaffee UNDER café",
+        "un café noir",
+        "un cafébar",
+        "bob++ and alice++",
+        "éé aab",
+        "xyxz",
+        "",
+        "Hello there",
+    ];
+
+    /// 8,000 letters a and b, at random from `seed`: the DFA of the last
+    /// of [`PATTERNS`] has 2^16 states on such a text, more than a lazy
+    /// DFA's cache holds.
+    fn random_ab(mut seed: u32) -> String {
+        (0..8000)
             .map(|_| {
                 seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                 if seed >> 16 & 1 == 0 { 'a' } else { 'b' }
             })
-            .collect();
-        let texts = [
-            "store x under y",
-            "STORE Kaffee UNDER café",
-            "un café noir",
-            "un cafébar",
-            "bob++ and alice++",
-            "éé aab",
-            "xyxz",
-            "",
-            "Hello there",
-            long.as_str(),
-        ];
+            .collect()
+    }
+
+    #[test]
+    fn matches_agree_with_the_regex_engine_where_the_lazy_dfa_gives_up() {
+        let long = random_ab(1);
+        let texts: Vec<&str> = TEXTS.into_iter().chain([long.as_str()]).collect();
         for (route, regex) in COMPILED.iter() {
-            for text in texts {
+            for &text in &texts {
                 let ours = route.matches(&Incoming::overheard(text)).map(args);
                 let pattern = route.pattern();
                 assert_eq!(ours, reference(regex, text), "{pattern:?} on {text:?}");
@@ -1395,17 +1402,7 @@ mod tests {
         let outside = sets.in_set.iter().filter(|s| s.is_none()).count();
         assert_eq!(outside, 2 * unicode_words);
         let long = "ab".repeat(4000);
-        for text in [
-            "store x under y",
-            "STORE Kaffee UNDER café",
-            "un café noir",
-            "bob++ and alice++",
-            "éé aab",
-            "xyxz",
-            "",
-            "Hello there",
-            long.as_str(),
-        ] {
+        for text in TEXTS.into_iter().chain([long.as_str()]) {
             for msg in [Incoming::addressed(text), Incoming::overheard(text)] {
                 let (via_table, alone) = table_and_alone(&table, &plugins, &msg);
                 assert_eq!(via_table, alone, "{msg:?}");
@@ -1447,16 +1444,7 @@ mod tests {
     fn a_set_that_gives_up_leaves_its_routes_to_be_searched_alone() {
         let plugins = pattern_plugins();
         let table = Routes::new(plugins.iter().map(Vec::as_slice));
-        // 8,000 letters a and b, at random: the DFA of the last pattern
-        // has 2^16 states, more than the set's cache holds.
-        let mut seed = 7u32;
-        let long: String = (0..8000)
-            .map(|_| {
-                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                if seed >> 16 & 1 == 0 { 'a' } else { 'b' }
-            })
-            .collect();
-        let msg = Incoming::addressed(long);
+        let msg = Incoming::addressed(random_ab(7));
         let gave_up = table
             .sets
             .get()
