@@ -23,7 +23,13 @@
 //! DFA gives up on some patterns (a Unicode word boundary `\b` on non-ASCII
 //! text, or an automaton too large for its cache) and the PikeVM, which
 //! then searches, steps through every live state of the automaton for each
-//! byte. Each route's [cost](CompiledRoute::cost) measures that automaton;
+//! byte. The groups of a route that matches are found by a bounded
+//! backtracker on short texts and by the PikeVM on longer ones; the
+//! backtracker visits each state at each position at most once, within
+//! fixed bounds of memory (4 KiB for the pairs of state and position it
+//! visited, 16 KiB for its stack), so it too takes time proportional to
+//! the text times the automaton. Each route's [cost](CompiledRoute::cost)
+//! measures that automaton;
 //! a plugin's routes together must stay within `max_plugin_route_bytes`
 //! ([`compile`]) and every loaded plugin's within `max_host_route_bytes`
 //! ([`check_host_budget`]), and the host matches at most
@@ -32,7 +38,7 @@
 use std::sync::{Arc, OnceLock};
 
 use regex_automata::hybrid;
-use regex_automata::nfa::thompson::{self, NFA, pikevm::PikeVM};
+use regex_automata::nfa::thompson::{self, NFA, backtrack::BoundedBacktracker, pikevm::PikeVM};
 use regex_automata::util::captures::Captures;
 use regex_automata::util::pool::{Pool, PoolGuard};
 use regex_automata::util::prefilter::Prefilter;
@@ -157,6 +163,31 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// many; a route whose automaton does not is searched by the PikeVM, which
 /// its cost accounts for.
 const LAZY_DFA_CACHE_BYTES: usize = 64 * 1024;
+/// The most bytes of the set of (automaton state, text position) pairs
+/// that the bounded backtracker visits when it finds a route's groups:
+/// 32,768 pairs, so 511 bytes of text for an automaton of 64 states, 90
+/// for one of 357 states (such as one with a Unicode `\w`). It visits each
+/// pair at most once, so it takes time proportional to the states times
+/// the text's length, as the PikeVM does; on a short text it takes a third
+/// to a quarter of the PikeVM's time.
+const BACKTRACK_VISITED_BYTES: usize = 4 * 1024;
+
+/// The most bytes of the stack of states still to try that the bounded
+/// backtracker may grow while finding a route's groups. Each visited pair
+/// pushes at most as many frames (of 16 bytes) as its state has further
+/// branches, so a route whose automaton has `b` branches in all (the
+/// alternatives of its unions beyond the first, and its group boundaries)
+/// is searched by the backtracker only on texts of at most `1023 / b - 1`
+/// bytes (126 bytes for the 8 branches of `^get (?P<n>\d+) (?P<key>\S+)$`),
+/// and by the PikeVM on longer ones.
+/// With [`BACKTRACK_VISITED_BYTES`], a route's backtracker cache holds at
+/// most 20 KiB.
+const BACKTRACK_STACK_BYTES: usize = 16 * 1024;
+
+/// The bytes of one frame of the bounded backtracker's stack: a state
+/// and a position, or a group boundary and its offset.
+const BACKTRACK_FRAME_BYTES: usize = 16;
+
 /// Capacity of the lazy DFA cache of one [`RouteSet`], in bytes: its
 /// states hold the states of all its routes at once, so it gets the room of
 /// a few routes; where that is too little, it gives up as a route's does
@@ -179,9 +210,11 @@ const MAX_SETS: usize = 16;
 /// - the lazy DFA, which tells whether a text matches, by
 ///   [`LAZY_DFA_CACHE_BYTES`] a cache; where it gives up (see the module
 ///   documentation) the PikeVM decides;
-/// - the PikeVM, which finds the groups of a match, by the automaton: its
-///   scratch space grows with the automaton and is counted in the route's
-///   cost.
+/// - the bounded backtracker, which finds the groups of a match on a short
+///   text, by [`BACKTRACK_VISITED_BYTES`] and [`BACKTRACK_STACK_BYTES`];
+/// - the PikeVM, which finds the groups of a match on a longer text, by
+///   the automaton: its scratch space grows with the automaton and is
+///   counted in the route's cost.
 ///
 /// Nothing else is compiled. A route's groups are found only when it
 /// matches, so the reverse automata and the one-pass DFA that the regex
@@ -196,6 +229,10 @@ struct Matcher {
     /// A literal search that the lazy DFA and the PikeVM skip ahead with,
     /// for patterns that begin with a literal.
     prefilter: Option<Prefilter>,
+    backtrack: BoundedBacktracker,
+    /// The longest text the backtracker searches, within both of its
+    /// bounds: longer ones are the PikeVM's.
+    backtrack_max_len: usize,
     pikevm: PikeVM,
     /// The parsed pattern, kept where a [`RouteSet`] can search for it
     /// together with other routes: where its lazy DFA could be built and it
@@ -210,6 +247,7 @@ struct Matcher {
 #[derive(Debug, Clone)]
 struct SearchCache {
     dfa: Option<hybrid::dfa::Cache>,
+    backtrack: thompson::backtrack::Cache,
     pikevm: thompson::pikevm::Cache,
 }
 
@@ -218,6 +256,7 @@ impl SearchCache {
         self.dfa
             .as_ref()
             .map_or(0, hybrid::dfa::Cache::memory_usage)
+            + self.backtrack.memory_usage()
             + self.pikevm.memory_usage()
     }
 }
@@ -266,6 +305,30 @@ impl Matcher {
             )
             .build_from_nfa(nfa.clone())
             .ok();
+        let backtrack = BoundedBacktracker::builder()
+            .configure(
+                BoundedBacktracker::config()
+                    .prefilter(prefilter.clone())
+                    .visited_capacity(BACKTRACK_VISITED_BYTES),
+            )
+            .build_from_nfa(nfa.clone())
+            .map_err(Box::new)?;
+        let branches = nfa
+            .states()
+            .iter()
+            .map(|state| match state {
+                thompson::State::Union { alternates } => alternates.len().saturating_sub(1),
+                thompson::State::BinaryUnion { .. } | thompson::State::Capture { .. } => 1,
+                _ => 0,
+            })
+            .sum::<usize>();
+        // At most `branches` frames for each of the `len + 1` positions,
+        // and the first.
+        let backtrack_max_len = (BACKTRACK_STACK_BYTES / BACKTRACK_FRAME_BYTES - 1)
+            .checked_div(branches)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1)
+            .min(backtrack.max_haystack_len());
         let pikevm = PikeVM::builder()
             .configure(PikeVM::config().prefilter(prefilter.clone()))
             .build_from_nfa(nfa)
@@ -275,6 +338,8 @@ impl Matcher {
         Ok(Self {
             dfa,
             prefilter,
+            backtrack,
+            backtrack_max_len,
             pikevm,
             set_member,
             anchored,
@@ -284,8 +349,24 @@ impl Matcher {
     fn create_cache(&self) -> SearchCache {
         SearchCache {
             dfa: self.dfa.as_ref().map(hybrid::dfa::Cache::new),
+            backtrack: self.backtrack.create_cache(),
             pikevm: self.pikevm.create_cache(),
         }
+    }
+
+    /// Finds the groups of the first match in the input: by the bounded
+    /// backtracker where the text is short enough for it, else by the
+    /// PikeVM. Both find the same match and groups.
+    fn captures(&self, cache: &mut SearchCache, input: &Input<'_>, caps: &mut Captures) {
+        if input.get_span().len() <= self.backtrack_max_len
+            && self
+                .backtrack
+                .try_search(&mut cache.backtrack, input, caps)
+                .is_ok()
+        {
+            return;
+        }
+        self.pikevm.search(&mut cache.pikevm, input, caps);
     }
 
     /// The heap bytes of the compiled pattern, not counting its caches.
@@ -475,10 +556,9 @@ impl CompiledRoute {
     /// after all.
     fn captures_with(&self, cache: &mut SearchCache, msg: &Incoming) -> Option<Vec<Capture>> {
         let input = Input::new(&msg.text);
-        let pikevm = &self.matcher.pikevm;
-        let group_info = pikevm.get_nfa().group_info();
+        let group_info = self.matcher.pikevm.get_nfa().group_info();
         let mut caps = Captures::all(group_info.clone());
-        pikevm.search(&mut cache.pikevm, &input, &mut caps);
+        self.matcher.captures(cache, &input, &mut caps);
         if !caps.is_match() {
             return None;
         }
@@ -634,7 +714,11 @@ type CacheFactory =
 /// [`cost`](Self::cost) (the PikeVM's scratch space is part of each
 /// route's cost) plus, for each route, its lazy DFA cache: at most
 /// 64 KiB, and only as a search fills it, which an ordinary route's does
-/// not (a few KiB); and for each group, at most 256 KiB (4 MiB for all).
+/// not (a few KiB); for each route whose groups were found, its
+/// backtracker's scratch space, at most 20 KiB (of which
+/// [`cache_memory`](Self::cache_memory) counts the visited set, not the
+/// room the stack kept); and for each group, at most 256 KiB (4 MiB for
+/// all).
 pub struct Routes {
     /// `(plugin, route)` positions, listen-to routes first.
     order: Vec<(usize, usize)>,
@@ -1336,6 +1420,63 @@ mod tests {
             let input = Input::new(text).earliest(true);
             let gave_up = dfa.try_search_fwd(cache.dfa.as_mut().unwrap(), &input);
             assert!(gave_up.is_err(), "{pattern:?}: {gave_up:?}");
+        }
+    }
+
+    /// Groups are found by the bounded backtracker on texts up to its
+    /// limit and by the PikeVM beyond it: the same matches and groups on
+    /// either side, padded in front or behind.
+    #[test]
+    fn groups_agree_either_side_of_the_backtrackers_limit() {
+        for (route, regex) in COMPILED.iter() {
+            let pattern = route.pattern();
+            let backtrack = &route.matcher.backtrack;
+            let max = route.matcher.backtrack_max_len;
+            // Room for a command, even for an automaton with a Unicode `\w`.
+            assert!(max >= 80, "{pattern:?}: {max}");
+            let mut cache = backtrack.create_cache();
+            let mut caps = backtrack.create_captures();
+            for text in TEXTS {
+                for len in [max, max + 1] {
+                    let pad = " ".repeat(len - text.len());
+                    for padded in [format!("{pad}{text}"), format!("{text}{pad}")] {
+                        let ours = route.matches(&Incoming::overheard(&padded)).map(args);
+                        assert_eq!(ours, reference(regex, &padded), "{pattern:?} on {padded:?}");
+                        // Within the limit, the backtracker searches.
+                        if len == max {
+                            let input = Input::new(&padded);
+                            let searched = backtrack.try_search(&mut cache, &input, &mut caps);
+                            assert!(searched.is_ok(), "{pattern:?}: {searched:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A route whose automaton branches much is searched by the
+    /// backtracker only on shorter texts, which bound its stack: the
+    /// groups agree with the regex engine's either side of that limit.
+    #[test]
+    fn many_branches_shorten_what_the_backtracker_searches() {
+        let pattern = r"(?P<letters>(?:a|b|c|d|e|f|g|h|i|j|k|l)*)z";
+        let route = one(RouteKind::ListenTo, pattern);
+        let regex = regex_automata::meta::Regex::builder()
+            .syntax(regex_automata::util::syntax::Config::new().case_insensitive(true))
+            .build(pattern)
+            .unwrap();
+        let matcher = &route.matcher;
+        let max = matcher.backtrack_max_len;
+        assert!(max < matcher.backtrack.max_haystack_len() / 4, "{max}");
+        assert!(max > 40, "{max}");
+        for len in [max, max + 1] {
+            for text in [
+                "a".repeat(len - 1) + "z",
+                "ab".repeat(len / 2 + 1)[..len].to_owned(),
+            ] {
+                let ours = route.matches(&Incoming::overheard(&text)).map(args);
+                assert_eq!(ours, reference(&regex, &text), "{text:?}");
+            }
         }
     }
 
