@@ -168,8 +168,8 @@ const LAZY_DFA_CACHE_BYTES: usize = 64 * 1024;
 /// 32,768 pairs, so 511 bytes of text for an automaton of 64 states, 90
 /// for one of 357 states (such as one with a Unicode `\w`). It visits each
 /// pair at most once, so it takes time proportional to the states times
-/// the text's length, as the PikeVM does; on a short text it takes a third
-/// to a quarter of the PikeVM's time.
+/// the text's length, as the PikeVM does; on a short text it takes about a
+/// third of the PikeVM's time.
 const BACKTRACK_VISITED_BYTES: usize = 4 * 1024;
 
 /// The most bytes of the stack of states still to try that the bounded
